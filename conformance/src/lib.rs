@@ -1,0 +1,1 @@
+//! Conformance harness: the implementation against the model.

@@ -1,0 +1,1 @@
+//! cachelock: the real protocol.
