@@ -1,1 +1,2 @@
 //! Conformance harness: the implementation against the model.
+pub mod realuv;

@@ -1,0 +1,351 @@
+//! Model fidelity: the model's `uv-*` policies against real uv binaries.
+//!
+//! Each scenario (in the model's syntax, `run-script,clean-force`) is played for real,
+//! offline, in a private sandbox: its own `UV_CACHE_DIR` and `TMPDIR`,
+//! `UV_PYTHON_DOWNLOADS=never`, `UV_NO_CONFIG=1`, the system Python, `--no-project`,
+//! and the locally built `clprobe` wheel served with `--no-index --find-links`.
+//!
+//! A real run sees one interleaving; the model sees all of them. So every scenario
+//! *forces* the interleaving that decides its properties:
+//! - a run's child (the probe) signals that it runs by creating a file, then waits until
+//!   the harness lets it go, then checks that its environment is still there (it imports
+//!   a module it had not imported yet) and reports what it saw;
+//! - a clean starts only once the child has signalled; a kill lands only after the
+//!   child runs (the lock, where the version holds it, is then taken: `/proc/locks`
+//!   shows it and the evidence says so);
+//! - a version without a lock timeout is bounded by the suite's own: "clean still
+//!   waiting after N s" is an observation, not a hang.
+//!
+//! Each observation is a verdict per model property ([`PropSeen`]), marked *forced* when
+//! the run exercised the interleaving that would break it. The [`compare`] module puts
+//! the model's prediction beside it.
+//!
+//! [`Runner`] is the extension point: [`UvBinary`] plays the scenarios with a uv
+//! release; the `cachelock` binary will play them under its own policies.
+
+pub mod compare;
+pub mod scenarios;
+pub mod sys;
+
+use std::ffi::OsString;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use cachelock_model::{Kind, Policy};
+
+/// The lock timeout (seconds) given to processes marked `+timeout`.
+pub const LOCK_TIMEOUT_S: u32 = 2;
+
+/// The uv releases the suite compares with the model: (version, policy).
+pub const UV_VERSIONS: [(&str, Policy); 3] = [
+    ("0.8.19", Policy::Uv0819),
+    ("0.8.20", Policy::Uv0820),
+    ("0.13.9", Policy::Uv013),
+];
+
+/// Something that can play the scenarios: a uv release, or (later) `cachelock` under
+/// one of its policies. The harness owns the choreography (signals, waits, kills,
+/// observations); a runner only says how each kind of process is started.
+pub trait Runner: Send + Sync {
+    /// The column heading in the table (`uv 0.13.9`).
+    fn label(&self) -> String;
+    /// The model policy this runner is claimed to follow.
+    fn policy(&self) -> Policy;
+    /// The command line of a process of `kind` in `sb`. For the runs, the command
+    /// starts the probe (`clprobe`) in the kind's environment.
+    fn argv(&self, kind: Kind, sb: &Sandbox) -> Vec<OsString>;
+    /// Environment variables for every process (`timeout`: the process is `+timeout`).
+    fn env(&self, sb: &Sandbox, timeout: bool) -> Vec<(OsString, OsString)>;
+    /// True if lock waits can time out at all (otherwise `+timeout` has no effect and
+    /// the suite's own bound ends the wait).
+    fn has_lock_timeout(&self) -> bool;
+    /// When the runner has no exact counterpart of `kind` and plays it with a stand-in,
+    /// a line saying so (it goes into the table's note).
+    fn stand_in(&self, kind: Kind) -> Option<&'static str>;
+}
+
+/// A private place for one scenario: cache, temporary directory, the probe script.
+pub struct Sandbox {
+    _dir: tempfile::TempDir,
+    /// Holds the processes' outputs and signal files.
+    pub root: PathBuf,
+    /// `UV_CACHE_DIR`.
+    pub cache: PathBuf,
+    /// `TMPDIR`: a `--no-cache` run's temporary cache appears here.
+    pub tmp: PathBuf,
+    /// A PEP 723 script that depends on `clprobe` and runs it.
+    pub script: PathBuf,
+    /// The directory holding the `clprobe` wheel.
+    pub wheels: PathBuf,
+    /// The system Python (`UV_PYTHON`).
+    pub python: PathBuf,
+}
+
+impl Sandbox {
+    /// A fresh sandbox (the cache directory is not created: the processes do that).
+    pub fn new(wheels: &Path, python: &Path) -> std::io::Result<Sandbox> {
+        let dir = tempfile::Builder::new().prefix("cl-fidelity-").tempdir()?;
+        let root = dir.path().to_path_buf();
+        let tmp = root.join("tmp");
+        fs::create_dir(&tmp)?;
+        let script = root.join("probe.py");
+        fs::write(
+            &script,
+            "# /// script\n# dependencies = [\"clprobe\"]\n# ///\nimport sys\nimport clprobe\n\nsys.exit(clprobe.main())\n",
+        )?;
+        Ok(Sandbox {
+            cache: root.join("cache"),
+            tmp,
+            script,
+            wheels: wheels.to_path_buf(),
+            python: python.to_path_buf(),
+            root,
+            _dir: dir,
+        })
+    }
+
+    /// `<cache>/.lock`.
+    pub fn lock_file(&self) -> PathBuf {
+        self.cache.join(".lock")
+    }
+}
+
+/// A uv release installed by `conformance/scripts/install-uv.sh`.
+pub struct UvBinary {
+    /// `0.13.9`.
+    pub version: String,
+    /// `.uv-versions/<version>/bin/uv`.
+    pub path: PathBuf,
+    /// The policy the model claims for it.
+    pub policy: Policy,
+}
+
+impl UvBinary {
+    fn base(&self, sb: &Sandbox) -> Vec<OsString> {
+        let mut v: Vec<OsString> = vec![self.path.clone().into()];
+        v.extend(["run", "--no-project", "--no-index"].map(OsString::from));
+        v.push("--find-links".into());
+        v.push(sb.wheels.clone().into());
+        v
+    }
+
+    fn uv(&self, args: &[&str]) -> Vec<OsString> {
+        let mut v: Vec<OsString> = vec![self.path.clone().into()];
+        v.extend(args.iter().map(OsString::from));
+        v
+    }
+
+    fn old_clean(&self) -> bool {
+        self.policy == Policy::Uv0819
+    }
+}
+
+impl Runner for UvBinary {
+    fn label(&self) -> String {
+        format!("uv {}", self.version)
+    }
+
+    fn policy(&self) -> Policy {
+        self.policy
+    }
+
+    fn argv(&self, kind: Kind, sb: &Sandbox) -> Vec<OsString> {
+        let with = |mut v: Vec<OsString>| {
+            v.extend(["--with", "clprobe", "clprobe"].map(OsString::from));
+            v
+        };
+        match kind {
+            Kind::Run | Kind::RunServer | Kind::RunDaemon | Kind::RunNestedClean => {
+                with(self.base(sb))
+            }
+            Kind::RunNoCache => {
+                let mut v = self.base(sb);
+                v.insert(2, "--no-cache".into());
+                with(v)
+            }
+            Kind::RunScript => {
+                let mut v = self.base(sb);
+                v.push("--script".into());
+                v.push(sb.script.clone().into());
+                v
+            }
+            Kind::ToolRun => {
+                let mut v = self.uv(&["tool", "run", "--no-index", "--find-links"]);
+                v.push(sb.wheels.clone().into());
+                v.extend(["--from", "clprobe", "clprobe"].map(OsString::from));
+                v
+            }
+            Kind::Clean => self.uv(&["cache", "clean"]),
+            // 0.8.19 has no --force (it came with 0.8.20).
+            Kind::CleanForce if self.old_clean() => self.uv(&["cache", "clean"]),
+            Kind::CleanForce => self.uv(&["cache", "clean", "--force"]),
+            Kind::Prune => self.uv(&["cache", "prune"]),
+        }
+    }
+
+    fn env(&self, sb: &Sandbox, timeout: bool) -> Vec<(OsString, OsString)> {
+        let mut e: Vec<(OsString, OsString)> = vec![
+            ("UV_CACHE_DIR".into(), sb.cache.clone().into()),
+            ("TMPDIR".into(), sb.tmp.clone().into()),
+            ("UV_PYTHON_DOWNLOADS".into(), "never".into()),
+            ("UV_NO_CONFIG".into(), "1".into()),
+            ("UV_PYTHON".into(), sb.python.clone().into()),
+            ("UV_OFFLINE".into(), "1".into()),
+            ("NO_COLOR".into(), "1".into()),
+        ];
+        if timeout {
+            e.push(("UV_LOCK_TIMEOUT".into(), LOCK_TIMEOUT_S.to_string().into()));
+        }
+        e
+    }
+
+    fn has_lock_timeout(&self) -> bool {
+        // UV_LOCK_TIMEOUT first shipped in 0.9.16.
+        self.policy == Policy::Uv013
+    }
+
+    fn stand_in(&self, kind: Kind) -> Option<&'static str> {
+        (kind == Kind::CleanForce && self.old_clean()).then_some(
+            "0.8.19 has no `clean --force`: played by plain `clean`, which behaves the same when the lock is free",
+        )
+    }
+}
+
+/// Where the fidelity suite finds things.
+#[derive(Clone, Debug)]
+pub struct Setup {
+    /// `<repo>/.uv-versions` (or `CACHELOCK_UV_VERSIONS_DIR`).
+    pub versions_dir: PathBuf,
+    /// The system Python.
+    pub python: PathBuf,
+}
+
+impl Setup {
+    /// The default layout, relative to the repository root.
+    pub fn from_env() -> Setup {
+        let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let versions_dir = std::env::var_os("CACHELOCK_UV_VERSIONS_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| repo.join(".uv-versions"));
+        Setup {
+            versions_dir,
+            python: find_python(),
+        }
+    }
+
+    /// The wheel directory.
+    pub fn wheels(&self) -> PathBuf {
+        self.versions_dir.join("wheels")
+    }
+
+    /// The installed uv releases; an error naming the install command if one is missing.
+    pub fn uv_binaries(&self) -> Result<Vec<UvBinary>, String> {
+        let mut out = Vec::new();
+        let mut missing = Vec::new();
+        for (version, policy) in UV_VERSIONS {
+            let path = self.versions_dir.join(version).join("bin").join("uv");
+            let reported = Command::new(&path)
+                .arg("--version")
+                .output()
+                .ok()
+                .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                .unwrap_or_default();
+            if reported.split_whitespace().nth(1) == Some(version) {
+                out.push(UvBinary {
+                    version: version.to_string(),
+                    path,
+                    policy,
+                });
+            } else {
+                missing.push(version);
+            }
+        }
+        if !self
+            .wheels()
+            .join("clprobe-0.1.0-py3-none-any.whl")
+            .exists()
+        {
+            missing.push("(the clprobe wheel)");
+        }
+        if missing.is_empty() {
+            Ok(out)
+        } else {
+            Err(format!(
+                "uv binaries missing from {}: {}. Run `bash conformance/scripts/install-uv.sh {}` first \
+                 (it needs PyPI once; everything after that is offline).",
+                self.versions_dir.display(),
+                missing.join(", "),
+                UV_VERSIONS.map(|(v, _)| v).join(" ")
+            ))
+        }
+    }
+}
+
+fn find_python() -> PathBuf {
+    if let Some(p) = std::env::var_os("CACHELOCK_PYTHON") {
+        return PathBuf::from(p);
+    }
+    let out = Command::new("python3")
+        .args(["-c", "import sys; print(sys.executable)"])
+        .output();
+    match out {
+        Ok(o) if o.status.success() => {
+            PathBuf::from(String::from_utf8_lossy(&o.stdout).trim().to_string())
+        }
+        _ => PathBuf::from("python3"),
+    }
+}
+
+/// A property's observed verdict in one real run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Seen {
+    Holds,
+    Fails,
+}
+
+impl Seen {
+    /// `holds` or `fails`, as the model's verdicts print.
+    pub fn name(self) -> &'static str {
+        match self {
+            Seen::Holds => "holds",
+            Seen::Fails => "fails",
+        }
+    }
+}
+
+/// One property as a real run showed it.
+#[derive(Clone, Debug)]
+pub struct PropSeen {
+    /// The model's property name (`live-env-intact`).
+    pub property: &'static str,
+    pub seen: Seen,
+    /// True when the run exercised the interleaving that decides the property (a real
+    /// failure is always forced). An unforced "holds" says only that this one
+    /// interleaving kept it.
+    pub forced: bool,
+    /// A stable one-line reason (no pids, paths or times): it goes into the docs.
+    pub note: String,
+}
+
+/// What one scenario did on one runner.
+#[derive(Clone, Debug)]
+pub struct Observation {
+    /// The scenario, in the model's syntax.
+    pub scenario: String,
+    /// The runner's label.
+    pub runner: String,
+    pub policy: Policy,
+    pub props: Vec<PropSeen>,
+    /// Stand-ins and other stable remarks for the docs.
+    pub remarks: Vec<String>,
+    /// What happened, with pids, codes and stderr: for test output, not for the docs.
+    pub log: Vec<String>,
+}
+
+impl Observation {
+    /// The observation of `property`, if the scenario observed it.
+    pub fn get(&self, property: &str) -> Option<&PropSeen> {
+        self.props.iter().find(|p| p.property == property)
+    }
+}

@@ -1,0 +1,249 @@
+//! The model's prediction beside the real observation, and the table in
+//! `docs/fidelity.md`.
+//!
+//! For each property the model checks on a scenario: the model's verdict under the
+//! runner's policy, and what the real run showed. They *agree* when equal. When the model
+//! says a property fails (or a witness exists) but the real run did not exercise the
+//! interleaving that shows it, the row says *not forced*; that is not a pass, it is a
+//! gap the table admits. Any other difference is a *disagreement*, and the suite fails.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+
+use cachelock_model::check::{PairResult, Verdict, check_pair};
+use cachelock_model::{Policy, Scenario};
+
+use super::{Observation, Seen};
+
+/// How a prediction and an observation relate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Agreement {
+    Agree,
+    /// The model's verdict needs an interleaving the real run did not force.
+    NotForced,
+    /// The scenario does not observe this property.
+    Unobserved,
+    Disagree,
+}
+
+impl Agreement {
+    pub fn name(self) -> &'static str {
+        match self {
+            Agreement::Agree => "agree",
+            Agreement::NotForced => "not forced",
+            Agreement::Unobserved => "not observed",
+            Agreement::Disagree => "DISAGREE",
+        }
+    }
+}
+
+/// One property of one (scenario, runner).
+#[derive(Clone, Debug)]
+pub struct Row {
+    pub property: &'static str,
+    pub predicted: Verdict,
+    pub seen: Option<Seen>,
+    pub agreement: Agreement,
+    pub note: String,
+}
+
+/// One (scenario, runner): its observation and its rows.
+#[derive(Clone, Debug)]
+pub struct Compared {
+    pub obs: Observation,
+    pub rows: Vec<Row>,
+}
+
+impl Compared {
+    /// The rows that disagree.
+    pub fn disagreements(&self) -> impl Iterator<Item = &Row> {
+        self.rows
+            .iter()
+            .filter(|r| r.agreement == Agreement::Disagree)
+    }
+
+    /// Both sides, and what happened, for a failing test.
+    pub fn explain(&self) -> String {
+        let mut s = format!(
+            "scenario `{}` on {} (policy {}):\n",
+            self.obs.scenario, self.obs.runner, self.obs.policy
+        );
+        for r in &self.rows {
+            let _ = writeln!(
+                s,
+                "  {:<22} model {:<5} real {:<5} {:<12} {}",
+                r.property,
+                r.predicted.name(),
+                r.seen.map_or("-", Seen::name),
+                r.agreement.name(),
+                r.note
+            );
+        }
+        for r in &self.obs.remarks {
+            let _ = writeln!(s, "  remark: {r}");
+        }
+        s.push_str("  what happened:\n");
+        for l in &self.obs.log {
+            let _ = writeln!(s, "    {l}");
+        }
+        s
+    }
+}
+
+/// Model verdicts, computed once per (policy, scenario).
+#[derive(Default)]
+pub struct Predictions {
+    cache: HashMap<(Policy, String), PairResult>,
+}
+
+impl Predictions {
+    /// The model's result for `policy` on `scenario`.
+    pub fn get(&mut self, policy: Policy, scenario: &str) -> &PairResult {
+        self.cache
+            .entry((policy, scenario.to_string()))
+            .or_insert_with(|| {
+                let sc = Scenario::parse(scenario).expect("suite scenarios parse");
+                check_pair(policy, &sc)
+            })
+    }
+}
+
+/// Puts the model's verdicts beside `obs`.
+pub fn compare(pred: &mut Predictions, obs: Observation) -> Compared {
+    let result = pred.get(obs.policy, &obs.scenario);
+    let mut rows = Vec::new();
+    for (property, predicted) in &result.verdicts {
+        let name = property.name();
+        let seen = obs.get(name);
+        if *predicted == Verdict::NotApplicable && seen.is_none() {
+            continue;
+        }
+        let (agreement, note) = match (seen, predicted) {
+            (None, _) => (
+                Agreement::Unobserved,
+                "this scenario does not observe it".to_string(),
+            ),
+            (Some(s), Verdict::NotApplicable) => {
+                (Agreement::Unobserved, format!("model: n/a; {}", s.note))
+            }
+            (Some(s), v) if s.seen.name() == v.name() => (Agreement::Agree, s.note.clone()),
+            (Some(s), _) if !s.forced => (Agreement::NotForced, s.note.clone()),
+            (Some(s), _) => (Agreement::Disagree, s.note.clone()),
+        };
+        rows.push(Row {
+            property: name,
+            predicted: *predicted,
+            seen: seen.map(|s| s.seen),
+            agreement,
+            note,
+        });
+    }
+    Compared { obs, rows }
+}
+
+/// The markdown of `docs/fidelity.md`. `runners` gives the column order.
+pub fn table(all: &[Compared], runners: &[String], scenarios: &[&str]) -> String {
+    let mut s = String::new();
+    s.push_str(
+        "# Model fidelity: the model's uv policies against real uv\n\n\
+         Generated by `CACHELOCK_WRITE_DOCS=1 cargo test -p cachelock-conformance --test fidelity`;\n\
+         the same test fails when this file is stale or when a real uv disagrees with the model.\n\
+         Each scenario (model syntax) is played for real, offline, with the interleaving that\n\
+         decides it forced (see `conformance/src/realuv.rs`). Versions: uv 0.8.19 is policy\n\
+         `uv-0.8.19`, 0.8.20 is `uv-0.8.20`, 0.13.9 is `uv-0.13`.\n\n\
+         *model fails* lists the observed properties the model says fail (for the witnesses\n\
+         `clean-overlaps-child` and `runs-share-lock`: the situation is unreachable); *real fails*\n\
+         the ones the real run broke. *not forced*: the model's verdict needs an interleaving the\n\
+         real run could not produce.\n\n",
+    );
+    s.push_str("| scenario | uv | model fails | real fails | verdict | note |\n|---|---|---|---|---|---|\n");
+    for sc in scenarios {
+        for r in runners {
+            let Some(c) = all
+                .iter()
+                .find(|c| c.obs.scenario == *sc && &c.obs.runner == r)
+            else {
+                let _ = writeln!(s, "| `{sc}` | {r} | | | not run | |");
+                continue;
+            };
+            let observed: Vec<&super::compare::Row> =
+                c.rows.iter().filter(|r| r.seen.is_some()).collect();
+            let list = |f: &dyn Fn(&Row) -> bool| {
+                let v: Vec<&str> = observed
+                    .iter()
+                    .filter(|r| f(r))
+                    .map(|r| r.property)
+                    .collect();
+                if v.is_empty() {
+                    "–".to_string()
+                } else {
+                    v.join(", ")
+                }
+            };
+            let model = list(&|r| r.predicted == Verdict::Fails);
+            let real = list(&|r| r.seen == Some(Seen::Fails));
+            let bad: Vec<&str> = c.disagreements().map(|r| r.property).collect();
+            let nf: Vec<&str> = c
+                .rows
+                .iter()
+                .filter(|r| r.agreement == Agreement::NotForced)
+                .map(|r| r.property)
+                .collect();
+            let verdict = if !bad.is_empty() {
+                format!("**DISAGREE** ({})", bad.join(", "))
+            } else if !nf.is_empty() {
+                format!("agree; not forced: {}", nf.join(", "))
+            } else {
+                "agree".to_string()
+            };
+            let note = row_note(c);
+            let _ = writeln!(
+                s,
+                "| `{sc}` | {r} | {model} | {real} | {verdict} | {note} |"
+            );
+        }
+    }
+    s.push_str("\n## Per property\n\n| scenario | uv | property | model | real | | note |\n|---|---|---|---|---|---|---|\n");
+    for sc in scenarios {
+        for r in runners {
+            let Some(c) = all
+                .iter()
+                .find(|c| c.obs.scenario == *sc && &c.obs.runner == r)
+            else {
+                continue;
+            };
+            for row in &c.rows {
+                let _ = writeln!(
+                    s,
+                    "| `{sc}` | {r} | {} | {} | {} | {} | {} |",
+                    row.property,
+                    row.predicted.name(),
+                    row.seen.map_or("–", Seen::name),
+                    row.agreement.name(),
+                    row.note
+                );
+            }
+            for remark in &c.obs.remarks {
+                let _ = writeln!(s, "| `{sc}` | {r} | (remark) | | | | {remark} |");
+            }
+        }
+    }
+    s
+}
+
+/// One line per (scenario, runner): the most telling observation.
+fn row_note(c: &Compared) -> String {
+    let first_fail = c
+        .obs
+        .props
+        .iter()
+        .find(|p| p.seen == Seen::Fails)
+        .or_else(|| c.obs.get("clean-completes"))
+        .or_else(|| c.obs.get("live-env-intact"));
+    let mut note = first_fail.map(|p| p.note.clone()).unwrap_or_default();
+    if let Some(r) = c.obs.remarks.first() {
+        note.push_str("; ");
+        note.push_str(r);
+    }
+    note
+}

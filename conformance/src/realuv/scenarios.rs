@@ -1,0 +1,816 @@
+//! The scenarios the fidelity suite plays, each with the interleaving it forces.
+//!
+//! Every driver follows the same pattern: start the processes in the order that breaks
+//! the scenario's properties if anything does, wait for the signals that prove the
+//! order happened (`ready` files, `/proc/locks`), observe, and let everything finish.
+
+use std::ffi::OsString;
+use std::time::{Duration, Instant};
+
+use cachelock_model::{Kind, ProcSpec, Scenario};
+
+use super::sys::{self, Proc, Report};
+use super::{LOCK_TIMEOUT_S, Observation, PropSeen, Runner, Sandbox, Seen, Setup};
+
+/// How long a run may take to build its environment and start its child.
+const READY: Duration = Duration::from_secs(30);
+/// How long a clean is given before the harness concludes that it waits.
+const WAITS: Duration = Duration::from_millis(1500);
+/// The suite's own bound for a wait that the version cannot time out.
+pub const STILL_WAITING_S: u64 = 5;
+/// How long any process is given to finish once it may.
+const FINISH: Duration = Duration::from_secs(30);
+
+/// The scenarios of the suite, in table order.
+pub const SCENARIOS: [&str; 13] = [
+    "run,clean",
+    "run-script,clean",
+    "tool-run,clean",
+    "run-script,clean-force",
+    "run-no-cache",
+    "run-no-cache+crash",
+    "run-server,clean+timeout",
+    "run-nested-clean",
+    "run-nested-clean+timeout",
+    "run,run",
+    "run+crash,clean",
+    "run,clean,run",
+    "clean,run,clean",
+];
+
+/// Plays `scenario` on `runner`. An `Err` means the scenario could not be played at
+/// all (a run never started its child, say), which the suite reports as a failure.
+pub fn play(runner: &dyn Runner, setup: &Setup, scenario: &str) -> Result<Observation, String> {
+    let sc = Scenario::parse(scenario).map_err(|e| e.to_string())?;
+    let sb = Sandbox::new(&setup.wheels(), &setup.python).map_err(|e| e.to_string())?;
+    let mut cx = Cx {
+        runner,
+        sb,
+        obs: Observation {
+            scenario: scenario.to_string(),
+            runner: runner.label(),
+            policy: runner.policy(),
+            props: Vec::new(),
+            remarks: Vec::new(),
+            log: Vec::new(),
+        },
+        started: Instant::now(),
+        count: 0,
+    };
+    for p in &sc.procs {
+        if let Some(s) = runner.stand_in(p.kind) {
+            cx.obs.remarks.push(s.to_string());
+        }
+    }
+    let k: Vec<Kind> = sc.procs.iter().map(|p| p.kind).collect();
+    match k.as_slice() {
+        [r, c] if r.is_run() && c.is_clean() => run_then_clean(&mut cx, sc.procs[0], sc.procs[1]),
+        [Kind::RunNoCache] => no_cache(&mut cx, sc.procs[0]),
+        [Kind::RunNestedClean] => nested_clean(&mut cx, sc.procs[0]),
+        [Kind::Run, Kind::Run] => two_runs(&mut cx),
+        [Kind::Run, Kind::Clean, Kind::Run] => overtaking(&mut cx),
+        [Kind::Clean, Kind::Run, Kind::Clean] => orphaned_lock(&mut cx),
+        _ => Err(format!("no driver for scenario `{scenario}`")),
+    }?;
+    Ok(cx.obs)
+}
+
+/// The state of one scenario being played.
+struct Cx<'a> {
+    runner: &'a dyn Runner,
+    sb: Sandbox,
+    obs: Observation,
+    started: Instant,
+    count: usize,
+}
+
+impl Cx<'_> {
+    fn start(&mut self, spec: ProcSpec) -> Result<Proc, String> {
+        self.start_with(spec, &[])
+    }
+
+    fn start_with(
+        &mut self,
+        spec: ProcSpec,
+        extra: &[(OsString, OsString)],
+    ) -> Result<Proc, String> {
+        self.count += 1;
+        let name = format!("{}#{}", spec.kind.token(), self.count);
+        let argv = self.runner.argv(spec.kind, &self.sb);
+        let mut env = self.runner.env(&self.sb, spec.timeout);
+        env.extend(extra.iter().cloned());
+        let p = Proc::spawn(&name, &self.sb.root, &argv, &env)?;
+        self.log(format!("start {name} (pid {})", p.pid()));
+        Ok(p)
+    }
+
+    fn log(&mut self, line: impl Into<String>) {
+        let t = self.started.elapsed().as_secs_f32();
+        self.obs.log.push(format!("{t:6.2}s {}", line.into()));
+    }
+
+    fn see(&mut self, property: &'static str, seen: Seen, forced: bool, note: impl Into<String>) {
+        self.obs.props.push(PropSeen {
+            property,
+            seen,
+            forced: forced || seen == Seen::Fails,
+            note: note.into(),
+        });
+    }
+
+    /// Waits for a run's child to signal; an error with its stderr if it never does.
+    fn ready(&mut self, run: &mut Proc) -> Result<(), String> {
+        if run.wait_ready(READY) {
+            let pid = run.child_pid().unwrap_or_default();
+            self.log(format!("{} child runs (pid {pid})", run.name));
+            Ok(())
+        } else {
+            let code = run.code();
+            Err(format!(
+                "{} never started its child (exit {code:?}); stderr:\n{}",
+                run.name,
+                run.stderr()
+            ))
+        }
+    }
+
+    /// The flocks `p` holds on the cache's `.lock` (any inode that was ever there is
+    /// not known here: this is the current one).
+    fn lock_held_by(&mut self, p: &Proc) -> Vec<sys::Flock> {
+        let all = sys::flocks_of(p.pid());
+        let ino = sys::inode(&self.sb.lock_file());
+        let on_lock: Vec<_> = all
+            .iter()
+            .copied()
+            .filter(|l| Some(l.inode) == ino)
+            .collect();
+        self.log(format!(
+            "/proc/locks: {} holds {:?} (on .lock: {:?}, .lock inode {:?})",
+            p.name, all, on_lock, ino
+        ));
+        all
+    }
+
+    fn finish(&mut self, p: &mut Proc, limit: Duration) -> Option<i32> {
+        p.wait_for(limit);
+        let code = p.code();
+        let err = p.stderr();
+        let tail: Vec<&str> = err.lines().rev().take(4).collect();
+        self.log(format!(
+            "{} exit {:?}; stderr tail: {:?}",
+            p.name,
+            code,
+            tail.into_iter().rev().collect::<Vec<_>>()
+        ));
+        code
+    }
+
+    /// The cache's contents other than `.lock` (empty if the root is gone).
+    fn leftovers(&self) -> Vec<String> {
+        sys::entries(&self.sb.cache)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|e| e != ".lock")
+            .collect()
+    }
+
+    fn remark_cache_after_clean(&mut self) {
+        let root = sys::entries(&self.sb.cache);
+        let s = match root {
+            None => "clean removed `.lock` and the root".to_string(),
+            Some(e) if e == [".lock"] => "clean kept the root with only `.lock`".to_string(),
+            Some(e) => format!("after the clean the root holds {e:?}"),
+        };
+        self.log(s.clone());
+        if !self.obs.remarks.contains(&s) {
+            self.obs.remarks.push(s);
+        }
+    }
+
+    fn live_env(&mut self, run: &Proc, code: Option<i32>, report: Option<Report>, crashed: bool) {
+        match report {
+            Some(r) if r.ok && (crashed || code == Some(0)) => self.see(
+                "live-env-intact",
+                Seen::Holds,
+                true,
+                "the child found its environment intact",
+            ),
+            Some(r) if !r.ok => {
+                let problem = r.problem.clone();
+                self.log(format!(
+                    "{} child lost its environment: {problem}",
+                    run.name
+                ));
+                let first = problem.split(':').next().unwrap_or("").to_string();
+                self.see(
+                    "live-env-intact",
+                    Seen::Fails,
+                    true,
+                    format!("the running child lost its environment ({first})"),
+                )
+            }
+            _ => {
+                let err = run.stderr();
+                let line = err
+                    .lines()
+                    .find(|l| l.contains("error"))
+                    .unwrap_or("no report")
+                    .to_string();
+                let stable = line
+                    .trim_start_matches("error: ")
+                    .split([':', '`'])
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .to_string();
+                self.log(format!("{}: {line}", run.name));
+                self.see(
+                    "live-env-intact",
+                    Seen::Fails,
+                    true,
+                    format!("the child never ran in its environment ({stable})"),
+                )
+            }
+        }
+    }
+}
+
+/// `RUN,CLEAN`: the clean starts once the run's child runs (and, with `+crash`, once
+/// the run has been killed). The child checks its environment only after the clean
+/// has finished, or has shown that it waits.
+fn run_then_clean(cx: &mut Cx, run_spec: ProcSpec, clean_spec: ProcSpec) -> Result<(), String> {
+    let server = run_spec.kind == Kind::RunServer;
+    let mut run = cx.start(run_spec)?;
+    cx.ready(&mut run)?;
+    let held = cx.lock_held_by(&run);
+    let run_holds = !held.is_empty();
+    if run_spec.crash {
+        run.kill_self();
+        let after = sys::flocks_of(run.pid());
+        cx.log(format!(
+            "SIGKILL {} (held {held:?}); its locks after: {after:?}",
+            run.name
+        ));
+    }
+    let mut clean = cx.start(clean_spec)?;
+    let bound = if clean_spec.timeout {
+        Duration::from_secs(STILL_WAITING_S)
+    } else {
+        WAITS
+    };
+    let during = clean.wait_for(bound).is_some();
+    let during_code = clean.code();
+    cx.log(format!(
+        "{} {} while the child runs",
+        clean.name,
+        if during {
+            format!("exited {during_code:?}")
+        } else {
+            format!("still waiting after {:.1}s", bound.as_secs_f32())
+        }
+    ));
+    let deleted_during = during && during_code == Some(0);
+    if deleted_during {
+        cx.remark_cache_after_clean();
+        let left = cx.leftovers();
+        cx.see(
+            "clean-removes-unused",
+            if left.is_empty() {
+                Seen::Holds
+            } else {
+                Seen::Fails
+            },
+            false,
+            if left.is_empty() {
+                "the clean removed everything".to_string()
+            } else {
+                format!("the clean left {left:?}")
+            },
+        );
+    }
+    // A server's clean that is still waiting is ended here: the server never exits.
+    let mut clean_code = during_code;
+    let mut clean_stuck = false;
+    if server && !during {
+        clean.kill_group();
+        clean_stuck = true;
+        cx.log(format!("{} killed by the suite", clean.name));
+    }
+    run.go();
+    let code = if run_spec.crash {
+        None
+    } else {
+        cx.finish(&mut run, FINISH)
+    };
+    let report = run.wait_report(Duration::from_secs(10));
+    if !during && !clean_stuck {
+        clean_code = cx.finish(&mut clean, FINISH);
+        if clean_code == Some(0) {
+            cx.remark_cache_after_clean();
+            let left = cx.leftovers();
+            cx.see(
+                "clean-removes-unused",
+                if left.is_empty() {
+                    Seen::Holds
+                } else {
+                    Seen::Fails
+                },
+                false,
+                if left.is_empty() {
+                    "once the child had exited, the clean removed everything".to_string()
+                } else {
+                    format!("the clean left {left:?}")
+                },
+            );
+        }
+    }
+    cx.live_env(&run, code, report, run_spec.crash);
+
+    let force =
+        clean_spec.kind == Kind::CleanForce && cx.runner.stand_in(Kind::CleanForce).is_none();
+    let holder = run_holds && !run_spec.crash;
+    let me_fails = deleted_during && holder;
+    cx.see(
+        "mutual-exclusion",
+        if me_fails { Seen::Fails } else { Seen::Holds },
+        true,
+        match (me_fails, holder, deleted_during) {
+            (true, _, _) => "the clean deleted while the run held its shared lock".to_string(),
+            (false, true, _) => {
+                "the clean did not delete while the run held its shared lock".to_string()
+            }
+            (false, false, true) if run_spec.crash => {
+                "the killed run held no lock: the clean deleted at once".to_string()
+            }
+            (false, false, true) => {
+                "the run held no lock while its child ran: the clean deleted at once".to_string()
+            }
+            (false, false, false) => "the clean did not delete while the child ran".to_string(),
+        },
+    );
+    cx.see(
+        "clean-overlaps-child",
+        if deleted_during {
+            Seen::Holds
+        } else {
+            Seen::Fails
+        },
+        true,
+        if deleted_during {
+            "the clean got the cache while the child ran"
+        } else {
+            "the clean started while the child ran and did not get the cache"
+        },
+    );
+    let timed_out = clean_code == Some(2) && clean.stderr().contains("Timeout");
+    let completes = clean_code == Some(0) || (clean_spec.timeout && timed_out);
+    cx.see(
+        "clean-completes",
+        if completes { Seen::Holds } else { Seen::Fails },
+        true,
+        if clean_stuck {
+            format!("the clean was still waiting for the server after {STILL_WAITING_S}s (no lock timeout)")
+        } else if timed_out {
+            format!("the clean timed out after {LOCK_TIMEOUT_S}s (exit 2) while the server ran")
+        } else if completes {
+            "the clean finished (exit 0)".to_string()
+        } else {
+            format!("the clean failed (exit {clean_code:?})")
+        },
+    );
+    cx.see(
+        "no-deadlock",
+        Seen::Holds,
+        true,
+        if clean_stuck {
+            "the clean waited only for a running server (not a deadlock)"
+        } else {
+            "every process finished"
+        },
+    );
+    cx.see(
+        "no-overtaking",
+        Seen::Holds,
+        false,
+        "no run started after the clean (the window is between a clean's start and its lock call)",
+    );
+    if force {
+        cx.log("clean --force ran");
+    }
+    Ok(())
+}
+
+/// `run-no-cache[+crash]`: the run's child checks its environment; with `+crash` the run
+/// is killed once its child runs.
+fn no_cache(cx: &mut Cx, spec: ProcSpec) -> Result<(), String> {
+    let mut run = cx.start(spec)?;
+    let started = run.wait_ready(READY);
+    let mut code = None;
+    if started {
+        cx.log(format!(
+            "{} child runs; TMPDIR holds {:?}",
+            run.name,
+            sys::entries(&cx.sb.tmp)
+        ));
+        if spec.crash {
+            run.kill_self();
+            cx.log(format!("SIGKILL {}", run.name));
+        }
+        run.go();
+        if !spec.crash {
+            code = cx.finish(&mut run, FINISH);
+        }
+    } else {
+        code = cx.finish(&mut run, FINISH);
+    }
+    let report = if started {
+        run.wait_report(Duration::from_secs(10))
+    } else {
+        None
+    };
+    cx.live_env(&run, code, report, spec.crash);
+    let left = sys::entries(&cx.sb.tmp).unwrap_or_default();
+    cx.log(format!("TMPDIR after: {left:?}"));
+    cx.see(
+        "no-leaked-temp",
+        if left.is_empty() {
+            Seen::Holds
+        } else {
+            Seen::Fails
+        },
+        spec.crash,
+        if left.is_empty() {
+            "no temporary cache remained".to_string()
+        } else {
+            format!(
+                "{} temporary director{} remained in TMPDIR",
+                left.len(),
+                if left.len() == 1 { "y" } else { "ies" }
+            )
+        },
+    );
+    cx.see("no-deadlock", Seen::Holds, true, "every process finished");
+    Ok(())
+}
+
+/// `run-nested-clean[+timeout]`: the child runs `clean` on its own cache and checks its
+/// environment afterwards.
+fn nested_clean(cx: &mut Cx, spec: ProcSpec) -> Result<(), String> {
+    let clean = cx.runner.argv(Kind::Clean, &cx.sb);
+    let json = serde_json::to_string(
+        &clean
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect::<Vec<_>>(),
+    )
+    .map_err(|e| e.to_string())?;
+    let mut run = cx.start_with(spec, &[("CLPROBE_EXEC".into(), json.into())])?;
+    run.go();
+    let bound = Duration::from_secs(STILL_WAITING_S + u64::from(LOCK_TIMEOUT_S));
+    let stuck = run.wait_for(bound).is_none();
+    let mut report = None;
+    let mut code = None;
+    if stuck {
+        cx.log(format!(
+            "{} still running after {}s; locks: {:?}",
+            run.name,
+            bound.as_secs(),
+            sys::flocks_of(run.pid())
+        ));
+        run.kill_group();
+    } else {
+        code = cx.finish(&mut run, FINISH);
+        report = run.wait_report(Duration::from_secs(5));
+    }
+    let exec = report.as_ref().and_then(|r| r.exec_code);
+    if let Some(r) = &report {
+        cx.log(format!(
+            "nested clean exit {:?}: {:?}",
+            r.exec_code,
+            r.exec_stderr.lines().last()
+        ));
+    }
+    let timed_out = exec == Some(2)
+        && report
+            .as_ref()
+            .is_some_and(|r| r.exec_stderr.contains("Timeout"));
+    cx.see(
+        "no-deadlock",
+        if stuck { Seen::Fails } else { Seen::Holds },
+        true,
+        if stuck {
+            format!(
+                "still blocked after {}s: the nested clean waits for its own parent's shared lock",
+                bound.as_secs()
+            )
+        } else if timed_out {
+            "the nested clean timed out (exit 2), so the run finished".to_string()
+        } else {
+            "the nested clean did not wait".to_string()
+        },
+    );
+    let completes = exec == Some(0) || (spec.timeout && timed_out);
+    cx.see(
+        "clean-completes",
+        if completes { Seen::Holds } else { Seen::Fails },
+        true,
+        if stuck {
+            "the nested clean never finished".to_string()
+        } else if timed_out {
+            "the nested clean ended with its timeout".to_string()
+        } else if completes {
+            "the nested clean finished (exit 0) while its parent ran".to_string()
+        } else {
+            format!("the nested clean failed (exit {exec:?})")
+        },
+    );
+    if !stuck {
+        cx.live_env(&run, code, report, false);
+    }
+    cx.see(
+        "clean-overlaps-child",
+        if exec == Some(0) {
+            Seen::Holds
+        } else {
+            Seen::Fails
+        },
+        true,
+        if exec == Some(0) {
+            "the nested clean got the cache while its parent's child ran"
+        } else {
+            "the nested clean never got the cache"
+        },
+    );
+    cx.see(
+        "mutual-exclusion",
+        Seen::Holds,
+        exec == Some(0),
+        if exec == Some(0) {
+            "the parent held no lock while the nested clean deleted"
+        } else {
+            "nothing was deleted"
+        },
+    );
+    Ok(())
+}
+
+/// `run,run`: both children must run at the same time.
+fn two_runs(cx: &mut Cx) -> Result<(), String> {
+    let spec = ProcSpec {
+        kind: Kind::Run,
+        crash: false,
+        timeout: false,
+    };
+    let mut a = cx.start(spec)?;
+    cx.ready(&mut a)?;
+    let la = cx.lock_held_by(&a);
+    let mut b = cx.start(spec)?;
+    let both = b.wait_ready(READY);
+    let lb = cx.lock_held_by(&b);
+    let shared = both && !la.is_empty() && !lb.is_empty();
+    cx.see(
+        "runs-share-lock",
+        if shared { Seen::Holds } else { Seen::Fails },
+        true,
+        if shared {
+            "both runs held the shared lock while their children ran"
+        } else if both {
+            "both children ran, but the runs held no lock while they did"
+        } else {
+            "the second run's child did not start while the first ran"
+        },
+    );
+    a.go();
+    b.go();
+    let ca = cx.finish(&mut a, FINISH);
+    let cb = cx.finish(&mut b, FINISH);
+    let (ra, rb) = (
+        a.wait_report(Duration::from_secs(5)),
+        b.wait_report(Duration::from_secs(5)),
+    );
+    cx.live_env(&a, ca, ra, false);
+    let first = cx.obs.props.pop();
+    cx.live_env(&b, cb, rb, false);
+    let second = cx.obs.props.pop();
+    for p in [first, second].into_iter().flatten() {
+        if p.seen == Seen::Fails || cx.obs.get("live-env-intact").is_none() {
+            cx.obs.props.retain(|q| q.property != "live-env-intact");
+            cx.obs.props.push(p);
+        }
+    }
+    cx.see("no-deadlock", Seen::Holds, true, "both runs finished");
+    Ok(())
+}
+
+/// `run,clean,run`: the second run starts while the clean waits for the first.
+fn overtaking(cx: &mut Cx) -> Result<(), String> {
+    let run = ProcSpec {
+        kind: Kind::Run,
+        crash: false,
+        timeout: false,
+    };
+    let mut a = cx.start(run)?;
+    cx.ready(&mut a)?;
+    cx.lock_held_by(&a);
+    let mut clean = cx.start(ProcSpec {
+        kind: Kind::Clean,
+        ..run
+    })?;
+    let early = clean.wait_for(WAITS).is_some();
+    let mut b = cx.start(run)?;
+    let b_ready = b.wait_ready(READY);
+    let clean_done_before_b = early || clean.poll().is_some();
+    cx.log(format!(
+        "clean {} when run#3 started; run#3 child {}",
+        if early { "had finished" } else { "was waiting" },
+        if b_ready { "runs" } else { "never ran" }
+    ));
+    if early {
+        cx.see(
+            "no-overtaking",
+            Seen::Holds,
+            false,
+            "not forced: the clean got the cache at once (the first run held no lock while its child ran)",
+        );
+    } else {
+        let overtook = b_ready && !clean_done_before_b;
+        cx.see(
+            "no-overtaking",
+            if overtook { Seen::Fails } else { Seen::Holds },
+            true,
+            if overtook {
+                "a run started after the waiting clean got the shared lock first"
+            } else {
+                "the later run waited for the clean"
+            },
+        );
+    }
+    a.go();
+    b.go();
+    let ca = cx.finish(&mut a, FINISH);
+    let cb = cx.finish(&mut b, FINISH);
+    let cc = cx.finish(&mut clean, FINISH);
+    let ra = a.wait_report(Duration::from_secs(5));
+    let rb = b.wait_report(Duration::from_secs(5));
+    cx.live_env(&a, ca, ra, false);
+    if cx
+        .obs
+        .get("live-env-intact")
+        .is_some_and(|p| p.seen == Seen::Holds)
+    {
+        cx.obs.props.retain(|q| q.property != "live-env-intact");
+        cx.live_env(&b, cb, rb, false);
+    }
+    if cc == Some(0) && !early {
+        cx.remark_cache_after_clean();
+        let left = cx.leftovers();
+        cx.see(
+            "clean-removes-unused",
+            if left.is_empty() {
+                Seen::Holds
+            } else {
+                Seen::Fails
+            },
+            false,
+            if left.is_empty() {
+                "the clean removed everything"
+            } else {
+                "the clean left entries"
+            },
+        );
+    }
+    cx.see(
+        "clean-completes",
+        if cc == Some(0) {
+            Seen::Holds
+        } else {
+            Seen::Fails
+        },
+        true,
+        if cc == Some(0) {
+            "the clean finished (exit 0)"
+        } else {
+            "the clean did not finish"
+        },
+    );
+    Ok(())
+}
+
+/// `clean,run,clean`: the first clean deletes a large cache; the run starts while it
+/// holds the exclusive lock; the second clean starts once the run's child runs.
+fn orphaned_lock(cx: &mut Cx) -> Result<(), String> {
+    fill(&cx.sb.cache).map_err(|e| e.to_string())?;
+    let clean_spec = ProcSpec {
+        kind: Kind::Clean,
+        crash: false,
+        timeout: false,
+    };
+    let run_spec = ProcSpec {
+        kind: Kind::Run,
+        ..clean_spec
+    };
+    let mut c1 = cx.start(clean_spec)?;
+    let lock = cx.sb.lock_file();
+    let pid = c1.pid();
+    let got = sys::wait_until(Duration::from_secs(10), || {
+        sys::flocks_of(pid).iter().any(|l| l.exclusive)
+    });
+    let ino = sys::inode(&lock);
+    cx.log(format!(
+        "clean#1 holds exclusive: {got}, .lock inode {ino:?}"
+    ));
+    if !got {
+        return Err(format!(
+            "clean#1 never took the exclusive lock: {}",
+            c1.stderr()
+        ));
+    }
+    let mut run = cx.start(run_spec)?;
+    let c1_code = cx.finish(&mut c1, FINISH);
+    let c1_err = c1.stderr();
+    let ready = run.wait_ready(READY);
+    if !ready {
+        let code = cx.finish(&mut run, FINISH);
+        cx.live_env(&run, code, None, false);
+        cx.see(
+            "clean-completes",
+            if c1_code == Some(0) {
+                Seen::Holds
+            } else {
+                Seen::Fails
+            },
+            true,
+            "first clean",
+        );
+        return Ok(());
+    }
+    let run_locks = sys::flocks_of(run.pid());
+    let now = sys::inode(&lock);
+    let orphan = run_locks.iter().any(|l| Some(l.inode) != now);
+    cx.log(format!(
+        "run child runs; run holds {run_locks:?}; .lock now inode {now:?} (orphaned: {orphan})"
+    ));
+    let mut c2 = cx.start(clean_spec)?;
+    let c2_during = c2.wait_for(WAITS).is_some() && c2.code() == Some(0);
+    run.go();
+    let code = cx.finish(&mut run, FINISH);
+    let report = run.wait_report(Duration::from_secs(5));
+    let c2_code = cx.finish(&mut c2, FINISH);
+    cx.live_env(&run, code, report, false);
+    let holder = !run_locks.is_empty();
+    let me_fails = c2_during && holder;
+    cx.see(
+        "mutual-exclusion",
+        if me_fails { Seen::Fails } else { Seen::Holds },
+        true,
+        if me_fails {
+            "the second clean deleted while the run held a shared lock on the orphaned `.lock` inode"
+        } else if c2_during {
+            "the run held no lock while its child ran"
+        } else {
+            "the second clean waited for the run"
+        },
+    );
+    let c1_ok = c1_code == Some(0);
+    cx.see(
+        "clean-completes",
+        if c1_ok && c2_code == Some(0) {
+            Seen::Holds
+        } else {
+            Seen::Fails
+        },
+        true,
+        if !c1_ok {
+            let why = if c1_err.contains("not empty") {
+                "Directory not empty"
+            } else {
+                "error"
+            };
+            format!("the first clean failed ({why})")
+        } else if c2_code == Some(0) {
+            "both cleans finished (exit 0)".to_string()
+        } else {
+            "the second clean failed".to_string()
+        },
+    );
+    Ok(())
+}
+
+/// Makes the cache large enough that deleting it takes a while.
+fn fill(cache: &std::path::Path) -> std::io::Result<()> {
+    let base = cache.join("wheels-v5").join("filler");
+    for d in 0..FILL_DIRS {
+        let dir = base.join(format!("d{d:03}"));
+        std::fs::create_dir_all(&dir)?;
+        for f in 0..FILL_FILES {
+            std::fs::write(dir.join(format!("f{f:03}")), b"x")?;
+        }
+    }
+    std::fs::write(
+        cache.join("CACHEDIR.TAG"),
+        b"Signature: 8a477f597d28d172789f06886806bc55\n",
+    )
+}
+
+const FILL_DIRS: usize = 100;
+const FILL_FILES: usize = 200;

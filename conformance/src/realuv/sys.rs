@@ -1,0 +1,281 @@
+//! The operating-system side of the harness: processes in their own process groups,
+//! `/proc/locks`, and what a cache directory holds.
+
+use std::ffi::OsString;
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+/// How often the harness polls files, processes and `/proc/locks`.
+pub const POLL: Duration = Duration::from_millis(20);
+
+/// A process the harness started: its own process group (so that a nested clean or an
+/// orphaned child can be reaped), stdout and stderr in files (so that nothing blocks on
+/// a full pipe), and the probe's signal files.
+pub struct Proc {
+    /// `run#1`, `clean#2`: the process's name in evidence.
+    pub name: String,
+    child: Child,
+    status: Option<ExitStatus>,
+    err: PathBuf,
+    /// Created by the probe child once it runs.
+    pub ready: PathBuf,
+    /// Created by the harness to let the probe child check its environment and exit.
+    pub go: PathBuf,
+    /// The probe child's report (JSON).
+    pub report: PathBuf,
+}
+
+impl Proc {
+    /// Starts `argv` with `env` (added to the harness's own environment).
+    pub fn spawn(
+        name: &str,
+        dir: &Path,
+        argv: &[OsString],
+        env: &[(OsString, OsString)],
+    ) -> Result<Proc, String> {
+        let slot = dir.join(name.replace('#', "-"));
+        let out = slot.with_extension("out");
+        let err = slot.with_extension("err");
+        let ready = slot.with_extension("ready");
+        let go = slot.with_extension("go");
+        let report = slot.with_extension("report");
+        let mut cmd = Command::new(&argv[0]);
+        cmd.args(&argv[1..])
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .env("CLPROBE_READY", &ready)
+            .env("CLPROBE_GO", &go)
+            .env("CLPROBE_REPORT", &report)
+            .stdin(Stdio::null())
+            .stdout(fs::File::create(&out).map_err(|e| format!("{}: {e}", out.display()))?)
+            .stderr(fs::File::create(&err).map_err(|e| format!("{}: {e}", err.display()))?)
+            .process_group(0);
+        let child = cmd
+            .spawn()
+            .map_err(|e| format!("cannot start {name} ({:?}): {e}", argv[0]))?;
+        Ok(Proc {
+            name: name.to_string(),
+            child,
+            status: None,
+            err,
+            ready,
+            go,
+            report,
+        })
+    }
+
+    /// The process id (also its process group id).
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    /// The exit status, if it has exited.
+    pub fn poll(&mut self) -> Option<ExitStatus> {
+        if self.status.is_none() {
+            self.status = self.child.try_wait().ok().flatten();
+        }
+        self.status
+    }
+
+    /// Waits up to `limit` for the process to exit.
+    pub fn wait_for(&mut self, limit: Duration) -> Option<ExitStatus> {
+        let end = Instant::now() + limit;
+        loop {
+            if let Some(s) = self.poll() {
+                return Some(s);
+            }
+            if Instant::now() >= end {
+                return None;
+            }
+            sleep(POLL);
+        }
+    }
+
+    /// The exit code as a shell reports it (signal n: 128+n), if it has exited.
+    pub fn code(&mut self) -> Option<i32> {
+        self.poll()
+            .map(|s| s.code().unwrap_or_else(|| 128 + s.signal().unwrap_or(0)))
+    }
+
+    /// What it wrote to stderr so far.
+    pub fn stderr(&self) -> String {
+        fs::read_to_string(&self.err).unwrap_or_default()
+    }
+
+    /// Waits until the probe child signals that it runs, or the process exits, or
+    /// `limit` passes. True if the child signalled.
+    pub fn wait_ready(&mut self, limit: Duration) -> bool {
+        let end = Instant::now() + limit;
+        loop {
+            if self.ready.exists() {
+                return true;
+            }
+            if self.poll().is_some() || Instant::now() >= end {
+                return self.ready.exists();
+            }
+            sleep(POLL);
+        }
+    }
+
+    /// The probe child's pid, once it has signalled.
+    pub fn child_pid(&self) -> Option<i32> {
+        fs::read_to_string(&self.ready).ok()?.trim().parse().ok()
+    }
+
+    /// Lets the probe child check its environment and exit.
+    pub fn go(&self) {
+        let _ = fs::write(&self.go, b"go");
+    }
+
+    /// Waits up to `limit` for the probe child's report (it may outlive this process).
+    pub fn wait_report(&self, limit: Duration) -> Option<Report> {
+        let end = Instant::now() + limit;
+        loop {
+            if let Ok(text) = fs::read_to_string(&self.report) {
+                return Some(Report::parse(&text));
+            }
+            if Instant::now() >= end {
+                return None;
+            }
+            sleep(POLL);
+        }
+    }
+
+    /// SIGKILL to this process only (its child lives on, as after a crash).
+    pub fn kill_self(&mut self) {
+        // SAFETY: kill(2) with a pid we own; no memory is involved.
+        unsafe { libc::kill(self.pid(), libc::SIGKILL) };
+        self.wait_for(Duration::from_secs(5));
+    }
+
+    /// SIGKILL to the whole process group (this process, its child, nested processes).
+    pub fn kill_group(&mut self) {
+        // SAFETY: as above; a negative pid names our own process group.
+        unsafe { libc::kill(-self.pid(), libc::SIGKILL) };
+        self.wait_for(Duration::from_secs(5));
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        // Nothing a scenario started may outlive it.
+        // SAFETY: as above.
+        unsafe { libc::kill(-self.pid(), libc::SIGKILL) };
+        let _ = self.child.wait();
+    }
+}
+
+/// What the probe child saw (see `conformance/scripts/build-probe-wheel.py`).
+#[derive(Clone, Debug, Default)]
+pub struct Report {
+    /// The environment was intact when the child checked it.
+    pub ok: bool,
+    /// The failed import or missing path, when not ok.
+    pub problem: String,
+    /// Exit code of the command the child ran (`CLPROBE_EXEC`), if any.
+    pub exec_code: Option<i32>,
+    /// Its stderr.
+    pub exec_stderr: String,
+}
+
+impl Report {
+    fn parse(text: &str) -> Report {
+        let v: serde_json::Value = serde_json::from_str(text).unwrap_or_default();
+        let ok = v["ok"].as_bool().unwrap_or(false);
+        let mut problem = String::new();
+        if !ok {
+            if v["prefix_exists"] == false {
+                problem.push_str("sys.prefix gone; ");
+            }
+            if v["module_file_exists"] == false {
+                problem.push_str("clprobe's files gone; ");
+            }
+            if let Some(s) = v["late_import"].as_str().filter(|s| *s != "ok") {
+                problem.push_str(s);
+            }
+        }
+        Report {
+            ok,
+            problem,
+            exec_code: v["exec_code"].as_i64().map(|c| c as i32),
+            exec_stderr: v["exec_stderr"].as_str().unwrap_or_default().to_string(),
+        }
+    }
+}
+
+/// One granted flock from `/proc/locks` (waiters, `->` lines, are left out).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Flock {
+    pub pid: i32,
+    pub exclusive: bool,
+    pub inode: u64,
+}
+
+/// The granted flocks of the whole machine.
+pub fn flocks() -> Vec<Flock> {
+    let text = fs::read_to_string("/proc/locks").unwrap_or_default();
+    text.lines()
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            if f.len() < 6 || f[1] != "FLOCK" {
+                return None;
+            }
+            let inode = f[5].rsplit(':').next()?.parse().ok()?;
+            Some(Flock {
+                pid: f[4].parse().ok()?,
+                exclusive: f[3] == "WRITE",
+                inode,
+            })
+        })
+        .collect()
+}
+
+/// The flocks held by `pid`.
+pub fn flocks_of(pid: i32) -> Vec<Flock> {
+    flocks().into_iter().filter(|l| l.pid == pid).collect()
+}
+
+/// Inode of a path, if it exists.
+pub fn inode(path: &Path) -> Option<u64> {
+    fs::metadata(path).ok().map(|m| m.ino())
+}
+
+/// Polls `cond` until it is true or `limit` passes.
+pub fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + limit;
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() >= end {
+            return false;
+        }
+        sleep(POLL);
+    }
+}
+
+/// The names in a directory, sorted; `None` if it does not exist.
+pub fn entries(dir: &Path) -> Option<Vec<String>> {
+    let mut names: Vec<String> = fs::read_dir(dir)
+        .ok()?
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    Some(names)
+}
+
+/// Number of directory entries below `dir` (recursively, not following symlinks).
+pub fn count_below(dir: &Path) -> usize {
+    let Ok(rd) = fs::read_dir(dir) else { return 0 };
+    rd.filter_map(|e| e.ok())
+        .map(|e| {
+            let is_dir = e.file_type().map(|t| t.is_dir()).unwrap_or(false);
+            1 + if is_dir { count_below(&e.path()) } else { 0 }
+        })
+        .sum()
+}
