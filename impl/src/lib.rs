@@ -1,1 +1,34 @@
-//! cachelock: the real protocol.
+//! cachelock: uv's cache-lock protocol (and ours) on real lock files, caches and child
+//! processes.
+//!
+//! The rules, for every policy (`cachelock_model::Policy`):
+//! - `<cache>/.lock` is the cache's lock, the same file with the same flock(2) semantics
+//!   as uv's: users of the cache lock it shared, cleans exclusive. cachelock and uv on
+//!   one cache directory exclude each other.
+//! - A process runs its policy's program (`Policy::program`), one `Step` at a time, in a
+//!   [`session::Session`]. Steps have the model's names; `--verbose` logs each one.
+//! - Locks are never converted and never unlocked on drop (a child may hold an inherited
+//!   copy); what a session holds is released in the declared drop order of its guards.
+//! - Under the `cachelock` policy a run holds the root lock only while it prepares its
+//!   environment, and its child holds `environments/<env>.lock` shared for as long as it
+//!   (or anything it started) lives. A clean deletes only environments whose lock it can
+//!   take exclusive without waiting, and announces itself so later runs do not overtake it.
+//!
+//! Modules: [`session`] (the protocol), [`lockfile`] (one lock descriptor), [`cache`]
+//! (layout, scaffold, deletion), [`child`] (spawn, signals, exit codes), [`status`]
+//! (who holds the locks), [`settings`] (environment variables), [`error`].
+
+pub mod cache;
+pub mod child;
+pub mod error;
+pub mod hold;
+pub mod lockfile;
+pub mod procinfo;
+pub mod session;
+pub mod settings;
+pub mod status;
+
+pub use cache::CacheDir;
+pub use cachelock_model::{Kind, Mode, Policy, Step};
+pub use error::Error;
+pub use session::{LockView, Session, SessionConfig, SessionView, StepOutcome, Wait};

@@ -1,0 +1,63 @@
+//! `cachelock hold`: hold a cache's root lock while a command runs, e.g. to archive a uv
+//! cache while no uv process can clean it (`--shared`), or to keep every uv process out
+//! of it (`--exclusive`).
+//!
+//! The lock is taken on `<root>/.lock` (created like uv creates it) before the command
+//! starts and released only after it has exited; the command does not inherit it.
+
+use std::ffi::OsString;
+use std::io::IsTerminal;
+use std::path::Path;
+use std::time::Duration;
+
+use cachelock_model::Mode;
+
+use crate::cache::LOCK_FILE;
+use crate::child;
+use crate::error::{Error, IoContext};
+use crate::lockfile::LockFile;
+use crate::procinfo;
+
+/// Holds the root lock of `root` in `mode` while `command` runs; returns its exit code.
+pub fn hold(
+    root: &Path,
+    mode: Mode,
+    command: &[OsString],
+    timeout: Option<Duration>,
+    progress: bool,
+) -> Result<i32, Error> {
+    std::fs::create_dir_all(root).ctx("create the cache directory", root)?;
+    // Field order of the two locals below does not matter: `child` is waited for
+    // explicitly before `lock` goes out of scope, and its guard waits on any early exit.
+    let mut lock = LockFile::open_or_create(&root.join(LOCK_FILE))?;
+    let tty = progress && std::io::stderr().is_terminal();
+    lock.lock(
+        mode,
+        timeout,
+        &mut |path| {
+            tracing::info!(path = %path.display(), ?mode, "waiting for lock");
+            if progress {
+                let pids: Vec<String> = procinfo::holders_of(path)
+                    .into_iter()
+                    .map(|h| h.pid.to_string())
+                    .collect();
+                eprintln!(
+                    "cache is in use by {} process(es) (pids {}); waiting…",
+                    pids.len(),
+                    pids.join(", ")
+                );
+            }
+        },
+        &mut |waited| {
+            if tty {
+                eprint!("\r  waiting for {}s", waited.as_secs());
+            }
+        },
+    )?;
+    tracing::info!(?mode, "holding the cache lock");
+    let mut child = child::spawn(command, &[], None, true)?;
+    let code = child.wait()?;
+    drop(child);
+    drop(lock);
+    Ok(code)
+}

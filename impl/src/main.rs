@@ -1,0 +1,314 @@
+//! The `cachelock` command: runs, cleans and inspects a cache under the cache-lock
+//! protocol (ours by default, or one of uv's releases with `--policy`).
+
+mod check_cmd;
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use cachelock::cache::{CacheDir, default_cache_dir};
+use cachelock::{Kind, Mode, Policy, Session, SessionConfig};
+use clap::builder::{PossibleValuesParser, TypedValueParser};
+use clap::{Args, Parser, Subcommand};
+
+/// Share a package cache between processes safely: uv's cache-lock protocol, and ours.
+#[derive(Debug, Parser)]
+#[command(name = "cachelock", version, max_term_width = 100)]
+struct Cli {
+    /// Show each protocol step as it happens (with the model's step names).
+    #[arg(short, long, global = true)]
+    verbose: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a command in an environment of the cache (like `uv run --with`).
+    ///
+    /// The environment `<cache>/environments/<NAME>` is built once and reused; the child
+    /// finds it in CACHELOCK_ENV. Under the default policy the cache lock is held only while
+    /// the environment is prepared, and the environment's own lock (inherited by the child)
+    /// keeps it from being cleaned while the child, or anything it started, runs.
+    /// The child's exit code is passed through (128+n for signal n); SIGINT, SIGTERM and
+    /// SIGHUP are forwarded to it.
+    Run(RunArgs),
+    /// Run a tool in its cached environment (like `uvx NAME`).
+    ToolRun(ToolRunArgs),
+    /// Delete the cache's contents (like `uv cache clean`).
+    ///
+    /// Waits while the cache is in use (up to CACHELOCK_LOCK_TIMEOUT, then exits 2), or
+    /// with --force goes on without the lock. Under the default policy environments in use
+    /// are kept and reported instead of waited for. `.lock` is never deleted.
+    Clean(CleanArgs),
+    /// Delete environments and builds, keep the scaffold (like `uv cache prune`).
+    Prune(PruneArgs),
+    /// Show who holds or waits for the cache's locks, the cache's size and free space.
+    ///
+    /// Reads /proc/locks; never takes a lock. Works on a uv cache too
+    /// (`cachelock status --cache-dir ~/.cache/uv`): it answers "why is `uv cache clean`
+    /// hanging?".
+    Status(StatusArgs),
+    /// Hold the cache lock while a command runs.
+    ///
+    /// `--shared` keeps every clean out (uv's included) while, say, the cache is archived;
+    /// `--exclusive` keeps every user out. The lock is released after the command exits.
+    Hold(HoldArgs),
+    /// Check the protocol model: every policy against every scenario.
+    Check(check_cmd::CheckArgs),
+    /// Explore one scenario of the model in a web browser.
+    Explore(check_cmd::ExploreArgs),
+}
+
+#[derive(Debug, Args)]
+struct CacheArgs {
+    /// The cache directory [default: $XDG_CACHE_HOME/cachelock or ~/.cache/cachelock].
+    #[arg(long, env = "CACHELOCK_CACHE_DIR", value_name = "DIR")]
+    cache_dir: Option<PathBuf>,
+}
+
+impl CacheArgs {
+    fn root(&self) -> anyhow::Result<PathBuf> {
+        match &self.cache_dir {
+            Some(dir) => Ok(dir.clone()),
+            None => Ok(default_cache_dir()?),
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+struct PolicyArgs {
+    /// The protocol to follow: `cachelock` (ours), or a uv release's behaviour, bugs
+    /// included (`uv-0.8.19`, `uv-0.8.20`, `uv-0.13`, `uv-pr15977`), or a variant built to
+    /// break one property.
+    #[arg(
+        long,
+        default_value = "cachelock",
+        value_parser = PossibleValuesParser::new(Policy::ALL.map(Policy::name)).try_map(|s| Policy::parse(&s)),
+    )]
+    policy: Policy,
+}
+
+#[derive(Debug, Args)]
+struct RunArgs {
+    #[command(flatten)]
+    cache: CacheArgs,
+    #[command(flatten)]
+    policy: PolicyArgs,
+    /// Use a private temporary cache, removed after the child exits; the cache
+    /// directory is not touched.
+    #[arg(long)]
+    no_cache: bool,
+    /// The environment's name [default: `with`].
+    #[arg(long, value_name = "NAME", conflicts_with = "script")]
+    env: Option<String>,
+    /// Run a script in its own environment (named after the script); without a command,
+    /// the script itself is executed.
+    #[arg(long, value_name = "FILE")]
+    script: Option<PathBuf>,
+    /// The command and its arguments, after `--`.
+    #[arg(last = true, value_name = "CMD")]
+    command: Vec<OsString>,
+}
+
+#[derive(Debug, Args)]
+struct ToolRunArgs {
+    #[command(flatten)]
+    cache: CacheArgs,
+    #[command(flatten)]
+    policy: PolicyArgs,
+    /// The tool; its environment is `tool-NAME`.
+    name: String,
+    /// The command and its arguments, after `--` [default: the tool's name].
+    #[arg(last = true, value_name = "CMD")]
+    command: Vec<OsString>,
+}
+
+#[derive(Debug, Args)]
+struct CleanArgs {
+    #[command(flatten)]
+    cache: CacheArgs,
+    #[command(flatten)]
+    policy: PolicyArgs,
+    /// Do not wait when the cache is in use: go on without the lock.
+    #[arg(long)]
+    force: bool,
+}
+
+#[derive(Debug, Args)]
+struct PruneArgs {
+    #[command(flatten)]
+    cache: CacheArgs,
+    #[command(flatten)]
+    policy: PolicyArgs,
+}
+
+#[derive(Debug, Args)]
+struct StatusArgs {
+    #[command(flatten)]
+    cache: CacheArgs,
+}
+
+#[derive(Debug, Args)]
+#[group(id = "mode", required = true, multiple = false)]
+struct HoldArgs {
+    #[command(flatten)]
+    cache: CacheArgs,
+    /// Hold the lock shared, as a run does: cleans wait.
+    #[arg(long, group = "mode")]
+    shared: bool,
+    /// Hold the lock exclusive, as a clean does: everybody waits.
+    #[arg(long, group = "mode")]
+    exclusive: bool,
+    /// The command to run while holding the lock, after `--`.
+    #[arg(last = true, required = true, value_name = "CMD")]
+    command: Vec<OsString>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(cli.verbose);
+    let result = match cli.command {
+        Command::Check(args) => return check_cmd::check(args),
+        Command::Explore(args) => return check_cmd::explore(args),
+        Command::Run(args) => run(args),
+        Command::ToolRun(args) => tool_run(args),
+        Command::Clean(args) => {
+            let kind = if args.force {
+                Kind::CleanForce
+            } else {
+                Kind::Clean
+            };
+            clean(&args.cache, args.policy.policy, kind)
+        }
+        Command::Prune(args) => clean(&args.cache, args.policy.policy, Kind::Prune),
+        Command::Status(args) => status(&args.cache),
+        Command::Hold(args) => hold(args),
+    };
+    match result {
+        Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn init_tracing(verbose: bool) {
+    use tracing_subscriber::EnvFilter;
+    let filter = if verbose {
+        EnvFilter::new("cachelock=debug")
+    } else {
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"))
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .without_time()
+        .init();
+}
+
+fn session(cache: CacheDir, policy: Policy, kind: Kind) -> anyhow::Result<SessionConfig> {
+    let mut config = SessionConfig::new(cache, policy, kind);
+    config.lock_timeout = Some(cachelock::settings::lock_timeout_from_env()?);
+    config.progress = true;
+    config.forward_signals = true;
+    Ok(config)
+}
+
+fn run(args: RunArgs) -> anyhow::Result<i32> {
+    let (kind, cache) = if args.no_cache {
+        (Kind::RunNoCache, CacheDir::Temporary)
+    } else if args.script.is_some() {
+        (Kind::RunScript, CacheDir::Persistent(args.cache.root()?))
+    } else {
+        (Kind::Run, CacheDir::Persistent(args.cache.root()?))
+    };
+    let mut config = session(cache, args.policy.policy, kind)?;
+    let mut command = args.command;
+    if let Some(script) = &args.script {
+        config.env_name = script_env_name(script)?;
+        if command.is_empty() {
+            command.push(script.clone().into_os_string());
+        }
+    } else if let Some(env) = args.env {
+        config.env_name = env;
+    }
+    if command.is_empty() {
+        anyhow::bail!("no command given; put it after `--`: cachelock run -- CMD ARGS…");
+    }
+    config.command = command;
+    Ok(Session::new(config)?.run_to_completion()?)
+}
+
+fn tool_run(args: ToolRunArgs) -> anyhow::Result<i32> {
+    let cache = CacheDir::Persistent(args.cache.root()?);
+    let mut config = session(cache, args.policy.policy, Kind::ToolRun)?;
+    config.env_name = format!("tool-{}", args.name);
+    config.command = if args.command.is_empty() {
+        vec![OsString::from(&args.name)]
+    } else {
+        args.command
+    };
+    Ok(Session::new(config)?.run_to_completion()?)
+}
+
+fn clean(cache: &CacheArgs, policy: Policy, kind: Kind) -> anyhow::Result<i32> {
+    let config = session(CacheDir::Persistent(cache.root()?), policy, kind)?;
+    Ok(Session::new(config)?.run_to_completion()?)
+}
+
+fn status(cache: &CacheArgs) -> anyhow::Result<i32> {
+    let st = cachelock::status::status(&cache.root()?)?;
+    print!("{st}");
+    Ok(0)
+}
+
+fn hold(args: HoldArgs) -> anyhow::Result<i32> {
+    let mode = if args.exclusive {
+        Mode::Exclusive
+    } else {
+        Mode::Shared
+    };
+    let timeout = cachelock::settings::lock_timeout_from_env()?;
+    let root = args.cache.root()?;
+    Ok(cachelock::hold::hold(
+        &root,
+        mode,
+        &args.command,
+        Some(timeout),
+        true,
+    )?)
+}
+
+/// `<stem>-<hash of the absolute path>`, so that two scripts with one name do not share.
+fn script_env_name(script: &Path) -> anyhow::Result<String> {
+    let abs = std::path::absolute(script)
+        .with_context(|| format!("could not resolve the script path `{}`", script.display()))?;
+    let stem: String = abs
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    // FNV-1a: stable across runs and Rust versions, unlike the std hasher.
+    let hash = abs
+        .as_os_str()
+        .as_encoded_bytes()
+        .iter()
+        .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+            (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+        });
+    Ok(format!("script-{stem}-{:08x}", hash as u32))
+}

@@ -1,0 +1,808 @@
+//! A session: one cachelock (or uv-like) process, running its policy's program one
+//! [`Step`] at a time on real files.
+//!
+//! This is the single seam between the model and the real protocol. Production runs the
+//! steps back to back with [`Wait::Block`] ([`Session::run_to_completion`]); the
+//! conformance harness drives them one at a time with [`Wait::NoBlock`] and compares
+//! [`Session::observe`] with the model's state. There is no second implementation.
+//!
+//! What each step does is `Step`'s documentation in `cachelock_model::protocol`; the
+//! rules the steps rely on:
+//! - Runs lock `<cache>/.lock` shared, cleans exclusive, on a fresh descriptor each.
+//!   Under the `cachelock` policy a run releases the root lock before spawning and keeps
+//!   its environment alive with `environments/<env>.lock` (shared, inherited by the child);
+//!   a clean deletes an environment only while holding its lock exclusive, taken without
+//!   waiting, and skips the others.
+//! - A clean announces itself (`.cleans/<pid>-<random>`, locked before it is visible), so
+//!   that runs that start later wait for it instead of overtaking it.
+//! - A `--no-cache` run never touches the user's cache; its temporary cache is removed
+//!   only after the child has exited (except under `uv-0.8.19`, which reproduces uv's bug).
+//! - Everything held is released in the drop order of [`Held`]'s fields, which is the
+//!   protocol's order, on every path.
+
+use std::ffi::OsString;
+use std::fs;
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use cachelock_model::protocol::EnvLock;
+use cachelock_model::{Design, Kind, Mode, OnBusy, Policy, Step};
+use tempfile::TempDir;
+
+use crate::cache::{self, CLEANS_DIR, CacheDir, ENV_MARKER, ENVIRONMENTS_DIR, LOCK_FILE};
+use crate::child::{self, ChildGuard};
+use crate::error::{Error, IoContext};
+use crate::lockfile::{LockFile, TryLock};
+use crate::procinfo;
+
+/// uv's default lock timeout, used when none is configured.
+pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// How to configure a [`Session`].
+#[derive(Clone, Debug)]
+pub struct SessionConfig {
+    /// The cache: a shared directory, or a private temporary one (`--no-cache`).
+    pub cache: CacheDir,
+    /// The policy whose program runs.
+    pub policy: Policy,
+    /// What the process is.
+    pub kind: Kind,
+    /// The environment's name (`--env NAME`, the script's or the tool's name).
+    pub env_name: String,
+    /// The child command and its arguments (runs only).
+    pub command: Vec<OsString>,
+    /// The longest any lock wait may last; `None` waits forever.
+    pub lock_timeout: Option<Duration>,
+    /// Print lock waits and clean results to stderr (the command sets it).
+    pub progress: bool,
+    /// Forward SIGINT, SIGTERM and SIGHUP to the child while it runs (the command sets it).
+    pub forward_signals: bool,
+}
+
+impl SessionConfig {
+    /// A configuration with the kind's default environment name, no command, uv's
+    /// default timeout, and no output or signal handling.
+    pub fn new(cache: CacheDir, policy: Policy, kind: Kind) -> SessionConfig {
+        SessionConfig {
+            cache,
+            policy,
+            kind,
+            env_name: kind.env().map(|e| e.dir_name()).unwrap_or("none").to_string(),
+            command: Vec::new(),
+            lock_timeout: Some(DEFAULT_LOCK_TIMEOUT),
+            progress: false,
+            forward_signals: false,
+        }
+    }
+}
+
+/// Whether a step may wait.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Wait {
+    /// Lock waits block (up to the timeout); waiting for the child blocks.
+    Block,
+    /// A busy lock or a running child returns [`StepOutcome::WouldBlock`]: the step did
+    /// not happen and nothing is held on its behalf.
+    NoBlock,
+}
+
+/// What a step did, in the model's words.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StepOutcome {
+    /// The step happened.
+    Done,
+    /// `build-env`: the environment was already there and is reused (`persist-env` will
+    /// have nothing to do).
+    Reused,
+    /// Only with [`Wait::NoBlock`]: the step would have to wait; it did not happen.
+    WouldBlock,
+    /// `lock-exclusive` of `clean --force`: the lock was busy; going on without it.
+    ProceededUnlocked,
+    /// `lock-exclusive` of a clean that gives up when the cache is busy: the session has
+    /// finished (exit 0) without deleting anything.
+    GaveUp,
+    /// A clean found no cache: the session has finished (exit 0).
+    NoCache,
+    /// `delete-entries`: these environments were in use and kept.
+    Skipped(Vec<String>),
+    /// `wait-for-child`: the child exited with this code (128 + n for signal n).
+    ChildExited(i32),
+    /// The step failed (e.g. `spawn-child` with the environment gone, `persist-env`
+    /// with the build gone): the session has finished (exit 2); the text says why.
+    Failed(String),
+}
+
+/// A lock descriptor as an observer sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LockView {
+    /// No descriptor.
+    Closed,
+    /// An open descriptor holding no lock.
+    Open,
+    /// An open descriptor holding the lock in this mode.
+    Held(Mode),
+}
+
+/// A snapshot of what a session holds, for mapping real state to model state.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SessionView {
+    /// The step that would run next.
+    pub next_step: Option<Step>,
+    /// True once the program has ended (normally or not).
+    pub finished: bool,
+    /// The cache root in use (the temporary cache's path for `--no-cache`).
+    pub root: Option<PathBuf>,
+    /// The descriptor on `<root>/.lock`.
+    pub root_lock: LockView,
+    /// The descriptor on the environment's lock file.
+    pub env_lock: LockView,
+    /// A clean's published announcement.
+    pub announcement: Option<PathBuf>,
+    /// The child's pid, once spawned (and until waited for).
+    pub child_pid: Option<u32>,
+    /// True while the child runs.
+    pub child_running: bool,
+    /// The environment directory (known from `build-env` on).
+    pub env_dir: Option<PathBuf>,
+    /// The temporary cache, while it exists (`--no-cache`).
+    pub temp_cache: Option<PathBuf>,
+    /// The exit code once finished.
+    pub exit_code: Option<i32>,
+}
+
+/// A clean's announcement: a file in `.cleans/`, locked exclusive before it was visible.
+/// Dropping it withdraws it: unlink first (no new waiter can find it), then close.
+#[derive(Debug)]
+struct Announcement {
+    path: PathBuf,
+    lock: Option<LockFile>,
+}
+
+impl Announcement {
+    fn withdraw(&mut self) -> Result<(), Error> {
+        match fs::remove_file(&self.path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io("remove the clean announcement", &self.path, e)),
+        }
+        if let Some(mut lock) = self.lock.take() {
+            lock.unlock()?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Announcement {
+    fn drop(&mut self) {
+        let _ = self.withdraw();
+    }
+}
+
+/// Everything a session holds. The field order is the drop order, and it is the
+/// protocol's order for a session that ends early (error, panic): first the child is
+/// waited for, so that nothing it uses goes away under it; then the unpersisted build
+/// and the locks that protect what the child used; then the temporary cache, which holds
+/// the build, the environment and their lock files; the announcement last, so that runs
+/// waiting for this clean start only when it holds nothing else.
+#[derive(Debug, Default)]
+struct Held {
+    /// The child (its guard waits for it on drop).
+    child: Option<ChildGuard>,
+    /// An environment being built under `builds/.tmpX`; removed unless persisted.
+    build: Option<TempDir>,
+    /// The environment lock (closed, never unlocked, on drop: a copy inherited by the
+    /// child keeps protecting the environment).
+    env_lock: Option<LockFile>,
+    /// The root lock.
+    root_lock: Option<LockFile>,
+    /// The temporary cache of `--no-cache`.
+    temp_cache: Option<TempDir>,
+    /// A clean's announcement.
+    announcement: Option<Announcement>,
+}
+
+/// One process of the protocol. See the module documentation.
+#[derive(Debug)]
+pub struct Session {
+    config: SessionConfig,
+    design: Design,
+    program: Vec<Step>,
+    next: usize,
+    finished: bool,
+    exit_code: i32,
+    root: Option<PathBuf>,
+    env_dir: Option<PathBuf>,
+    reused_env: bool,
+    clean_held_lock: bool,
+    held: Held,
+}
+
+impl Session {
+    /// Checks the configuration and prepares the policy's program for the kind. Nothing
+    /// on disk changes yet.
+    pub fn new(config: SessionConfig) -> Result<Session, Error> {
+        let kind = config.kind;
+        let root = match (&config.cache, kind) {
+            (_, Kind::RunNoCache) => None,
+            (CacheDir::Persistent(p), _) => {
+                Some(std::path::absolute(p).ctx("resolve the cache directory", p)?)
+            }
+            (CacheDir::Temporary, _) => {
+                return Err(Error::Config(format!(
+                    "a temporary cache is only for run-no-cache, not for {kind}; pass a cache directory"
+                )));
+            }
+        };
+        if kind.is_run() {
+            check_env_name(&config.env_name)?;
+        }
+        if kind.is_clean()
+            && let Some(root) = &root
+            && root.exists()
+        {
+            cache::check_cleanable(root)?;
+        }
+        Ok(Session {
+            design: config.policy.design(),
+            program: config.policy.program(kind),
+            config,
+            next: 0,
+            finished: false,
+            exit_code: 0,
+            root,
+            env_dir: None,
+            reused_env: false,
+            clean_held_lock: false,
+            held: Held::default(),
+        })
+    }
+
+    /// The policy's program for this session's kind.
+    pub fn program(&self) -> &[Step] {
+        &self.program
+    }
+
+    /// The step that would run next; `None` once finished.
+    pub fn next_step(&self) -> Option<Step> {
+        if self.finished {
+            None
+        } else {
+            self.program.get(self.next).copied()
+        }
+    }
+
+    /// The exit code the process should end with (the child's for a run).
+    pub fn exit_code(&self) -> i32 {
+        self.exit_code
+    }
+
+    /// What the session holds now.
+    pub fn observe(&mut self) -> SessionView {
+        let lock_view = |l: &Option<LockFile>| match l {
+            None => LockView::Closed,
+            Some(l) => l.held().map_or(LockView::Open, LockView::Held),
+        };
+        let (child_pid, child_running) = match self.held.child.as_mut() {
+            Some(c) => (Some(c.id()), c.running()),
+            None => (None, false),
+        };
+        SessionView {
+            next_step: self.next_step(),
+            finished: self.finished || self.next >= self.program.len(),
+            root: self.root.clone(),
+            root_lock: lock_view(&self.held.root_lock),
+            env_lock: lock_view(&self.held.env_lock),
+            announcement: self.held.announcement.as_ref().map(|a| a.path.clone()),
+            child_pid,
+            child_running,
+            env_dir: self.env_dir.clone(),
+            temp_cache: self.held.temp_cache.as_ref().map(|t| t.path().to_path_buf()),
+            exit_code: (self.finished || self.next >= self.program.len()).then_some(self.exit_code),
+        }
+    }
+
+    /// Performs the next step. On an error the session has finished (exit 2); what it
+    /// held is released when it is dropped.
+    pub fn step(&mut self, wait: Wait) -> Result<StepOutcome, Error> {
+        let Some(step) = self.next_step() else {
+            return Err(Error::Finished);
+        };
+        tracing::info!("{}: {}", step.name(), step.summary());
+        let outcome = match self.perform(step, wait) {
+            Ok(outcome) => outcome,
+            Err(e) => {
+                self.finish(e.exit_code());
+                return Err(e);
+            }
+        };
+        tracing::debug!("{} -> {outcome:?}", step.name());
+        match &outcome {
+            StepOutcome::WouldBlock => {}
+            StepOutcome::GaveUp | StepOutcome::NoCache => self.finish(0),
+            StepOutcome::Failed(_) => self.finish(2),
+            _ => self.next += 1,
+        }
+        if self.next >= self.program.len() {
+            self.finished = true;
+        }
+        Ok(outcome)
+    }
+
+    /// The production path: runs every remaining step, blocking where a step waits, and
+    /// returns the exit code to end with (the child's, for a run).
+    pub fn run_to_completion(&mut self) -> Result<i32, Error> {
+        while let Some(step) = self.next_step() {
+            if let StepOutcome::Failed(message) = self.step(Wait::Block)? {
+                return Err(Error::StepFailed { step, message });
+            }
+        }
+        Ok(self.exit_code)
+    }
+
+    fn finish(&mut self, code: i32) {
+        self.finished = true;
+        self.exit_code = code;
+    }
+
+    fn root(&self) -> Result<PathBuf, Error> {
+        self.root.clone().ok_or_else(|| {
+            Error::Config("the program uses the cache before it has one (policy bug)".into())
+        })
+    }
+
+    fn notice(&self, text: &str) {
+        if self.config.progress {
+            eprintln!("{text}");
+        }
+    }
+
+    fn no_cache(&mut self, root: &Path) -> StepOutcome {
+        self.notice(&format!("No cache found at: {}", root.display()));
+        StepOutcome::NoCache
+    }
+
+    /// Takes `lock` in `mode`: at once, or waiting as `wait` allows. `why` describes the
+    /// holders for the one-line wait message.
+    fn acquire(
+        &self,
+        lock: &mut LockFile,
+        mode: Mode,
+        wait: Wait,
+        why: &dyn Fn(&[u32]) -> String,
+    ) -> Result<bool, Error> {
+        if lock.try_lock(mode)? == TryLock::Acquired {
+            return Ok(true);
+        }
+        if wait == Wait::NoBlock {
+            return Ok(false);
+        }
+        let progress = self.config.progress;
+        let tty = progress && std::io::stderr().is_terminal();
+        let mut ticked = false;
+        let result = lock.lock(
+            mode,
+            self.config.lock_timeout,
+            &mut |path| {
+                tracing::info!(path = %path.display(), ?mode, "waiting for lock");
+                if progress {
+                    let pids: Vec<u32> =
+                        procinfo::holders_of(path).into_iter().map(|h| h.pid).collect();
+                    eprintln!("{}", why(&pids));
+                }
+            },
+            &mut |waited| {
+                if tty {
+                    ticked = true;
+                    eprint!("\r  waiting for {}s", waited.as_secs());
+                    let _ = std::io::stderr().flush();
+                }
+            },
+        );
+        if ticked {
+            eprintln!();
+        }
+        result.map(|()| true)
+    }
+
+    fn perform(&mut self, step: Step, wait: Wait) -> Result<StepOutcome, Error> {
+        let kind = self.config.kind;
+        match step {
+            Step::AnnounceClean => {
+                let root = self.root()?;
+                if !root.exists() {
+                    return Ok(self.no_cache(&root));
+                }
+                self.held.announcement = Some(announce(&root)?);
+                Ok(StepOutcome::Done)
+            }
+            Step::AwaitAnnouncedCleans => self.await_announced_cleans(wait),
+            Step::CreateTempCache => {
+                let temp = tempfile::Builder::new()
+                    .prefix(".tmp")
+                    .tempdir()
+                    .ctx("create a temporary cache in", &std::env::temp_dir())?;
+                cache::create_scaffold(temp.path())?;
+                self.root = Some(temp.path().to_path_buf());
+                self.held.temp_cache = Some(temp);
+                Ok(StepOutcome::Done)
+            }
+            Step::CreateScaffold => {
+                cache::create_scaffold(&self.root()?)?;
+                Ok(StepOutcome::Done)
+            }
+            Step::OpenLockFile => {
+                let root = self.root()?;
+                if kind.is_clean() {
+                    if !root.exists() {
+                        return Ok(self.no_cache(&root));
+                    }
+                } else {
+                    fs::create_dir_all(&root).ctx("create the cache directory", &root)?;
+                }
+                self.held.root_lock = Some(LockFile::open_or_create(&root.join(LOCK_FILE))?);
+                Ok(StepOutcome::Done)
+            }
+            Step::LockShared | Step::LockExclusive => {
+                let mode = if step == Step::LockShared {
+                    Mode::Shared
+                } else {
+                    Mode::Exclusive
+                };
+                let mut lock = self.held.root_lock.take().ok_or_else(|| {
+                    Error::Config("lock before open-lock-file (policy bug)".into())
+                })?;
+                let outcome = self.lock_root(&mut lock, mode, step, wait);
+                self.held.root_lock = Some(lock);
+                outcome
+            }
+            Step::LockEnv => {
+                let root = self.root()?;
+                let envs = root.join(ENVIRONMENTS_DIR);
+                fs::create_dir_all(&envs).ctx("create the directory", &envs)?;
+                let name = self.config.env_name.clone();
+                let mut lock = LockFile::open_or_create(&envs.join(format!("{name}.lock")))?;
+                let why = |pids: &[u32]| {
+                    format!("environment `{name}` is being deleted by {}; waiting…", pid_list(pids))
+                };
+                if !self.acquire(&mut lock, Mode::Shared, wait, &why)? {
+                    return Ok(StepOutcome::WouldBlock);
+                }
+                self.held.env_lock = Some(lock);
+                Ok(StepOutcome::Done)
+            }
+            Step::BuildEnv => {
+                let root = self.root()?;
+                let env_dir = root.join(ENVIRONMENTS_DIR).join(&self.config.env_name);
+                self.env_dir = Some(env_dir.clone());
+                if env_dir.join(ENV_MARKER).is_file() {
+                    self.reused_env = true;
+                    return Ok(StepOutcome::Reused);
+                }
+                let builds = root.join(cache::BUILDS_DIR);
+                fs::create_dir_all(&builds).ctx("create the directory", &builds)?;
+                let build = tempfile::Builder::new()
+                    .prefix(".tmp")
+                    .tempdir_in(&builds)
+                    .ctx("create a build directory in", &builds)?;
+                let marker = build.path().join(ENV_MARKER);
+                fs::write(&marker, format!("{}\n", self.config.env_name)).ctx("write", &marker)?;
+                self.held.build = Some(build);
+                Ok(StepOutcome::Done)
+            }
+            Step::PersistEnv => self.persist_env(),
+            Step::ReleaseRootLock => {
+                if let Some(lock) = self.held.root_lock.take() {
+                    self.clean_held_lock = lock.held().is_some();
+                }
+                Ok(StepOutcome::Done)
+            }
+            Step::SpawnChild => self.spawn_child(),
+            Step::WaitForChild => {
+                let Some(child) = self.held.child.as_mut() else {
+                    return Ok(StepOutcome::Done);
+                };
+                let code = match wait {
+                    Wait::Block => child.wait()?,
+                    Wait::NoBlock => match child.try_wait()? {
+                        Some(code) => code,
+                        None => return Ok(StepOutcome::WouldBlock),
+                    },
+                };
+                self.held.child = None;
+                self.exit_code = code;
+                Ok(StepOutcome::ChildExited(code))
+            }
+            Step::DropTempCache => {
+                if let Some(temp) = self.held.temp_cache.take() {
+                    let path = temp.path().to_path_buf();
+                    temp.close().ctx("remove the temporary cache", &path)?;
+                }
+                Ok(StepOutcome::Done)
+            }
+            Step::CloseEnvLock => {
+                self.held.env_lock = None;
+                Ok(StepOutcome::Done)
+            }
+            Step::UnlockEnvLock => {
+                if let Some(mut lock) = self.held.env_lock.take() {
+                    lock.unlock()?;
+                }
+                Ok(StepOutcome::Done)
+            }
+            Step::DeleteEntries => {
+                let root = self.root()?;
+                let scaffold = kind != Kind::Prune;
+                self.notice(&format!(
+                    "{} cache at: {}",
+                    if scaffold { "Clearing" } else { "Pruning" },
+                    root.display()
+                ));
+                let report =
+                    cache::delete_entries(&root, scaffold, self.design.env_lock != EnvLock::None)?;
+                for name in &report.skipped {
+                    self.notice(&format!("Kept environment `{name}`: it is in use"));
+                }
+                self.notice(&format!(
+                    "Removed {} files ({} bytes)",
+                    report.removed_files, report.removed_bytes
+                ));
+                if report.skipped.is_empty() {
+                    Ok(StepOutcome::Done)
+                } else {
+                    Ok(StepOutcome::Skipped(report.skipped))
+                }
+            }
+            Step::UnlinkLockFile => {
+                if self.clean_held_lock {
+                    let path = self.root()?.join(LOCK_FILE);
+                    match fs::remove_file(&path) {
+                        Ok(()) => {}
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                        Err(e) => return Err(Error::io("remove the lock file", path, e)),
+                    }
+                }
+                Ok(StepOutcome::Done)
+            }
+            Step::RemoveRoot => {
+                let root = self.root()?;
+                match fs::remove_dir(&root) {
+                    Ok(()) => {}
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            std::io::ErrorKind::NotFound | std::io::ErrorKind::DirectoryNotEmpty
+                        ) => {}
+                    Err(e) => return Err(Error::io("remove the cache directory", root, e)),
+                }
+                Ok(StepOutcome::Done)
+            }
+            Step::WithdrawAnnouncement => {
+                if let Some(mut announcement) = self.held.announcement.take() {
+                    announcement.withdraw()?;
+                }
+                Ok(StepOutcome::Done)
+            }
+        }
+    }
+
+    fn lock_root(
+        &self,
+        lock: &mut LockFile,
+        mode: Mode,
+        step: Step,
+        wait: Wait,
+    ) -> Result<StepOutcome, Error> {
+        let kind = self.config.kind;
+        if lock.try_lock(mode)? == TryLock::Acquired {
+            return Ok(StepOutcome::Done);
+        }
+        if step == Step::LockExclusive {
+            match self.config.policy.on_busy(kind) {
+                OnBusy::ProceedUnlocked => {
+                    tracing::debug!("cache is in use, proceeding due to --force");
+                    return Ok(StepOutcome::ProceededUnlocked);
+                }
+                OnBusy::GiveUp => {
+                    self.notice("Cache is in use; nothing to do");
+                    return Ok(StepOutcome::GaveUp);
+                }
+                OnBusy::Wait => {}
+            }
+        }
+        let why = |pids: &[u32]| {
+            if kind.is_clean() {
+                format!(
+                    "cache is in use by {}; waiting… (use --force to override)",
+                    process_list(pids)
+                )
+            } else {
+                format!("cache is locked by {}; waiting…", pid_list(pids))
+            }
+        };
+        Ok(if self.acquire(lock, mode, wait, &why)? {
+            StepOutcome::Done
+        } else {
+            StepOutcome::WouldBlock
+        })
+    }
+
+    fn await_announced_cleans(&mut self, wait: Wait) -> Result<StepOutcome, Error> {
+        let dir = self.root()?.join(CLEANS_DIR);
+        let mut names: Vec<OsString> = match fs::read_dir(&dir) {
+            Ok(entries) => entries.filter_map(|e| e.ok()).map(|e| e.file_name()).collect(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(StepOutcome::Done),
+            Err(e) => return Err(Error::io("list the clean announcements in", dir, e)),
+        };
+        names.sort();
+        for name in names {
+            if name.to_string_lossy().starts_with(".tmp") {
+                continue; // not announced yet
+            }
+            let path = dir.join(&name);
+            let Some(mut lock) = LockFile::open_existing(&path)? else {
+                continue; // withdrawn meanwhile
+            };
+            let why = |pids: &[u32]| {
+                format!("cache is about to be cleaned by {}; waiting…", pid_list(pids))
+            };
+            if !self.acquire(&mut lock, Mode::Shared, wait, &why)? {
+                return Ok(StepOutcome::WouldBlock);
+            }
+            // Dropping `lock` closes it: the clean has finished, nothing to hold.
+        }
+        Ok(StepOutcome::Done)
+    }
+
+    fn persist_env(&mut self) -> Result<StepOutcome, Error> {
+        if self.reused_env {
+            return Ok(StepOutcome::Done);
+        }
+        let (Some(build), Some(env_dir)) = (self.held.build.take(), self.env_dir.clone()) else {
+            return Err(Error::Config("persist-env before build-env (policy bug)".into()));
+        };
+        let vanished = |build: &Path| {
+            StepOutcome::Failed(format!(
+                "the environment being built at `{}` was deleted (by a concurrent clean?); run the command again",
+                build.display()
+            ))
+        };
+        if !build.path().exists() {
+            return Ok(vanished(build.path()));
+        }
+        if let Some(parent) = env_dir.parent() {
+            fs::create_dir_all(parent).ctx("create the directory", parent)?;
+        }
+        match fs::rename(build.path(), &env_dir) {
+            Ok(()) => {
+                let _ = build.keep();
+                Ok(StepOutcome::Done)
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::DirectoryNotEmpty | std::io::ErrorKind::AlreadyExists
+                ) =>
+            {
+                // Another run persisted the same environment first: use theirs.
+                Ok(StepOutcome::Done)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(vanished(build.path())),
+            Err(e) => Err(Error::io("move the environment into place at", env_dir, e)),
+        }
+    }
+
+    fn spawn_child(&mut self) -> Result<StepOutcome, Error> {
+        let env_dir = self
+            .env_dir
+            .clone()
+            .ok_or_else(|| Error::Config("spawn-child before build-env (policy bug)".into()))?;
+        let program = self
+            .config
+            .command
+            .first()
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if !env_dir.join(ENV_MARKER).is_file() {
+            let why = if self.config.kind == Kind::RunNoCache {
+                "its temporary cache was removed before the child started"
+            } else {
+                "it was deleted (by a concurrent clean?)"
+            };
+            return Ok(StepOutcome::Failed(format!(
+                "failed to spawn `{program}`: the environment `{}` is missing: {why}; run the command again",
+                env_dir.display()
+            )));
+        }
+        let inherit = if self.design.child_inherits_env_lock {
+            self.held.env_lock.as_ref().map(LockFile::file)
+        } else {
+            None
+        };
+        let child = child::spawn(
+            &self.config.command,
+            &[("CACHELOCK_ENV", env_dir.as_path())],
+            inherit,
+            self.config.forward_signals,
+        )?;
+        tracing::debug!(pid = child.id(), "spawned the child");
+        self.held.child = Some(child);
+        Ok(StepOutcome::Done)
+    }
+}
+
+/// Publishes an announcement: created and locked under a temporary name, then renamed, so
+/// that it is never visible unlocked.
+fn announce(root: &Path) -> Result<Announcement, Error> {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = root.join(CLEANS_DIR);
+    fs::create_dir_all(&dir).ctx("create the directory", &dir)?;
+    let temp = tempfile::Builder::new()
+        .prefix(".tmp")
+        .tempfile_in(&dir)
+        .ctx("create a clean announcement in", &dir)?;
+    // Readable by all: other users' runs lock it shared to wait for this clean.
+    temp.as_file()
+        .set_permissions(fs::Permissions::from_mode(0o644))
+        .ctx("set the permissions of", temp.path())?;
+    temp.as_file()
+        .try_lock()
+        .map_err(|e| Error::io("lock the clean announcement", temp.path(), e.into()))?;
+    let suffix = temp
+        .path()
+        .file_name()
+        .map(|n| n.to_string_lossy().trim_start_matches(".tmp").to_string())
+        .unwrap_or_default();
+    let path = dir.join(format!("{}-{suffix}", std::process::id()));
+    let file = temp
+        .persist_noclobber(&path)
+        .map_err(|e| Error::io("publish the clean announcement", &path, e.error))?;
+    Ok(Announcement {
+        lock: Some(LockFile::from_locked(file, path.clone(), Mode::Exclusive)),
+        path,
+    })
+}
+
+fn check_env_name(name: &str) -> Result<(), Error> {
+    let bad = |reason| {
+        Err(Error::BadEnvName {
+            name: name.to_string(),
+            reason,
+        })
+    };
+    if name.is_empty() {
+        return bad("it is empty");
+    }
+    if name.starts_with('.') {
+        return bad("it starts with a dot");
+    }
+    if name.ends_with(".lock") {
+        return bad("it ends with .lock");
+    }
+    if !name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    {
+        return bad("it contains a character other than letters, digits, `-`, `_` and `.`");
+    }
+    Ok(())
+}
+
+fn pid_list(pids: &[u32]) -> String {
+    match pids {
+        [] => "another process".to_string(),
+        [pid] => format!("pid {pid}"),
+        _ => format!(
+            "pids {}",
+            pids.iter().map(u32::to_string).collect::<Vec<_>>().join(", ")
+        ),
+    }
+}
+
+fn process_list(pids: &[u32]) -> String {
+    match pids.len() {
+        0 => "another process".to_string(),
+        1 => format!("1 process ({})", pid_list(pids)),
+        n => format!("{n} processes ({})", pid_list(pids)),
+    }
+}
