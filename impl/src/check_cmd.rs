@@ -1,44 +1,255 @@
-//! `cachelock check` and `cachelock explore`: the model checker, from the command line.
-//! (Owned by the model work; filled in with the checker.)
+//! `cachelock check` and `cachelock explore`: the model checker from the command line.
+//!
+//! `check` with no arguments checks every policy against the CI scenario set, prints the
+//! verdict table and exits 1 if any verdict differs from what its policy declares. With
+//! `--policy` and/or `--scenario` it checks just that and tells each failing property's
+//! shortest counterexample as a numbered story.
 
+use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
+use std::time::Instant;
+
+use cachelock_model::check::{self, PairResult, Verdict};
+use cachelock_model::properties::Kind3;
+use cachelock_model::{Kind, Policy, Scenario, report};
+
+fn scenario_help() -> String {
+    let kinds: Vec<String> = Kind::ALL
+        .iter()
+        .map(|k| format!("  {:18} {}", k.token(), k.summary()))
+        .collect();
+    format!(
+        "A scenario is a comma-separated list of processes sharing one cache, e.g. \
+         `run-script+crash,clean`.\nProcesses:\n{}\nSuffixes: +crash (the process may be killed with \
+         SIGKILL after any step), +timeout (its lock waits may time out, exit 2).\nPolicies: {}",
+        kinds.join("\n"),
+        Policy::ALL.map(Policy::name).join(", ")
+    )
+}
 
 /// Arguments of `cachelock check`.
 #[derive(Debug, clap::Args)]
+#[command(after_long_help = scenario_help())]
 pub struct CheckArgs {
-    /// Check only this policy (default: every policy).
+    /// Check only this policy (default: every policy). Names: uv-0.8.19, uv-0.8.20,
+    /// uv-0.13, uv-pr15977, cachelock, and the variants built to break one property.
     #[arg(long)]
     pub policy: Option<String>,
-    /// Check only this scenario (default: the CI scenario set).
+    /// Check only this scenario (default: the CI scenario set), e.g. `run,clean,clean`.
+    /// See `--help` for the process tokens.
     #[arg(long)]
     pub scenario: Option<String>,
-    /// Print JSON instead of a table.
-    #[arg(long)]
+    /// Print JSON (one object per checked policy and scenario) instead of a table.
+    #[arg(long, conflicts_with_all = ["markdown", "traces"])]
     pub json: bool,
+    /// Print docs/verdicts.md (the generated design reference) instead of a table.
+    #[arg(long, conflicts_with_all = ["policy", "scenario", "traces"])]
+    pub markdown: bool,
+    /// Print docs/traces.md (every declared failure's shortest story).
+    #[arg(long, conflicts_with_all = ["policy", "scenario"])]
+    pub traces: bool,
 }
 
 /// Arguments of `cachelock explore`.
 #[derive(Debug, clap::Args)]
+#[command(after_long_help = scenario_help())]
 pub struct ExploreArgs {
     /// The policy to explore.
     #[arg(long)]
     pub policy: String,
-    /// The scenario to explore.
+    /// The scenario to explore, e.g. `run,clean,clean`.
     #[arg(long)]
     pub scenario: String,
-    /// Address to serve on (loopback only).
+    /// Address to serve stateright's Explorer on (loopback only).
     #[arg(long, default_value = "127.0.0.1:3000")]
     pub addr: String,
 }
 
-/// Runs `cachelock check`.
-pub fn check(_args: CheckArgs) -> ExitCode {
-    eprintln!("cachelock check: the checker is being wired in");
+fn bad_input(msg: impl std::fmt::Display) -> ExitCode {
+    eprintln!("error: {msg}");
     ExitCode::from(2)
 }
 
-/// Runs `cachelock explore`.
-pub fn explore(_args: ExploreArgs) -> ExitCode {
-    eprintln!("cachelock explore: the checker is being wired in");
-    ExitCode::from(2)
+/// Progress on stderr: a line rewritten in place on a terminal, nothing otherwise
+/// except one line per policy.
+struct Progress {
+    tty: bool,
+    started: Instant,
+}
+
+impl Progress {
+    fn new() -> Progress {
+        Progress {
+            tty: std::io::stderr().is_terminal(),
+            started: Instant::now(),
+        }
+    }
+
+    fn pair(&self, done: usize, total: usize, r: &PairResult) {
+        if self.tty {
+            let mut err = std::io::stderr();
+            let _ = write!(
+                err,
+                "\r\x1b[2K[{done}/{total}] {} on {} ({} states, {:.1}s elapsed)",
+                r.policy,
+                r.scenario,
+                r.states,
+                self.started.elapsed().as_secs_f64()
+            );
+            let _ = err.flush();
+        }
+    }
+
+    fn policy_done(&self, row: &check::Row) {
+        if self.tty {
+            eprint!("\r\x1b[2K");
+        }
+        eprintln!(
+            "checked {:24} {:>9} states in {:>6.2}s",
+            row.policy.name(),
+            row.states,
+            row.elapsed.as_secs_f64()
+        );
+    }
+}
+
+/// Runs `cachelock check`.
+pub fn check(args: CheckArgs) -> ExitCode {
+    let policies = match &args.policy {
+        Some(name) => match Policy::parse(name) {
+            Ok(p) => vec![p],
+            Err(e) => return bad_input(e),
+        },
+        None => Policy::ALL.to_vec(),
+    };
+    let scenario = match &args.scenario {
+        Some(text) => match Scenario::parse(text) {
+            Ok(s) => Some(s),
+            Err(e) => return bad_input(e),
+        },
+        None => None,
+    };
+    match scenario {
+        Some(sc) => check_one_scenario(&policies, &sc, args.json),
+        None => check_ci_set(&policies, &args),
+    }
+}
+
+fn check_ci_set(policies: &[Policy], args: &CheckArgs) -> ExitCode {
+    let scenarios = check::ci_scenarios();
+    let progress = Progress::new();
+    let total = policies.len() * scenarios.len();
+    let mut done = 0;
+    let mut rows = Vec::new();
+    for policy in policies {
+        let row = check::check_policy(*policy, &scenarios, &mut |r| {
+            done += 1;
+            progress.pair(done, total, r);
+        });
+        progress.policy_done(&row);
+        rows.push(row);
+    }
+    if args.json {
+        let all: Vec<_> = rows
+            .iter()
+            .flat_map(|row| row.pairs.iter())
+            .map(|r| {
+                let traces = check::shortest_traces(r.policy, &r.scenario, &failing(r));
+                check::pair_json(r, &traces)
+            })
+            .collect();
+        println!("{}", serde_json_array(&all));
+    } else if args.markdown {
+        print!("{}", report::verdicts_markdown(&rows));
+    } else if args.traces {
+        print!("{}", report::traces_markdown(&rows));
+    } else {
+        print!("{}", report::table(&rows, true));
+        eprintln!(
+            "{} policies x {} scenarios in {:.1}s",
+            rows.len(),
+            scenarios.len(),
+            progress.started.elapsed().as_secs_f64()
+        );
+    }
+    let mismatches = report::mismatches(&rows);
+    if mismatches.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        eprintln!("error: {} verdict(s) differ from their declaration:", mismatches.len());
+        for m in mismatches {
+            eprintln!("  {m}");
+        }
+        ExitCode::from(1)
+    }
+}
+
+fn serde_json_array(values: &[impl std::fmt::Display]) -> String {
+    let items: Vec<String> = values.iter().map(|v| v.to_string()).collect();
+    format!("[{}]", items.join(",\n"))
+}
+
+fn failing(r: &PairResult) -> Vec<check::Property> {
+    r.verdicts
+        .iter()
+        .filter(|(p, v)| *v == Verdict::Fails && p.expectation() != Kind3::Sometimes)
+        .map(|(p, _)| *p)
+        .collect()
+}
+
+fn check_one_scenario(policies: &[Policy], sc: &Scenario, json: bool) -> ExitCode {
+    let mut values = Vec::new();
+    for policy in policies {
+        let r = check::check_pair(*policy, sc);
+        let traces = check::shortest_traces(*policy, sc, &failing(&r));
+        if json {
+            values.push(check::pair_json(&r, &traces));
+            continue;
+        }
+        println!(
+            "{} on {}: {} states in {:.2}s",
+            policy,
+            sc,
+            r.states,
+            r.elapsed.as_secs_f64()
+        );
+        for (p, v) in &r.verdicts {
+            println!("  {:22} {}", p.name(), v.name());
+        }
+        for t in &traces {
+            println!("\n{} fails:", t.property.name());
+            for line in &t.story {
+                println!("  {line}");
+            }
+        }
+        println!();
+    }
+    if json {
+        println!("{}", serde_json_array(&values));
+    }
+    ExitCode::SUCCESS
+}
+
+/// Runs `cachelock explore`: serves stateright's Explorer until interrupted.
+pub fn explore(args: ExploreArgs) -> ExitCode {
+    let policy = match Policy::parse(&args.policy) {
+        Ok(p) => p,
+        Err(e) => return bad_input(e),
+    };
+    let sc = match Scenario::parse(&args.scenario) {
+        Ok(s) => s,
+        Err(e) => return bad_input(e),
+    };
+    let addr: std::net::SocketAddr = match args.addr.parse() {
+        Ok(a) => a,
+        Err(e) => return bad_input(format!("--addr `{}`: {e}", args.addr)),
+    };
+    if !addr.ip().is_loopback() {
+        return bad_input(format!(
+            "--addr `{addr}` is not a loopback address: the Explorer serves on 127.0.0.1 or [::1] only"
+        ));
+    }
+    eprintln!("serving the Explorer for {policy} on {sc} at http://{addr}/ (Ctrl-C to stop)");
+    check::serve_explorer(policy, &sc, addr);
+    ExitCode::SUCCESS
 }

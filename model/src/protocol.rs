@@ -153,9 +153,13 @@ impl Step {
             Step::AwaitAnnouncedCleans => "run waits for cleans announced before it started",
             Step::CreateTempCache => "create the private temporary cache of --no-cache",
             Step::CreateScaffold => "create the cache root and its scaffold files",
-            Step::OpenLockFile => "open or create <cache>/.lock (a clean stops if there is no cache)",
+            Step::OpenLockFile => {
+                "open or create <cache>/.lock (a clean stops if there is no cache)"
+            }
             Step::LockShared => "lock .lock shared; wait while it is busy",
-            Step::LockExclusive => "lock .lock exclusive; if busy: wait, go on unlocked (--force) or give up",
+            Step::LockExclusive => {
+                "lock .lock exclusive; if busy: wait, go on unlocked (--force) or give up"
+            }
             Step::LockEnv => "lock the environment's own lock file shared",
             Step::BuildEnv => "build the environment under a temporary name, or reuse it",
             Step::PersistEnv => "rename the built environment into place",
@@ -163,9 +167,13 @@ impl Step {
             Step::SpawnChild => "spawn the child in the environment",
             Step::WaitForChild => "wait until the child exits",
             Step::DropTempCache => "remove the temporary cache and its environment",
-            Step::CloseEnvLock => "close the environment lock descriptor (inherited copies keep it)",
+            Step::CloseEnvLock => {
+                "close the environment lock descriptor (inherited copies keep it)"
+            }
             Step::UnlockEnvLock => "unlock the environment lock for every descriptor sharing it",
-            Step::DeleteEntries => "delete environments, builds and scaffold (skipping locked environments)",
+            Step::DeleteEntries => {
+                "delete environments, builds and scaffold (skipping locked environments)"
+            }
             Step::UnlinkLockFile => "unlink <cache>/.lock",
             Step::RemoveRoot => "remove the cache root if it is empty",
             Step::WithdrawAnnouncement => "clean removes and unlocks its announcement",
@@ -479,7 +487,9 @@ impl Scenario {
                     }
                 };
                 if *slot {
-                    return Err(ScenarioError(format!("suffix `+{flag}` repeated on `{part}`")));
+                    return Err(ScenarioError(format!(
+                        "suffix `+{flag}` repeated on `{part}`"
+                    )));
                 }
                 *slot = true;
             }

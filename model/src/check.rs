@@ -1,0 +1,334 @@
+//! Running the checker: verdicts per (policy, scenario), the CI scenario set, shortest
+//! counterexamples as stories, and the comparison with each policy's declared verdicts.
+//!
+//! Verdicts come from stateright's DFS with symmetry reduction (fast, exhaustive).
+//! Counterexamples come from a separate single-threaded BFS whose visitor keeps the
+//! first path that shows each property's verdict: stateright's own discoveries are not
+//! the shortest, and a reviewer should read the shortest story.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use stateright::{Checker, HasDiscoveries, Model, Path};
+
+use crate::expect::{self, Expected};
+use crate::machine::{Action, CacheModel, State};
+pub use crate::properties::{Kind3, PropertyName as Property};
+use crate::protocol::{Policy, Scenario};
+use crate::story;
+
+/// The scenarios CI checks every policy against. Each is small enough to be checked
+/// exhaustively in well under a second; each pins at least one fact.
+pub const CI_SCENARIOS: [&str; 18] = [
+    "run-no-cache",
+    "run,run,clean",
+    "run,clean,clean",
+    "run-script,clean",
+    "run-script,clean-force",
+    "run+crash,clean",
+    "run-script+crash,clean",
+    "run-daemon,clean",
+    "run-server,clean",
+    "run-server,clean+timeout",
+    "run-nested-clean",
+    "run-nested-clean+timeout",
+    "run,clean,run",
+    "tool-run,prune",
+    "run-no-cache+crash",
+    "run,run-script,clean",
+    "run-daemon+crash,clean,run",
+    "run+crash+timeout,clean+timeout,clean-force,run-no-cache",
+];
+
+/// The CI scenarios, parsed.
+pub fn ci_scenarios() -> Vec<Scenario> {
+    CI_SCENARIOS
+        .iter()
+        .map(|s| Scenario::parse(s).expect("CI scenarios are well-formed"))
+        .collect()
+}
+
+/// A property's verdict on one (policy, scenario).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Verdict {
+    /// `always`/`eventually`: no counterexample; `sometimes`: a witness exists.
+    Holds,
+    /// `always`/`eventually`: a counterexample exists; `sometimes`: unreachable.
+    Fails,
+    /// The scenario has nothing to say about the property.
+    NotApplicable,
+}
+
+impl Verdict {
+    /// `holds`, `fails` or `n/a`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Verdict::Holds => "holds",
+            Verdict::Fails => "fails",
+            Verdict::NotApplicable => "n/a",
+        }
+    }
+}
+
+/// The result of checking one policy on one scenario.
+#[derive(Clone, Debug)]
+pub struct PairResult {
+    pub policy: Policy,
+    pub scenario: Scenario,
+    /// Unique states explored (after symmetry reduction).
+    pub states: usize,
+    pub elapsed: Duration,
+    pub verdicts: Vec<(Property, Verdict)>,
+}
+
+impl PairResult {
+    /// The verdict of one property (`NotApplicable` if it was not checked).
+    pub fn verdict(&self, property: Property) -> Verdict {
+        self.verdicts
+            .iter()
+            .find(|(p, _)| *p == property)
+            .map(|(_, v)| *v)
+            .unwrap_or(Verdict::NotApplicable)
+    }
+}
+
+/// Checks every applicable property of `policy` on `scenario`, exhaustively, with the
+/// symmetry reduction.
+pub fn check_pair(policy: Policy, scenario: &Scenario) -> PairResult {
+    check_pair_with(policy, scenario, true)
+}
+
+/// As [`check_pair`]; `symmetry: false` explores every permutation of identical
+/// processes (slower; used to test the reduction).
+pub fn check_pair_with(policy: Policy, scenario: &Scenario, symmetry: bool) -> PairResult {
+    let model = CacheModel::new(policy, scenario);
+    let applicable = model.property_names();
+    let start = Instant::now();
+    let builder = model.checker().threads(1).finish_when(HasDiscoveries::All);
+    let builder = if symmetry {
+        builder.symmetry()
+    } else {
+        builder
+    };
+    let checker = builder.spawn_dfs().join();
+    let verdicts = crate::properties::ALL
+        .iter()
+        .map(|p| {
+            let v = if !applicable.contains(p) {
+                Verdict::NotApplicable
+            } else {
+                let found = checker.discovery(p.name()).is_some();
+                match (p.expectation(), found) {
+                    (Kind3::Sometimes, true) | (Kind3::Always | Kind3::Eventually, false) => {
+                        Verdict::Holds
+                    }
+                    _ => Verdict::Fails,
+                }
+            };
+            (*p, v)
+        })
+        .collect();
+    PairResult {
+        policy,
+        scenario: scenario.clone(),
+        states: checker.unique_state_count(),
+        elapsed: start.elapsed(),
+        verdicts,
+    }
+}
+
+/// A shortest path showing a property's verdict: a counterexample for a failing
+/// `always`/`eventually` property, a witness for a `sometimes` one.
+#[derive(Clone, Debug)]
+pub struct Trace {
+    pub property: Property,
+    pub path: Vec<(State, Option<Action>)>,
+    /// The numbered story.
+    pub story: Vec<String>,
+}
+
+/// A property and the first path found that shows its verdict.
+type Found = (Property, Path<State, Action>);
+
+/// Finds, by breadth-first search, the shortest counterexample (or witness) of each
+/// listed property. Properties with none are left out.
+pub fn shortest_traces(policy: Policy, scenario: &Scenario, wanted: &[Property]) -> Vec<Trace> {
+    let model = CacheModel::new(policy, scenario);
+    let found: Arc<Mutex<Vec<Found>>> = Arc::default();
+    let sink = Arc::clone(&found);
+    let wanted_list: Vec<Property> = wanted.to_vec();
+    let probe = model.clone();
+    model
+        .clone()
+        .checker()
+        .threads(1)
+        .visitor(move |path: Path<State, Action>| {
+            let last = path.last_state();
+            let mut done = sink.lock().unwrap_or_else(|e| e.into_inner());
+            for p in &wanted_list {
+                if done.iter().any(|(q, _)| q == p) {
+                    continue;
+                }
+                let shows = match p.expectation() {
+                    Kind3::Always => !p.holds(&probe, last),
+                    Kind3::Sometimes => p.holds(&probe, last),
+                    Kind3::Eventually => {
+                        let mut actions = Vec::new();
+                        probe.actions(last, &mut actions);
+                        actions.is_empty() && !p.holds(&probe, last)
+                    }
+                };
+                if shows {
+                    done.push((*p, path.clone()));
+                }
+            }
+        })
+        .spawn_bfs()
+        .join();
+    let found = found.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let mut traces: Vec<Trace> = found
+        .into_iter()
+        .map(|(property, path)| {
+            let path = path.into_vec();
+            let story = story::tell(&model, &path, property);
+            Trace {
+                property,
+                path,
+                story,
+            }
+        })
+        .collect();
+    traces.sort_by_key(|t| t.property);
+    traces
+}
+
+/// A cell of the verdict table: a property's verdicts for one policy over the scenario
+/// set, and whether they match the policy's declaration.
+#[derive(Clone, Debug)]
+pub struct Cell {
+    pub property: Property,
+    /// Scenarios where the property fails (for `sometimes`: is unreachable).
+    pub failing: Vec<String>,
+    /// Scenarios where it applies at all.
+    pub applicable: usize,
+    pub expected: Expected,
+}
+
+impl Cell {
+    /// True when the observed failing set is the declared one.
+    pub fn as_declared(&self) -> bool {
+        let mut want: Vec<&str> = self.expected.failing.to_vec();
+        let mut got: Vec<&str> = self.failing.iter().map(String::as_str).collect();
+        want.sort_unstable();
+        got.sort_unstable();
+        want == got
+    }
+
+    /// The cell's text: `holds`, `fails: SCENARIO (+N)` or `n/a`.
+    pub fn text(&self) -> String {
+        if self.applicable == 0 {
+            "n/a".into()
+        } else if self.failing.is_empty() {
+            "holds".into()
+        } else if self.failing.len() == 1 {
+            format!("fails: {}", self.failing[0])
+        } else {
+            format!("fails: {} (+{})", self.failing[0], self.failing.len() - 1)
+        }
+    }
+}
+
+/// One policy's row.
+#[derive(Clone, Debug)]
+pub struct Row {
+    pub policy: Policy,
+    pub cells: Vec<Cell>,
+    pub pairs: Vec<PairResult>,
+    pub states: usize,
+    pub elapsed: Duration,
+}
+
+impl Row {
+    /// True when every cell is as declared.
+    pub fn as_declared(&self) -> bool {
+        self.cells.iter().all(Cell::as_declared)
+    }
+}
+
+/// Checks one policy against a scenario set and compares with its declaration.
+/// `progress` is called after each scenario.
+pub fn check_policy(
+    policy: Policy,
+    scenarios: &[Scenario],
+    progress: &mut dyn FnMut(&PairResult),
+) -> Row {
+    let mut pairs = Vec::new();
+    for sc in scenarios {
+        let r = check_pair(policy, sc);
+        progress(&r);
+        pairs.push(r);
+    }
+    let cells = crate::properties::ALL
+        .iter()
+        .map(|p| {
+            let failing = pairs
+                .iter()
+                .filter(|r| r.verdict(*p) == Verdict::Fails)
+                .map(|r| r.scenario.to_string())
+                .collect();
+            let applicable = pairs
+                .iter()
+                .filter(|r| r.verdict(*p) != Verdict::NotApplicable)
+                .count();
+            Cell {
+                property: *p,
+                failing,
+                applicable,
+                expected: expect::expected(policy, *p),
+            }
+        })
+        .collect();
+    Row {
+        policy,
+        states: pairs.iter().map(|r| r.states).sum(),
+        elapsed: pairs.iter().map(|r| r.elapsed).sum(),
+        cells,
+        pairs,
+    }
+}
+
+/// The machine-readable form of one checked pair.
+pub fn pair_json(r: &PairResult, traces: &[Trace]) -> serde_json::Value {
+    let properties: Vec<serde_json::Value> = r
+        .verdicts
+        .iter()
+        .map(|(p, v)| {
+            let trace = traces.iter().find(|t| t.property == *p);
+            serde_json::json!({
+                "property": p.name(),
+                "kind": match p.expectation() {
+                    Kind3::Always => "always",
+                    Kind3::Eventually => "eventually",
+                    Kind3::Sometimes => "sometimes",
+                },
+                "verdict": v.name(),
+                "counterexample": match (v, p.expectation(), trace) {
+                    (Verdict::Fails, Kind3::Always | Kind3::Eventually, Some(t)) => serde_json::json!(t.story),
+                    _ => serde_json::Value::Null,
+                },
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "policy": r.policy.name(),
+        "scenario": r.scenario.to_string(),
+        "states": r.states,
+        "seconds": r.elapsed.as_secs_f64(),
+        "properties": properties,
+    })
+}
+
+/// Serves stateright's Explorer (a web UI to walk the state space) for one pair. Blocks.
+pub fn serve_explorer(policy: Policy, scenario: &Scenario, addr: std::net::SocketAddr) {
+    CacheModel::new(policy, scenario).checker().serve(addr);
+}

@@ -1,0 +1,372 @@
+//! Each policy's declared verdicts over the CI scenario set, with a reason each.
+//! `cachelock check` fails when the checker disagrees with a declaration, so any model
+//! change that moves a verdict is caught.
+//!
+//! A declaration lists the CI scenarios in which the property fails (for a `sometimes`
+//! property: in which the witness is unreachable). An empty list means it holds in
+//! every CI scenario it applies to.
+
+use crate::properties::PropertyName as P;
+use crate::protocol::Policy;
+
+/// A declared verdict.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Expected {
+    pub failing: &'static [&'static str],
+    pub reason: &'static str,
+}
+
+const fn holds(reason: &'static str) -> Expected {
+    Expected {
+        failing: &[],
+        reason,
+    }
+}
+
+const fn fails(failing: &'static [&'static str], reason: &'static str) -> Expected {
+    Expected { failing, reason }
+}
+
+const BIG: &str = "run+crash+timeout,clean+timeout,clean-force,run-no-cache";
+
+/// Every CI scenario that has a run.
+const EVERY_SCENARIO: &[&str] = &[
+    "run-no-cache",
+    "run,run,clean",
+    "run,clean,clean",
+    "run-script,clean",
+    "run-script,clean-force",
+    "run+crash,clean",
+    "run-script+crash,clean",
+    "run-daemon,clean",
+    "run-server,clean",
+    "run-server,clean+timeout",
+    "run-nested-clean",
+    "run-nested-clean+timeout",
+    "run,clean,run",
+    "tool-run,prune",
+    "run-no-cache+crash",
+    "run,run-script,clean",
+    "run-daemon+crash,clean,run",
+    BIG,
+];
+
+/// Every CI scenario with a clean and a run in the shared cache.
+const RUN_AND_CLEAN: &[&str] = &[
+    "run,run,clean",
+    "run,clean,clean",
+    "run-script,clean",
+    "run-script,clean-force",
+    "run+crash,clean",
+    "run-script+crash,clean",
+    "run-daemon,clean",
+    "run-server,clean",
+    "run-server,clean+timeout",
+    "run,clean,run",
+    "tool-run,prune",
+    "run,run-script,clean",
+    "run-daemon+crash,clean,run",
+    BIG,
+];
+
+/// Scenarios where a clean can only reach the cache after every child has exited,
+/// because nothing crashes, no `--force`, no daemon.
+const CLEAN_AFTER_CHILDREN: &[&str] = &[
+    "run,run,clean",
+    "run,clean,clean",
+    "run-script,clean",
+    "run-server,clean",
+    "run-server,clean+timeout",
+    "run-nested-clean",
+    "run-nested-clean+timeout",
+    "run,clean,run",
+    "tool-run,prune",
+    "run,run-script,clean",
+];
+
+/// A `--force` clean, a killed parent, or a daemon outliving its run.
+const FORCE_CRASH_DAEMON: &[&str] = &[
+    "run-script,clean-force",
+    "run+crash,clean",
+    "run-script+crash,clean",
+    "run-daemon,clean",
+    "run-daemon+crash,clean,run",
+    BIG,
+];
+
+const CLEAN_FORCE: &[&str] = &["run-script,clean-force", BIG];
+
+const FORCE_REASON: &str =
+    "clean --force deletes without the lock by definition while a run holds it";
+const OVERTAKE_REASON: &str = "a clean that has opened .lock but not locked it is invisible: a run starting later locks shared first (no writer preference)";
+const CLEAN_WAITS_REASON: &str = "the clean waits for the lock every run holds until its child exits, so it never holds the cache while a child runs";
+const TWO_RUNS_REASON: &str = "runs lock shared, so two runs hold it together";
+
+/// The declaration for one policy and property.
+pub fn expected(policy: Policy, property: P) -> Expected {
+    use Policy::*;
+    match (policy, property) {
+        // ---- uv 0.8.19
+        (Uv0819, P::LiveEnvIntact) => fails(
+            EVERY_SCENARIO,
+            "the handle is dropped before spawning: --no-cache children fail to spawn, and any clean may delete a running child's env",
+        ),
+        (Uv0819, P::MutualExclusion) => fails(
+            &["run,clean,clean", "run-script,clean-force", BIG],
+            "clean unlinks .lock: a run that opened it before locks an orphaned inode and a second clean locks a fresh one",
+        ),
+        (Uv0819, P::NoDeadlock) => {
+            holds("the run releases the lock before its child runs a nested clean")
+        }
+        (Uv0819, P::CleanCompletes) => {
+            holds("no lock is held while a child runs, so a clean never waits for one")
+        }
+        (Uv0819 | Uv0820 | Uv013 | UvPr15977 | UvAutoprune | Serial, P::NoOvertaking) => {
+            fails(RUN_AND_CLEAN, OVERTAKE_REASON)
+        }
+        (Uv0819 | Uv0820 | Uv013 | UvPr15977 | UvAutoprune | Serial, P::NoLeakedTemp) => {
+            holds("the temporary cache is removed when the handle drops, on success and on error")
+        }
+        (Uv0819 | Uv0820 | Uv013 | UvPr15977 | Serial, P::CleanRemovesUnused) => {
+            holds("a clean that gets the lock deletes every environment")
+        }
+        (Uv0819, P::CleanOverlapsChild) => {
+            holds("the lock is released before spawning, so a clean runs beside any child")
+        }
+        (Uv0819 | Uv0820 | Uv013 | UvPr15977 | UvAutoprune, P::RunsShareLock) => {
+            holds(TWO_RUNS_REASON)
+        }
+
+        // ---- uv 0.8.20 .. 0.12
+        (Uv0820, P::LiveEnvIntact) => fails(
+            &[
+                "run,clean,clean",
+                "run-script,clean-force",
+                "run+crash,clean",
+                "run-script+crash,clean",
+                "run-daemon,clean",
+                "run-daemon+crash,clean,run",
+                BIG,
+            ],
+            "the orphaned-.lock race (run,clean,clean), --force, a killed parent and a daemon each let a clean delete a live env",
+        ),
+        (Uv0820, P::MutualExclusion) => fails(
+            &["run,clean,clean", "run-script,clean-force", BIG],
+            "clean unlinks .lock: a run locks the orphaned inode and a second clean locks a fresh one",
+        ),
+        (Uv0820 | Uv013 | Serial, P::NoDeadlock) => fails(
+            &["run-nested-clean"],
+            "uv run uv cache clean: the nested clean waits for the lock its own parent holds until the child exits (+timeout: exit 2)",
+        ),
+        (Uv0820 | Uv013 | Serial, P::CleanCompletes) => fails(
+            &["run-server,clean", "run-nested-clean"],
+            "a run holds the lock until its child exits, so a server (or the nested clean's own parent) blocks clean forever",
+        ),
+        (Uv0820, P::CleanOverlapsChild) => fails(
+            &[
+                "run,run,clean",
+                "run-script,clean",
+                "run-server,clean",
+                "run-server,clean+timeout",
+                "run-nested-clean",
+                "run-nested-clean+timeout",
+                "run,clean,run",
+                "tool-run,prune",
+                "run,run-script,clean",
+            ],
+            "the clean waits for the lock every run holds until its child exits; only the orphaned-.lock race with two cleans gets around it",
+        ),
+
+        // ---- uv 0.13
+        (Uv013 | UvAutoprune | Serial, P::LiveEnvIntact) => fails(
+            FORCE_CRASH_DAEMON,
+            "the lock protects a child only while its uv parent lives and waits: --force, SIGKILL of the parent and daemons get around it",
+        ),
+        (Uv013 | UvPr15977 | UvAutoprune | Serial, P::MutualExclusion) => {
+            fails(CLEAN_FORCE, FORCE_REASON)
+        }
+        (Uv013 | Serial, P::CleanOverlapsChild) => fails(CLEAN_AFTER_CHILDREN, CLEAN_WAITS_REASON),
+
+        // ---- uv PR 15977
+        (UvPr15977, P::LiveEnvIntact) => fails(
+            &[
+                "run,run,clean",
+                "run,clean,clean",
+                "run-script,clean",
+                "run-script,clean-force",
+                "run+crash,clean",
+                "run-script+crash,clean",
+                "run-daemon,clean",
+                "run-server,clean",
+                "run-server,clean+timeout",
+                "run-nested-clean",
+                "run-nested-clean+timeout",
+                "run,clean,run",
+                "tool-run,prune",
+                "run,run-script,clean",
+                "run-daemon+crash,clean,run",
+                BIG,
+            ],
+            "persistent caches are released before spawning, so any clean deletes a running child's env; --no-cache alone is safe",
+        ),
+        (UvPr15977, P::NoDeadlock) => {
+            holds("the lock is released before the child runs its nested clean")
+        }
+        (UvPr15977, P::CleanCompletes) => holds("no lock is held while a child runs"),
+        (UvPr15977, P::CleanOverlapsChild) => holds("the lock is released before spawning"),
+
+        // ---- autoprune
+        (UvAutoprune, P::NoDeadlock) => {
+            holds("a nested clean that finds the lock busy gives up instead of waiting")
+        }
+        (UvAutoprune, P::CleanCompletes) => {
+            holds("a clean never waits: it gives up when the lock is busy")
+        }
+        (UvAutoprune, P::CleanRemovesUnused) => fails(
+            &[
+                "run,run,clean",
+                "run,clean,clean",
+                "run,clean,run",
+                "run,run-script,clean",
+                "run-daemon+crash,clean,run",
+                BIG,
+            ],
+            "a clean that finds the lock busy gives up and leaves a finished run's environment behind",
+        ),
+        (UvAutoprune, P::CleanOverlapsChild) => fails(
+            CLEAN_AFTER_CHILDREN,
+            "a clean never gets a lock that a run holds until its child exits",
+        ),
+
+        // ---- serial
+        (Serial, P::RunsShareLock) => fails(
+            &[
+                "run,run,clean",
+                "run,clean,run",
+                "run,run-script,clean",
+                "run-daemon+crash,clean,run",
+            ],
+            "runs lock exclusive: one at a time",
+        ),
+
+        // ---- cachelock and its broken variants
+        (
+            Cachelock | CachelockLateEnvLock | CachelockUnlock | CachelockCloexec
+            | CachelockNoAnnounce | CachelockKeepTemp,
+            P::MutualExclusion,
+        ) => fails(CLEAN_FORCE, FORCE_REASON),
+        (Cachelock, P::LiveEnvIntact) => holds(
+            "the env lock is taken under the root lock before the env is built, inherited by the child and its daemon, and clean deletes only what it can lock",
+        ),
+        (CachelockNoAnnounce | CachelockKeepTemp, P::LiveEnvIntact) => {
+            holds("as cachelock: the environment locks are intact")
+        }
+        (CachelockLateEnvLock, P::LiveEnvIntact) => fails(
+            RUN_AND_CLEAN,
+            "between releasing the root lock and taking the env lock, a clean can lock and delete the env",
+        ),
+        (CachelockUnlock, P::LiveEnvIntact) => fails(
+            &["run-daemon,clean", "run-daemon+crash,clean,run"],
+            "LOCK_UN releases the lock for the daemon that inherited the descriptor too",
+        ),
+        (CachelockCloexec, P::LiveEnvIntact) => fails(
+            &[
+                "run+crash,clean",
+                "run-script+crash,clean",
+                "run-daemon,clean",
+                "run-daemon+crash,clean,run",
+                BIG,
+            ],
+            "the env lock dies with the run: a killed parent's child and a daemon are unprotected",
+        ),
+        (
+            Cachelock | CachelockLateEnvLock | CachelockUnlock | CachelockCloexec
+            | CachelockNoAnnounce | CachelockKeepTemp,
+            P::NoDeadlock,
+        ) => {
+            holds("runs hold the root lock only while setting up, never while waiting for a child")
+        }
+        (
+            Cachelock | CachelockLateEnvLock | CachelockUnlock | CachelockCloexec
+            | CachelockNoAnnounce | CachelockKeepTemp,
+            P::CleanCompletes,
+        ) => holds(
+            "the root lock is released before spawning and clean skips locked environments instead of waiting",
+        ),
+        (
+            Cachelock | CachelockLateEnvLock | CachelockUnlock | CachelockCloexec
+            | CachelockKeepTemp,
+            P::NoOvertaking,
+        ) => holds(
+            "a clean's first step publishes an already-locked announcement that later runs wait for",
+        ),
+        (CachelockNoAnnounce, P::NoOvertaking) => fails(
+            RUN_AND_CLEAN,
+            "without the announcement a started clean is invisible and later runs lock shared first",
+        ),
+        (
+            Cachelock | CachelockLateEnvLock | CachelockUnlock | CachelockCloexec
+            | CachelockNoAnnounce,
+            P::NoLeakedTemp,
+        ) => holds(
+            "the temporary cache guard drops after the child exits, on every path but SIGKILL",
+        ),
+        (CachelockKeepTemp, P::NoLeakedTemp) => fails(
+            &["run-no-cache", "run-no-cache+crash", BIG],
+            "the kept temporary cache has no owner left to remove it",
+        ),
+        (
+            Cachelock | CachelockLateEnvLock | CachelockUnlock | CachelockCloexec
+            | CachelockNoAnnounce | CachelockKeepTemp,
+            P::CleanRemovesUnused,
+        ) => holds(
+            "an environment is locked exactly while something uses it, so clean skips only live ones",
+        ),
+        (
+            Cachelock | CachelockLateEnvLock | CachelockUnlock | CachelockCloexec
+            | CachelockNoAnnounce | CachelockKeepTemp,
+            P::CleanOverlapsChild,
+        ) => holds(
+            "clean takes the root lock while children run: they hold only their environment locks",
+        ),
+        (
+            Cachelock | CachelockLateEnvLock | CachelockUnlock | CachelockCloexec
+            | CachelockNoAnnounce | CachelockKeepTemp,
+            P::RunsShareLock,
+        ) => holds(TWO_RUNS_REASON),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::check::CI_SCENARIOS;
+
+    #[test]
+    fn declarations_name_only_ci_scenarios_and_give_reasons() {
+        for policy in Policy::ALL {
+            for property in crate::properties::ALL {
+                let e = expected(policy, property);
+                assert!(!e.reason.is_empty(), "{policy} {property}");
+                for s in e.failing {
+                    assert!(
+                        CI_SCENARIOS.contains(s),
+                        "{policy} {property}: {s} is not a CI scenario"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn every_property_is_broken_by_some_policy() {
+        for property in crate::properties::ALL {
+            assert!(
+                Policy::ALL
+                    .iter()
+                    .any(|p| !expected(*p, property).failing.is_empty()),
+                "{property}: no policy is declared to break it, so checking it proves nothing"
+            );
+        }
+    }
+}

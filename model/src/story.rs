@@ -1,0 +1,286 @@
+//! Counterexamples told as numbered stories:
+//! `3. run-no-cache#1: spawn-child -> fails: its environment is gone`.
+
+use crate::machine::{Action, CacheModel, Child, EnvState, Life, Outcome, State, Temp};
+use crate::properties::PropertyName;
+use crate::protocol::{EnvName, Event, Mode, Step};
+
+/// One line per action of `path`, numbered from 1, then a last line saying what is
+/// wrong in the final state.
+pub fn tell(
+    m: &CacheModel,
+    path: &[(State, Option<Action>)],
+    property: PropertyName,
+) -> Vec<String> {
+    let mut lines = Vec::new();
+    for (i, pair) in path.windows(2).enumerate() {
+        let (before, action) = (&pair[0].0, pair[0].1);
+        let after = &pair[1].0;
+        if let Some(action) = action {
+            lines.push(format!("{}. {}", i + 1, line(m, before, action, after)));
+        }
+    }
+    if let Some((last, _)) = path.last() {
+        lines.push(format!(
+            "=> {}: {}",
+            property.name(),
+            verdict_line(m, last, property)
+        ));
+    }
+    lines
+}
+
+fn who(m: &CacheModel, p: usize) -> &str {
+    &m.procs[p].label
+}
+
+fn mode_name(mode: Mode) -> &'static str {
+    match mode {
+        Mode::Shared => "shared",
+        Mode::Exclusive => "exclusive",
+    }
+}
+
+fn env_label(m: &CacheModel, p: usize) -> String {
+    match m.procs[p].kind.env() {
+        Some(EnvName::Temp) => "its environment in the temporary cache".to_string(),
+        Some(env) => format!("environment `{}`", env.dir_name()),
+        None => "no environment".to_string(),
+    }
+}
+
+/// What one action did, from the states before and after it.
+pub fn line(m: &CacheModel, before: &State, action: Action, after: &State) -> String {
+    let (p, what) = match action {
+        Action::Step(p, step) => (p, step.name()),
+        Action::Event(p, e) => (p, e.name()),
+    };
+    format!(
+        "{}: {} -> {}",
+        who(m, p),
+        what,
+        outcome(m, before, action, after)
+    )
+}
+
+fn outcome(m: &CacheModel, before: &State, action: Action, after: &State) -> String {
+    match action {
+        Action::Step(p, step) => step_outcome(m, before, p, step, after),
+        Action::Event(p, e) => match e {
+            Event::Killed => {
+                let mut s = "SIGKILL: its descriptors close".to_string();
+                if after.procs[p].child == Child::Running {
+                    s.push_str("; its child keeps running");
+                }
+                if matches!(after.procs[p].temp, Temp::Present(_)) {
+                    s.push_str("; its temporary cache leaks");
+                }
+                s
+            }
+            Event::LockTimeout => "the lock wait times out: exit 2, holding nothing".into(),
+            Event::ChildExits => "the child exits".into(),
+            Event::ChildStartsDaemon => {
+                "the child starts a daemon that keeps using the environment".into()
+            }
+            Event::DaemonExits => "the daemon exits".into(),
+        },
+    }
+}
+
+fn step_outcome(m: &CacheModel, before: &State, p: usize, step: Step, after: &State) -> String {
+    let b = &before.procs[p];
+    let a = &after.procs[p];
+    match a.life {
+        Life::Done(Outcome::NoCache) => return "no cache found: exit 0".into(),
+        Life::Done(Outcome::GaveUp) => return "busy: gives up, exit 0".into(),
+        Life::Done(Outcome::SpawnFailed) => {
+            return format!("fails: {} is gone", env_label(m, p));
+        }
+        Life::Done(Outcome::EnvVanished) => {
+            return format!("fails: {} vanished while being built", env_label(m, p));
+        }
+        Life::Done(Outcome::RootVanished) => {
+            return "fails: the cache root it created is gone".into();
+        }
+        _ => {}
+    }
+    match step {
+        Step::LockShared | Step::LockExclusive => {
+            let mode = if step == Step::LockShared {
+                Mode::Shared
+            } else {
+                Mode::Exclusive
+            };
+            let inode = a.root_fd.or(b.root_fd).map(|f| f.inode).unwrap_or_default();
+            if a.life == Life::Waiting {
+                format!("busy: waits (.lock inode {inode})")
+            } else if a.forced {
+                "busy: goes on without the lock (--force)".into()
+            } else if b.life == Life::Waiting {
+                format!("granted {} on .lock inode {inode}", mode_name(mode))
+            } else {
+                format!("acquired {} on .lock inode {inode}", mode_name(mode))
+            }
+        }
+        Step::OpenLockFile => {
+            let inode = a.root_fd.map(|f| f.inode).unwrap_or_default();
+            if before.fs.lock_path.is_none() {
+                format!("creates .lock (inode {inode})")
+            } else {
+                format!("opens .lock (inode {inode})")
+            }
+        }
+        Step::AwaitAnnouncedCleans => {
+            if a.life == Life::Waiting {
+                let names: Vec<&str> = (0..m.procs.len())
+                    .filter(|c| a.awaited & (1 << c) != 0)
+                    .map(|c| who(m, c))
+                    .collect();
+                format!("waits for {}", names.join(", "))
+            } else if b.life == Life::Waiting {
+                "the announced cleans are done".into()
+            } else {
+                "no clean announced".into()
+            }
+        }
+        Step::AnnounceClean => "announces itself (.cleans/<id>, already locked)".into(),
+        Step::WithdrawAnnouncement => "withdraws its announcement".into(),
+        Step::CreateTempCache => "creates its temporary cache".into(),
+        Step::CreateScaffold => "creates the cache root and scaffold".into(),
+        Step::LockEnv => format!("locks {} shared", env_label(m, p)),
+        Step::BuildEnv => {
+            if env_state_of(m, before, p) == Some(EnvState::Present) {
+                format!("reuses {}", env_label(m, p))
+            } else {
+                format!("starts building {}", env_label(m, p))
+            }
+        }
+        Step::PersistEnv => format!("{} is in place", env_label(m, p)),
+        Step::ReleaseRootLock => "releases the lock on .lock".into(),
+        Step::SpawnChild => {
+            if a.env_fd.is_some_and(|f| f.child) {
+                "the child runs (it inherited the environment lock)".into()
+            } else {
+                "the child runs".into()
+            }
+        }
+        Step::WaitForChild => "the child has exited".into(),
+        Step::DropTempCache => "removes its temporary cache".into(),
+        Step::CloseEnvLock => {
+            if a.env_fd.is_some() {
+                "closes its descriptor; inherited copies keep the environment locked".into()
+            } else {
+                "closes its descriptor; the environment lock is released".into()
+            }
+        }
+        Step::UnlockEnvLock => "LOCK_UN: the environment lock is released for every holder".into(),
+        Step::DeleteEntries => {
+            let mut deleted = Vec::new();
+            let mut skipped = Vec::new();
+            for (i, env) in EnvName::CACHED.iter().enumerate() {
+                if before.fs.envs[i] != EnvState::Absent {
+                    if after.fs.envs[i] == EnvState::Absent {
+                        deleted.push(env.dir_name());
+                    } else {
+                        skipped.push(env.dir_name());
+                    }
+                }
+            }
+            let mut s = if deleted.is_empty() {
+                "deletes the scaffold (no environment)".to_string()
+            } else {
+                format!("deletes environment {}", deleted.join(", "))
+            };
+            if !skipped.is_empty() {
+                s.push_str(&format!("; skips {} (in use)", skipped.join(", ")));
+            }
+            let holders: Vec<&str> = (0..m.procs.len())
+                .filter(|&q| q != p && before.procs[q].root_fd.is_some_and(|f| f.lock.is_some()))
+                .map(|q| who(m, q))
+                .collect();
+            if !holders.is_empty() {
+                s.push_str(&format!(" while {} holds the lock", holders.join(", ")));
+            }
+            s
+        }
+        Step::UnlinkLockFile => match before.fs.lock_path {
+            Some(i) if after.fs.lock_path.is_none() => format!("unlinks .lock (inode {i})"),
+            _ => "leaves .lock (it did not hold the lock)".into(),
+        },
+        Step::RemoveRoot => {
+            if after.fs.root {
+                "the root is not empty: kept".into()
+            } else {
+                "removes the cache root".into()
+            }
+        }
+    }
+}
+
+fn env_state_of(m: &CacheModel, s: &State, p: usize) -> Option<EnvState> {
+    match m.procs[p].kind.env()? {
+        EnvName::Temp => match s.procs[p].temp {
+            Temp::Present(e) => Some(e),
+            _ => None,
+        },
+        env => EnvName::CACHED
+            .iter()
+            .position(|e| *e == env)
+            .map(|i| s.fs.envs[i]),
+    }
+}
+
+/// The last line of a story: what the final state shows about the property.
+fn verdict_line(m: &CacheModel, s: &State, property: PropertyName) -> String {
+    let stuck: Vec<String> = (0..m.procs.len())
+        .filter(|&p| !m.finished(s, p))
+        .map(|p| {
+            let st = &s.procs[p];
+            let doing = match (st.life, m.next_step(s, p)) {
+                (Life::Waiting, Some(step)) => format!("waits at {step}"),
+                (_, Some(Step::WaitForChild)) => "waits for its child".into(),
+                (_, Some(step)) => format!("is at {step}"),
+                _ => "is done".into(),
+            };
+            format!("{} {doing}", who(m, p))
+        })
+        .collect();
+    match property {
+        PropertyName::LiveEnvIntact => {
+            let victims: Vec<String> = (0..m.procs.len())
+                .filter(|&p| {
+                    let st = &s.procs[p];
+                    st.child == Child::FailedToSpawn
+                        || st.life == Life::Done(Outcome::EnvVanished)
+                        || ((st.child == Child::Running
+                            || st.daemon == crate::machine::Daemon::Running)
+                            && !m.env_present(s, p))
+                })
+                .map(|p| format!("{} lost {}", who(m, p), env_label(m, p)))
+                .collect();
+            format!("violated: {}", victims.join("; "))
+        }
+        PropertyName::MutualExclusion => {
+            "violated: cache contents were deleted while another process held the lock".into()
+        }
+        PropertyName::NoDeadlock => {
+            format!("violated: every process is blocked ({})", stuck.join("; "))
+        }
+        PropertyName::CleanCompletes => {
+            format!(
+                "violated: nothing more can happen and a clean never finishes ({})",
+                stuck.join("; ")
+            )
+        }
+        PropertyName::NoOvertaking => {
+            "violated: a run that started after a clean got the cache before it".into()
+        }
+        PropertyName::NoLeakedTemp => {
+            "violated: everything finished and a temporary cache is still on disk".into()
+        }
+        PropertyName::CleanRemovesUnused => {
+            "violated: a clean finished and left an environment nobody uses".into()
+        }
+        PropertyName::CleanOverlapsChild | PropertyName::RunsShareLock => "reached".into(),
+    }
+}

@@ -1,0 +1,250 @@
+//! The facts from uv's history that the model must reproduce, each with its shortest
+//! counterexample told as a story. A change to the model that moves one of these fails
+//! here.
+
+use cachelock_model::check::{Property, Verdict, check_pair, check_pair_with, shortest_traces};
+use cachelock_model::{Policy, Scenario};
+
+fn verdict(policy: Policy, scenario: &str, property: Property) -> Verdict {
+    check_pair(policy, &Scenario::parse(scenario).unwrap()).verdict(property)
+}
+
+fn story(policy: Policy, scenario: &str, property: Property) -> String {
+    let sc = Scenario::parse(scenario).unwrap();
+    let traces = shortest_traces(policy, &sc, &[property]);
+    assert_eq!(
+        traces.len(),
+        1,
+        "{policy} {scenario}: no trace for {property}"
+    );
+    traces[0].story.join("\n")
+}
+
+#[test]
+fn uv_0_8_19_breaks_live_env_intact_with_one_no_cache_run() {
+    assert_eq!(
+        verdict(Policy::Uv0819, "run-no-cache", Property::LiveEnvIntact),
+        Verdict::Fails
+    );
+    assert_eq!(
+        story(Policy::Uv0819, "run-no-cache", Property::LiveEnvIntact),
+        "\
+1. run-no-cache#1: create-temp-cache -> creates its temporary cache
+2. run-no-cache#1: build-env -> starts building its environment in the temporary cache
+3. run-no-cache#1: persist-env -> its environment in the temporary cache is in place
+4. run-no-cache#1: drop-temp-cache -> removes its temporary cache
+5. run-no-cache#1: spawn-child -> fails: its environment in the temporary cache is gone
+=> live-env-intact: violated: run-no-cache#1 lost its environment in the temporary cache"
+    );
+}
+
+#[test]
+fn uv_0_8_20_breaks_mutual_exclusion_through_the_orphaned_lock_inode() {
+    assert_eq!(
+        verdict(Policy::Uv0820, "run,clean,clean", Property::LiveEnvIntact),
+        Verdict::Fails
+    );
+    assert_eq!(
+        story(Policy::Uv0820, "run,clean,clean", Property::MutualExclusion),
+        "\
+1. run#1: create-scaffold -> creates the cache root and scaffold
+2. run#1: open-lock-file -> opens .lock (inode 0)
+3. clean#1: open-lock-file -> opens .lock (inode 0)
+4. clean#1: lock-exclusive -> acquired exclusive on .lock inode 0
+5. clean#1: delete-entries -> deletes the scaffold (no environment)
+6. clean#1: release-root-lock -> releases the lock on .lock
+7. run#1: lock-shared -> acquired shared on .lock inode 0
+8. clean#1: unlink-lock-file -> unlinks .lock (inode 0)
+9. clean#2: open-lock-file -> creates .lock (inode 1)
+10. clean#2: lock-exclusive -> acquired exclusive on .lock inode 1
+11. clean#2: delete-entries -> deletes the scaffold (no environment) while run#1 holds the lock
+=> mutual-exclusion: violated: cache contents were deleted while another process held the lock"
+    );
+}
+
+#[test]
+fn uv_0_13_keeps_the_lock_safe_where_0_8_20_did_not() {
+    for sc in ["run,clean,clean", "run-script,clean"] {
+        for p in [Property::MutualExclusion, Property::LiveEnvIntact] {
+            assert_eq!(verdict(Policy::Uv013, sc, p), Verdict::Holds, "{sc} {p}");
+        }
+    }
+}
+
+#[test]
+fn uv_0_13_loses_live_envs_to_force_kill_and_daemons() {
+    for sc in [
+        "run-script,clean-force",
+        "run+crash,clean",
+        "run-daemon,clean",
+    ] {
+        assert_eq!(
+            verdict(Policy::Uv013, sc, Property::LiveEnvIntact),
+            Verdict::Fails,
+            "{sc}"
+        );
+    }
+    assert_eq!(
+        story(Policy::Uv013, "run+crash,clean", Property::LiveEnvIntact),
+        "\
+1. run#1: open-lock-file -> opens .lock (inode 0)
+2. run#1: lock-shared -> acquired shared on .lock inode 0
+3. run#1: create-scaffold -> creates the cache root and scaffold
+4. run#1: build-env -> starts building environment `with`
+5. run#1: persist-env -> environment `with` is in place
+6. run#1: spawn-child -> the child runs
+7. run#1: killed -> SIGKILL: its descriptors close; its child keeps running
+8. clean#1: open-lock-file -> opens .lock (inode 0)
+9. clean#1: lock-exclusive -> acquired exclusive on .lock inode 0
+10. clean#1: delete-entries -> deletes environment with
+=> live-env-intact: violated: run#1 lost environment `with`"
+    );
+}
+
+#[test]
+fn uv_0_13_clean_waits_forever_behind_a_server() {
+    assert_eq!(
+        verdict(Policy::Uv013, "run-server,clean", Property::CleanCompletes),
+        Verdict::Fails
+    );
+    assert_eq!(
+        verdict(
+            Policy::Uv013,
+            "run-server,clean+timeout",
+            Property::CleanCompletes
+        ),
+        Verdict::Holds
+    );
+    let s = story(Policy::Uv013, "run-server,clean", Property::CleanCompletes);
+    assert!(
+        s.ends_with(
+            "8. clean#1: lock-exclusive -> busy: waits (.lock inode 0)\n\
+             => clean-completes: violated: nothing more can happen and a clean never finishes \
+             (run-server#1 waits for its child; clean#1 waits at lock-exclusive)"
+        ),
+        "{s}"
+    );
+}
+
+#[test]
+fn uv_0_13_nested_clean_deadlocks_unless_it_times_out() {
+    assert_eq!(
+        verdict(Policy::Uv013, "run-nested-clean", Property::NoDeadlock),
+        Verdict::Fails
+    );
+    assert_eq!(
+        verdict(
+            Policy::Uv013,
+            "run-nested-clean+timeout",
+            Property::NoDeadlock
+        ),
+        Verdict::Holds
+    );
+    let s = story(Policy::Uv013, "run-nested-clean", Property::NoDeadlock);
+    assert!(
+        s.contains("6. run-nested-clean#1: spawn-child -> the child runs"),
+        "{s}"
+    );
+    assert!(
+        s.ends_with(
+            "=> no-deadlock: violated: every process is blocked (run-nested-clean#1 waits for its child; \
+             nested-clean#1 waits at lock-exclusive)"
+        ),
+        "{s}"
+    );
+}
+
+#[test]
+fn uv_0_13_lets_a_later_run_overtake_a_started_clean() {
+    assert_eq!(
+        verdict(Policy::Uv013, "run,clean,run", Property::NoOvertaking),
+        Verdict::Fails
+    );
+    assert_eq!(
+        story(Policy::Uv013, "run,clean,run", Property::NoOvertaking),
+        "\
+1. clean#1: open-lock-file -> opens .lock (inode 0)
+2. run#1: open-lock-file -> opens .lock (inode 0)
+3. run#1: lock-shared -> acquired shared on .lock inode 0
+=> no-overtaking: violated: a run that started after a clean got the cache before it"
+    );
+}
+
+#[test]
+fn uv_pr15977_breaks_scripts_but_keeps_no_cache_runs() {
+    assert_eq!(
+        verdict(
+            Policy::UvPr15977,
+            "run-script,clean",
+            Property::LiveEnvIntact
+        ),
+        Verdict::Fails
+    );
+    assert_eq!(
+        verdict(Policy::UvPr15977, "run-no-cache", Property::LiveEnvIntact),
+        Verdict::Holds
+    );
+}
+
+#[test]
+fn cachelock_keeps_live_envs_even_under_clean_force() {
+    for sc in [
+        "run-script,clean-force",
+        "run+crash,clean",
+        "run-daemon,clean",
+        "run-nested-clean",
+    ] {
+        assert_eq!(
+            verdict(Policy::Cachelock, sc, Property::LiveEnvIntact),
+            Verdict::Holds,
+            "{sc}"
+        );
+    }
+    assert_eq!(
+        verdict(
+            Policy::Cachelock,
+            "run-script,clean-force",
+            Property::MutualExclusion
+        ),
+        Verdict::Fails
+    );
+}
+
+#[test]
+fn cachelock_with_a_late_env_lock_loses_the_env_in_the_window() {
+    let s = story(
+        Policy::CachelockLateEnvLock,
+        "run-script,clean",
+        Property::LiveEnvIntact,
+    );
+    assert!(s.contains("release-root-lock"), "{s}");
+    assert!(
+        s.contains("clean#1: delete-entries -> deletes environment script"),
+        "{s}"
+    );
+}
+
+#[test]
+fn symmetry_reduction_keeps_every_verdict() {
+    for policy in [
+        Policy::Uv0820,
+        Policy::Uv013,
+        Policy::Cachelock,
+        Policy::CachelockNoAnnounce,
+    ] {
+        for sc in ["run,run,clean", "run,clean,clean", "run,clean,run"] {
+            let sc = Scenario::parse(sc).unwrap();
+            let with = check_pair_with(policy, &sc, true);
+            let without = check_pair_with(policy, &sc, false);
+            assert_eq!(with.verdicts, without.verdicts, "{policy} {sc}");
+            assert!(with.states <= without.states, "{policy} {sc}");
+        }
+    }
+    let sc = Scenario::parse("run,run,clean").unwrap();
+    let with = check_pair_with(Policy::Cachelock, &sc, true).states;
+    let without = check_pair_with(Policy::Cachelock, &sc, false).states;
+    assert!(
+        with < without,
+        "symmetry should merge the two runs: {with} vs {without}"
+    );
+}
