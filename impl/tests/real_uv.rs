@@ -1,0 +1,151 @@
+//! cachelock and a real uv on one cache directory exclude each other.
+//!
+//! Needs a uv from PyPI: `CACHELOCK_UV=/path/to/uv`, or the newest
+//! `.uv-versions/*/bin/uv` in the repository (installed by
+//! `bash conformance/scripts/install-uv.sh 0.13.9`). Fails, never skips, without one.
+//! Everything is offline: a private UV_CACHE_DIR, no Python downloads, no config.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::{Dirs, Proc, eventually};
+
+fn uv() -> PathBuf {
+    if let Some(uv) = std::env::var_os("CACHELOCK_UV") {
+        return PathBuf::from(uv);
+    }
+    let versions = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.uv-versions");
+    let mut found: Vec<(Vec<u64>, PathBuf)> = std::fs::read_dir(&versions)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let version: Option<Vec<u64>> = e
+                .file_name()
+                .to_str()?
+                .split('.')
+                .map(|p| p.parse().ok())
+                .collect();
+            let uv = e.path().join("bin/uv");
+            Some((version?, uv)).filter(|(_, uv)| uv.exists())
+        })
+        .collect();
+    found.sort();
+    match found.pop() {
+        Some((_, uv)) => uv,
+        None => panic!(
+            "no uv found: set CACHELOCK_UV, or run `bash conformance/scripts/install-uv.sh 0.13.9` \
+             in the repository root to install one into .uv-versions/"
+        ),
+    }
+}
+
+fn python() -> String {
+    let out = Command::new("python3")
+        .args(["-c", "import sys; print(sys.executable)"])
+        .output()
+        .expect("python3 is needed for the real-uv tests");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// `uv ARGS` on the test's cache, offline, stderr into `<name>.err`.
+fn uv_cmd(d: &Dirs, name: &str, args: &[&str]) -> Command {
+    let mut cmd = Command::new(uv());
+    cmd.args(args)
+        .env("UV_CACHE_DIR", d.cache())
+        .env("UV_PYTHON_DOWNLOADS", "never")
+        .env("UV_NO_CONFIG", "1")
+        .env("UV_OFFLINE", "1")
+        .env("UV_PYTHON", python())
+        .env("UV_LOCK_TIMEOUT", "20")
+        .env("TMPDIR", d.tmp())
+        .current_dir(d.dir.path())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::fs::File::create(d.file(&format!("{name}.out"))).expect("stdout file"))
+        .stderr(std::fs::File::create(d.file(&format!("{name}.err"))).expect("stderr file"));
+    cmd
+}
+
+/// A `uv run` whose Python child signals `ready` and waits for `go`.
+fn blocking_uv_run(d: &Dirs) -> Proc {
+    let code = format!(
+        "import os, time\nopen({:?}, 'w').close()\nfor _ in range(1500):\n    if os.path.exists({:?}): break\n    time.sleep(0.02)\n",
+        d.file("ready").display().to_string(),
+        d.file("go").display().to_string(),
+    );
+    let run = Proc::spawn(uv_cmd(d, "uv-run", &["run", "--no-project", "python3", "-c", &code]));
+    eventually("uv run's child is ready", || d.file("ready").exists());
+    run
+}
+
+#[test]
+fn hold_exclusive_waits_while_uv_run_holds_the_uv_cache() {
+    let d = Dirs::new();
+    let mut run = blocking_uv_run(&d);
+    let cache = d.cache();
+    let cache = cache.to_str().expect("utf-8 path");
+    let mut hold = Proc::spawn(d.cmd(
+        "hold",
+        &["hold", "--exclusive", "--cache-dir", cache, "--", "sh", "-c", &d.touch("held")],
+    ));
+    eventually("hold says it waits", || d.stderr("hold").contains("waiting"));
+    assert!(
+        d.stderr("hold").contains(&format!("pids {}", run.pid())),
+        "names uv as the holder: {}",
+        d.stderr("hold")
+    );
+    assert!(hold.running() && !d.file("held").exists());
+    d.set("go");
+    assert_eq!(run.exit_code(), 0, "{}", d.stderr("uv-run"));
+    assert_eq!(hold.exit_code(), 0, "{}", d.stderr("hold"));
+    assert!(d.file("held").exists());
+}
+
+#[test]
+fn uv_cache_clean_waits_while_cachelock_hold_shared_holds_it() {
+    let d = Dirs::new();
+    assert_eq!(
+        Proc::spawn(uv_cmd(&d, "init", &["run", "--no-project", "python3", "-c", "pass"])).exit_code(),
+        0,
+        "{}",
+        d.stderr("init")
+    );
+    let cache = d.cache();
+    let cache = cache.to_str().expect("utf-8 path");
+    let script = format!("{}; {}", d.touch("ready"), d.await_flag("go"));
+    let mut hold = Proc::spawn(d.cmd(
+        "hold",
+        &["hold", "--shared", "--cache-dir", cache, "--", "sh", "-c", &script],
+    ));
+    eventually("hold ready", || d.file("ready").exists());
+    let mut clean = Proc::spawn(uv_cmd(&d, "clean", &["cache", "clean", "-v"]));
+    eventually("uv cache clean waits", || {
+        d.stderr("clean").contains("Waiting to acquire exclusive lock")
+    });
+    assert!(clean.running() && d.cache().join("CACHEDIR.TAG").exists());
+    d.set("go");
+    assert_eq!(hold.exit_code(), 0, "{}", d.stderr("hold"));
+    assert_eq!(clean.exit_code(), 0, "{}", d.stderr("clean"));
+    assert!(!d.cache().join("CACHEDIR.TAG").exists(), "uv cleaned after the hold ended");
+}
+
+#[test]
+fn status_shows_the_uv_process_with_its_command_line() {
+    let d = Dirs::new();
+    let run = blocking_uv_run(&d);
+    let cache = d.cache();
+    let cache = cache.to_str().expect("utf-8 path");
+    assert_eq!(
+        Proc::spawn(d.cmd("status", &["status", "--cache-dir", cache])).exit_code(),
+        0
+    );
+    let out = d.stdout("status");
+    assert!(
+        out.contains(&format!("pid {} holds shared lock on .lock", run.pid()))
+            && out.contains("run --no-project python3 -c"),
+        "{out}"
+    );
+    d.set("go");
+}
