@@ -42,7 +42,13 @@ const TAG_TEXT: &str = "Signature: 8a477f597d28d172789f06886806bc55\n\
 
 /// Names that a cache leaves behind after a clean: a directory holding only these is
 /// still taken for a cache.
-const LEFTOVER_NAMES: [&str; 5] = [LOCK_FILE, CLEANS_DIR, ENVIRONMENTS_DIR, BUILDS_DIR, ".gitignore"];
+const LEFTOVER_NAMES: [&str; 5] = [
+    LOCK_FILE,
+    CLEANS_DIR,
+    ENVIRONMENTS_DIR,
+    BUILDS_DIR,
+    ".gitignore",
+];
 
 /// Which cache a session uses.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -170,7 +176,11 @@ pub fn delete_entries(root: &Path, scaffold: bool, env_locks: bool) -> Result<De
     Ok(report)
 }
 
-fn delete_environments(dir: &Path, env_locks: bool, report: &mut DeleteReport) -> Result<(), Error> {
+fn delete_environments(
+    dir: &Path,
+    env_locks: bool,
+    report: &mut DeleteReport,
+) -> Result<(), Error> {
     let mut names: Vec<_> = fs::read_dir(dir)
         .ctx("list the environments in", dir)?
         .filter_map(|e| e.ok())

@@ -40,7 +40,9 @@ pub enum Error {
         holders: Vec<String>,
     },
     /// `CACHELOCK_LOCK_TIMEOUT` or `UV_LOCK_TIMEOUT` does not parse.
-    #[error("{var}=`{value}` is not a number of seconds; set it to a non-negative number like `30`, or unset it")]
+    #[error(
+        "{var}=`{value}` is not a number of seconds; set it to a non-negative number like `30`, or unset it"
+    )]
     BadTimeout {
         /// The variable's name.
         var: &'static str,
@@ -64,7 +66,9 @@ pub enum Error {
         reason: &'static str,
     },
     /// Spawning the child failed for a reason other than a missing environment.
-    #[error("failed to spawn `{program}`: {source}; check that the command exists and is executable")]
+    #[error(
+        "failed to spawn `{program}`: {source}; check that the command exists and is executable"
+    )]
     Spawn {
         /// The program.
         program: String,
@@ -73,7 +77,9 @@ pub enum Error {
         source: io::Error,
     },
     /// No cache directory was given and none can be derived from the environment.
-    #[error("no cache directory: neither --cache-dir, CACHELOCK_CACHE_DIR, XDG_CACHE_HOME nor HOME is set; pass --cache-dir")]
+    #[error(
+        "no cache directory: neither --cache-dir, CACHELOCK_CACHE_DIR, XDG_CACHE_HOME nor HOME is set; pass --cache-dir"
+    )]
     NoCacheDir,
     /// A protocol step could not be carried out (the model's "the step fails"): the
     /// message says what is missing and what to do.

@@ -68,7 +68,11 @@ impl SessionConfig {
             cache,
             policy,
             kind,
-            env_name: kind.env().map(|e| e.dir_name()).unwrap_or("none").to_string(),
+            env_name: kind
+                .env()
+                .map(|e| e.dir_name())
+                .unwrap_or("none")
+                .to_string(),
             command: Vec::new(),
             lock_timeout: Some(DEFAULT_LOCK_TIMEOUT),
             progress: false,
@@ -297,7 +301,11 @@ impl Session {
             child_pid,
             child_running,
             env_dir: self.env_dir.clone(),
-            temp_cache: self.held.temp_cache.as_ref().map(|t| t.path().to_path_buf()),
+            temp_cache: self
+                .held
+                .temp_cache
+                .as_ref()
+                .map(|t| t.path().to_path_buf()),
             exit_code: (self.finished || self.next >= self.program.len()).then_some(self.exit_code),
         }
     }
@@ -386,8 +394,10 @@ impl Session {
             &mut |path| {
                 tracing::info!(path = %path.display(), ?mode, "waiting for lock");
                 if progress {
-                    let pids: Vec<u32> =
-                        procinfo::holders_of(path).into_iter().map(|h| h.pid).collect();
+                    let pids: Vec<u32> = procinfo::holders_of(path)
+                        .into_iter()
+                        .map(|h| h.pid)
+                        .collect();
                     eprintln!("{}", why(&pids));
                 }
             },
@@ -463,7 +473,10 @@ impl Session {
                 let name = self.config.env_name.clone();
                 let mut lock = LockFile::open_or_create(&envs.join(format!("{name}.lock")))?;
                 let why = |pids: &[u32]| {
-                    format!("environment `{name}` is being deleted by {}; waiting…", pid_list(pids))
+                    format!(
+                        "environment `{name}` is being deleted by {}; waiting…",
+                        pid_list(pids)
+                    )
                 };
                 if !self.acquire(&mut lock, Mode::Shared, wait, &why)? {
                     return Ok(StepOutcome::WouldBlock);
@@ -630,7 +643,10 @@ impl Session {
     fn await_announced_cleans(&mut self, wait: Wait) -> Result<StepOutcome, Error> {
         let dir = self.root()?.join(CLEANS_DIR);
         let mut names: Vec<OsString> = match fs::read_dir(&dir) {
-            Ok(entries) => entries.filter_map(|e| e.ok()).map(|e| e.file_name()).collect(),
+            Ok(entries) => entries
+                .filter_map(|e| e.ok())
+                .map(|e| e.file_name())
+                .collect(),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(StepOutcome::Done),
             Err(e) => return Err(Error::io("list the clean announcements in", dir, e)),
         };
@@ -644,7 +660,10 @@ impl Session {
                 continue; // withdrawn meanwhile
             };
             let why = |pids: &[u32]| {
-                format!("cache is about to be cleaned by {}; waiting…", pid_list(pids))
+                format!(
+                    "cache is about to be cleaned by {}; waiting…",
+                    pid_list(pids)
+                )
             };
             if !self.acquire(&mut lock, Mode::Shared, wait, &why)? {
                 return Ok(StepOutcome::WouldBlock);
@@ -659,7 +678,9 @@ impl Session {
             return Ok(StepOutcome::Done);
         }
         let (Some(build), Some(env_dir)) = (self.held.build.take(), self.env_dir.clone()) else {
-            return Err(Error::Config("persist-env before build-env (policy bug)".into()));
+            return Err(Error::Config(
+                "persist-env before build-env (policy bug)".into(),
+            ));
         };
         let vanished = |build: &Path| {
             StepOutcome::Failed(format!(
@@ -794,7 +815,10 @@ fn pid_list(pids: &[u32]) -> String {
         [pid] => format!("pid {pid}"),
         _ => format!(
             "pids {}",
-            pids.iter().map(u32::to_string).collect::<Vec<_>>().join(", ")
+            pids.iter()
+                .map(u32::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
         ),
     }
 }

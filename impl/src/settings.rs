@@ -44,10 +44,16 @@ mod tests {
     #[test]
     fn timeouts_parse_or_are_refused() {
         assert_eq!(parse_timeout("T", "30").ok(), Some(Duration::from_secs(30)));
-        assert_eq!(parse_timeout("T", "0.5").ok(), Some(Duration::from_millis(500)));
+        assert_eq!(
+            parse_timeout("T", "0.5").ok(),
+            Some(Duration::from_millis(500))
+        );
         for bad in ["abc", "-1", "nan", "inf", "5s"] {
             let err = parse_timeout("T", bad).unwrap_err();
-            assert!(err.to_string().contains("is not a number of seconds"), "{err}");
+            assert!(
+                err.to_string().contains("is not a number of seconds"),
+                "{err}"
+            );
         }
     }
 }

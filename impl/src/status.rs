@@ -81,7 +81,8 @@ pub fn status(root: &Path) -> Result<Status, Error> {
             });
         }
     }
-    st.locks.sort_by(|a, b| (a.waiting, &a.file, a.pid).cmp(&(b.waiting, &b.file, b.pid)));
+    st.locks
+        .sort_by(|a, b| (a.waiting, &a.file, a.pid).cmp(&(b.waiting, &b.file, b.pid)));
     Ok(st)
 }
 
@@ -127,7 +128,12 @@ impl fmt::Display for Status {
         if !self.exists {
             return writeln!(f, "No cache found at: {}", self.root.display());
         }
-        write!(f, "size: {} in {} files", human(self.size_bytes), self.files)?;
+        write!(
+            f,
+            "size: {} in {} files",
+            human(self.size_bytes),
+            self.files
+        )?;
         match self.available_bytes {
             Some(free) => writeln!(f, "; free space: {}", human(free))?,
             None => writeln!(f)?,

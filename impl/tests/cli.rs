@@ -18,7 +18,9 @@ fn blocking_run(d: &Dirs, name: &str, policy: &str, env: &str) -> Proc {
     );
     let proc = Proc::spawn(d.cmd(
         name,
-        &["run", "--policy", policy, "--env", env, "--", "sh", "-c", &script],
+        &[
+            "run", "--policy", policy, "--env", env, "--", "sh", "-c", &script,
+        ],
     ));
     let ready = d.file(&format!("{name}-ready"));
     eventually("the run's child is ready", || ready.exists());
@@ -55,7 +57,9 @@ fn clean_waits_for_running_child_under_uv_0_13() {
     let d = Dirs::new();
     let mut run = blocking_run(&d, "run", "uv-0.13", "e");
     let mut clean = Proc::spawn(d.cmd("clean", &["clean", "--policy", "uv-0.13"]));
-    eventually("clean says it waits", || d.stderr("clean").contains("waiting"));
+    eventually("clean says it waits", || {
+        d.stderr("clean").contains("waiting")
+    });
     let msg = d.stderr("clean");
     assert!(
         msg.contains(&format!("cache is in use by 1 process (pid {})", run.pid()))
@@ -79,7 +83,8 @@ fn clean_skips_env_in_use_and_reports_it_under_cachelock() {
     assert_eq!(clean.exit_code(), 0, "{}", d.stderr("clean"));
     assert!(run.running(), "clean did not wait for the run");
     assert!(
-        d.stderr("clean").contains("Kept environment `busy`: it is in use"),
+        d.stderr("clean")
+            .contains("Kept environment `busy`: it is in use"),
         "{}",
         d.stderr("clean")
     );
@@ -97,7 +102,10 @@ fn clean_force_does_not_wait_and_deletes_the_live_env_under_uv_0_13() {
     assert_eq!(clean.exit_code(), 0, "{}", d.stderr("clean"));
     d.set("go");
     assert_eq!(run.exit_code(), 0);
-    assert!(d.file("run-gone").exists(), "--force deleted the live environment");
+    assert!(
+        d.file("run-gone").exists(),
+        "--force deleted the live environment"
+    );
 }
 
 #[test]
@@ -128,8 +136,14 @@ fn no_cache_run_keeps_its_temp_cache_until_the_child_exits_under_cachelock() {
     let mut run = Proc::spawn(d.cmd("run", &["run", "--no-cache", "--", "sh", "-c", &script]));
     assert_eq!(run.exit_code(), 0, "{}", d.stderr("run"));
     let env = std::fs::read_to_string(d.file("env-path")).unwrap_or_default();
-    assert!(env.trim().starts_with(d.tmp().to_str().unwrap_or("?")), "{env}");
-    assert!(!std::path::Path::new(env.trim()).exists(), "the temp cache is removed");
+    assert!(
+        env.trim().starts_with(d.tmp().to_str().unwrap_or("?")),
+        "{env}"
+    );
+    assert!(
+        !std::path::Path::new(env.trim()).exists(),
+        "the temp cache is removed"
+    );
     assert_eq!(std::fs::read_dir(d.tmp()).map(|r| r.count()).ok(), Some(0));
     assert!(!d.cache().exists());
 }
@@ -142,12 +156,19 @@ fn killed_parents_child_keeps_its_env_through_a_clean_under_cachelock() {
     assert_eq!(run.exit_code(), 128 + libc::SIGKILL);
     let mut clean = Proc::spawn(d.cmd("clean", &["clean"]));
     assert_eq!(clean.exit_code(), 0, "{}", d.stderr("clean"));
-    assert!(d.stderr("clean").contains("Kept environment `e`"), "{}", d.stderr("clean"));
+    assert!(
+        d.stderr("clean").contains("Kept environment `e`"),
+        "{}",
+        d.stderr("clean")
+    );
     d.set("go");
     eventually("the orphaned child finishes", || {
         d.file("run-ok").exists() || d.file("run-gone").exists()
     });
-    assert!(d.file("run-ok").exists(), "the orphan's environment survived");
+    assert!(
+        d.file("run-ok").exists(),
+        "the orphan's environment survived"
+    );
 }
 
 #[test]
@@ -162,7 +183,10 @@ fn killed_parents_child_loses_its_env_to_a_clean_under_uv_0_13() {
     eventually("the orphaned child finishes", || {
         d.file("run-ok").exists() || d.file("run-gone").exists()
     });
-    assert!(d.file("run-gone").exists(), "uv 0.13 protects nothing after a crash");
+    assert!(
+        d.file("run-gone").exists(),
+        "uv 0.13 protects nothing after a crash"
+    );
 }
 
 #[test]
@@ -184,7 +208,10 @@ fn sigterm_is_forwarded_and_the_run_waits_for_its_child() {
         d.touch("ready"),
         d.await_flag("never")
     );
-    let mut run = Proc::spawn(d.cmd("run", &["run", "--policy", "uv-0.13", "--", "sh", "-c", &script]));
+    let mut run = Proc::spawn(d.cmd(
+        "run",
+        &["run", "--policy", "uv-0.13", "--", "sh", "-c", &script],
+    ));
     eventually("child ready", || d.file("ready").exists());
     run.signal(libc::SIGTERM);
     assert_eq!(run.exit_code(), 5, "{}", d.stderr("run"));
@@ -221,16 +248,27 @@ fn malformed_lock_timeout_is_rejected() {
         cmd.env_remove("CACHELOCK_LOCK_TIMEOUT").env(var, "soon");
         assert_eq!(Proc::spawn(cmd).exit_code(), 2);
         let err = d.stderr("run");
-        assert!(err.contains(&format!("{var}=`soon` is not a number of seconds")), "{err}");
+        assert!(
+            err.contains(&format!("{var}=`soon` is not a number of seconds")),
+            "{err}"
+        );
     }
 }
 
 #[test]
 fn clean_of_a_missing_cache_says_no_cache_found() {
     let d = Dirs::new();
-    for args in [&["clean"][..], &["clean", "--policy", "uv-0.13"], &["prune"]] {
+    for args in [
+        &["clean"][..],
+        &["clean", "--policy", "uv-0.13"],
+        &["prune"],
+    ] {
         assert_eq!(Proc::spawn(d.cmd("clean", args)).exit_code(), 0);
-        assert!(d.stderr("clean").contains("No cache found at:"), "{}", d.stderr("clean"));
+        assert!(
+            d.stderr("clean").contains("No cache found at:"),
+            "{}",
+            d.stderr("clean")
+        );
         assert!(!d.cache().exists());
     }
 }
@@ -241,7 +279,11 @@ fn clean_refuses_a_directory_that_is_not_a_cache() {
     std::fs::create_dir_all(d.cache()).ok();
     std::fs::write(d.cache().join("thesis.tex"), "precious").ok();
     assert_eq!(Proc::spawn(d.cmd("clean", &["clean"])).exit_code(), 2);
-    assert!(d.stderr("clean").contains("refusing to clean"), "{}", d.stderr("clean"));
+    assert!(
+        d.stderr("clean").contains("refusing to clean"),
+        "{}",
+        d.stderr("clean")
+    );
     assert!(d.cache().join("thesis.tex").exists());
 }
 
@@ -268,10 +310,16 @@ fn clean_under_uv_0_8_20_removes_lock_file_and_root() {
     let d = Dirs::new();
     assert_eq!(quick_run(&d, "run", "uv-0.8.20", "e"), 0);
     assert!(d.cache().join(".lock").exists());
-    assert_eq!(Proc::spawn(d.cmd("clean", &["clean", "--policy", "uv-0.8.20"])).exit_code(), 0);
+    assert_eq!(
+        Proc::spawn(d.cmd("clean", &["clean", "--policy", "uv-0.8.20"])).exit_code(),
+        0
+    );
     assert!(!d.cache().exists(), "{}", d.stderr("clean"));
     // uv 0.13 keeps both.
     assert_eq!(quick_run(&d, "run", "uv-0.13", "e"), 0);
-    assert_eq!(Proc::spawn(d.cmd("clean", &["clean", "--policy", "uv-0.13"])).exit_code(), 0);
+    assert_eq!(
+        Proc::spawn(d.cmd("clean", &["clean", "--policy", "uv-0.13"])).exit_code(),
+        0
+    );
     assert!(d.cache().join(".lock").exists());
 }

@@ -75,7 +75,11 @@ fn blocking_uv_run(d: &Dirs) -> Proc {
         d.file("ready").display().to_string(),
         d.file("go").display().to_string(),
     );
-    let run = Proc::spawn(uv_cmd(d, "uv-run", &["run", "--no-project", "python3", "-c", &code]));
+    let run = Proc::spawn(uv_cmd(
+        d,
+        "uv-run",
+        &["run", "--no-project", "python3", "-c", &code],
+    ));
     eventually("uv run's child is ready", || d.file("ready").exists());
     run
 }
@@ -88,9 +92,20 @@ fn hold_exclusive_waits_while_uv_run_holds_the_uv_cache() {
     let cache = cache.to_str().expect("utf-8 path");
     let mut hold = Proc::spawn(d.cmd(
         "hold",
-        &["hold", "--exclusive", "--cache-dir", cache, "--", "sh", "-c", &d.touch("held")],
+        &[
+            "hold",
+            "--exclusive",
+            "--cache-dir",
+            cache,
+            "--",
+            "sh",
+            "-c",
+            &d.touch("held"),
+        ],
     ));
-    eventually("hold says it waits", || d.stderr("hold").contains("waiting"));
+    eventually("hold says it waits", || {
+        d.stderr("hold").contains("waiting")
+    });
     assert!(
         d.stderr("hold").contains(&format!("pids {}", run.pid())),
         "names uv as the holder: {}",
@@ -107,7 +122,12 @@ fn hold_exclusive_waits_while_uv_run_holds_the_uv_cache() {
 fn uv_cache_clean_waits_while_cachelock_hold_shared_holds_it() {
     let d = Dirs::new();
     assert_eq!(
-        Proc::spawn(uv_cmd(&d, "init", &["run", "--no-project", "python3", "-c", "pass"])).exit_code(),
+        Proc::spawn(uv_cmd(
+            &d,
+            "init",
+            &["run", "--no-project", "python3", "-c", "pass"]
+        ))
+        .exit_code(),
         0,
         "{}",
         d.stderr("init")
@@ -117,18 +137,31 @@ fn uv_cache_clean_waits_while_cachelock_hold_shared_holds_it() {
     let script = format!("{}; {}", d.touch("ready"), d.await_flag("go"));
     let mut hold = Proc::spawn(d.cmd(
         "hold",
-        &["hold", "--shared", "--cache-dir", cache, "--", "sh", "-c", &script],
+        &[
+            "hold",
+            "--shared",
+            "--cache-dir",
+            cache,
+            "--",
+            "sh",
+            "-c",
+            &script,
+        ],
     ));
     eventually("hold ready", || d.file("ready").exists());
     let mut clean = Proc::spawn(uv_cmd(&d, "clean", &["cache", "clean", "-v"]));
     eventually("uv cache clean waits", || {
-        d.stderr("clean").contains("Waiting to acquire exclusive lock")
+        d.stderr("clean")
+            .contains("Waiting to acquire exclusive lock")
     });
     assert!(clean.running() && d.cache().join("CACHEDIR.TAG").exists());
     d.set("go");
     assert_eq!(hold.exit_code(), 0, "{}", d.stderr("hold"));
     assert_eq!(clean.exit_code(), 0, "{}", d.stderr("clean"));
-    assert!(!d.cache().join("CACHEDIR.TAG").exists(), "uv cleaned after the hold ended");
+    assert!(
+        !d.cache().join("CACHEDIR.TAG").exists(),
+        "uv cleaned after the hold ended"
+    );
 }
 
 #[test]

@@ -59,8 +59,15 @@ fn clean_lock_exclusive_would_block_while_a_run_child_lives_under_uv_0_13() {
 
     let mut clean = session(&d, Policy::Uv013, Kind::Clean, "");
     step_until(&mut clean, Step::LockExclusive);
-    assert_eq!(clean.step(Wait::NoBlock).ok(), Some(StepOutcome::WouldBlock));
-    assert_eq!(clean.observe().root_lock, LockView::Open, "a blocked step holds nothing");
+    assert_eq!(
+        clean.step(Wait::NoBlock).ok(),
+        Some(StepOutcome::WouldBlock)
+    );
+    assert_eq!(
+        clean.observe().root_lock,
+        LockView::Open,
+        "a blocked step holds nothing"
+    );
 
     d.set("go");
     let log = finish(&mut run);
@@ -82,10 +89,16 @@ fn clean_skips_the_env_a_run_holds_under_cachelock() {
     let mut clean = session(&d, Policy::Cachelock, Kind::Clean, "");
     let log = finish(&mut clean);
     assert!(
-        log.contains(&(Step::DeleteEntries, StepOutcome::Skipped(vec!["with".into()]))),
+        log.contains(&(
+            Step::DeleteEntries,
+            StepOutcome::Skipped(vec!["with".into()])
+        )),
         "{log:?}"
     );
-    assert!(view.env_dir.is_some_and(|e| e.join("cachelock-env").exists()));
+    assert!(
+        view.env_dir
+            .is_some_and(|e| e.join("cachelock-env").exists())
+    );
     d.set("go");
     finish(&mut run);
 }
@@ -118,7 +131,10 @@ fn clean_force_proceeds_unlocked_and_autoprune_gives_up_when_busy() {
 
     let mut force = session(&d, Policy::Uv013, Kind::CleanForce, "");
     step_until(&mut force, Step::LockExclusive);
-    assert_eq!(force.step(Wait::NoBlock).ok(), Some(StepOutcome::ProceededUnlocked));
+    assert_eq!(
+        force.step(Wait::NoBlock).ok(),
+        Some(StepOutcome::ProceededUnlocked)
+    );
     assert_eq!(force.next_step(), Some(Step::DeleteEntries));
 
     let mut prune = session(&d, Policy::UvAutoprune, Kind::Prune, "");
@@ -138,7 +154,10 @@ fn no_cache_spawn_fails_after_the_temp_cache_is_dropped_under_uv_0_8_19() {
     config.command = vec![OsString::from("true")];
     let mut run = Session::new(config).expect("session");
     step_until(&mut run, Step::DropTempCache);
-    let temp = run.observe().temp_cache.expect("temp cache exists before the drop");
+    let temp = run
+        .observe()
+        .temp_cache
+        .expect("temp cache exists before the drop");
     run.step(Wait::NoBlock).expect("drop");
     assert!(!temp.exists());
     match run.step(Wait::NoBlock) {

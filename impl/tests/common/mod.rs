@@ -114,7 +114,11 @@ impl Proc {
                     .code()
                     .unwrap_or_else(|| 128 + status.signal().unwrap_or(0));
             }
-            assert!(start.elapsed() < DEADLINE, "process {} did not exit", self.pid());
+            assert!(
+                start.elapsed() < DEADLINE,
+                "process {} did not exit",
+                self.pid()
+            );
             std::thread::sleep(Duration::from_millis(10));
         }
     }
