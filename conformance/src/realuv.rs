@@ -261,12 +261,16 @@ impl Setup {
                 missing.push(version);
             }
         }
-        if !self
-            .wheels()
-            .join("clprobe-0.1.0-py3-none-any.whl")
-            .exists()
-        {
-            missing.push("(the clprobe wheel)");
+        // The probe wheel is rebuilt every time (no network, milliseconds), so that it
+        // always matches its source.
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/build-probe-wheel.py");
+        let built = Command::new(&self.python)
+            .arg(&script)
+            .arg(self.wheels())
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if !built {
+            missing.push("(the clprobe wheel: build-probe-wheel.py failed)");
         }
         if missing.is_empty() {
             Ok(out)
