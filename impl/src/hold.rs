@@ -37,14 +37,13 @@ pub fn hold(
         &mut |path| {
             tracing::info!(path = %path.display(), ?mode, "waiting for lock");
             if progress {
-                let pids: Vec<String> = procinfo::holders_of(path)
+                let pids: Vec<u32> = procinfo::holders_of(path)
                     .into_iter()
-                    .map(|h| h.pid.to_string())
+                    .map(|h| h.pid)
                     .collect();
                 eprintln!(
-                    "cache is in use by {} process(es) (pids {}); waiting…",
-                    pids.len(),
-                    pids.join(", ")
+                    "cache is in use by {}; waiting…",
+                    procinfo::process_list(&pids)
                 );
             }
         },

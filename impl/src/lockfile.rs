@@ -146,10 +146,7 @@ impl LockFile {
             }
             let waited = start.elapsed();
             if waited >= timeout {
-                let holders = procinfo::holders_of(&self.path)
-                    .into_iter()
-                    .map(|h| procinfo::describe(h.pid))
-                    .collect();
+                let holders = procinfo::describe_holders(&self.path);
                 return Err(Error::LockTimeout {
                     path: self.path.clone(),
                     mode,

@@ -90,6 +90,48 @@ pub fn holders_of(path: &Path) -> Vec<LockLine> {
         .collect()
 }
 
+/// The processes (other than this one) with a descriptor on one of `inodes` that shares
+/// a locked open file description: `/proc/PID/fdinfo/FD` lists a `lock:` line only for
+/// those. A lock taken by a process that has since exited is held by whoever still has
+/// an inherited descriptor: this finds them; a descriptor merely open is not counted.
+pub fn openers(inodes: &HashSet<u64>) -> Vec<(u64, u32)> {
+    let me = std::process::id();
+    let mut out = Vec::new();
+    let Ok(procs) = fs::read_dir("/proc") else {
+        return out;
+    };
+    for entry in procs.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid == me {
+            continue;
+        }
+        let Ok(fds) = fs::read_dir(entry.path().join("fd")) else {
+            continue; // gone, or not ours to look at
+        };
+        let mut seen = HashSet::new();
+        for fd in fds.flatten() {
+            use std::os::unix::fs::MetadataExt;
+            if let Ok(meta) = fs::metadata(fd.path())
+                && meta.is_file()
+                && inodes.contains(&meta.ino())
+                && !seen.contains(&meta.ino())
+                && fs::read_to_string(entry.path().join("fdinfo").join(fd.file_name()))
+                    .is_ok_and(|info| info.lines().any(|l| l.starts_with("lock:")))
+            {
+                seen.insert(meta.ino());
+                out.push((meta.ino(), pid));
+            }
+        }
+    }
+    out
+}
+
 /// The command line of a process, arguments joined by spaces, or `None` if it is gone.
 pub fn cmdline(pid: u32) -> Option<String> {
     let raw = fs::read(format!("/proc/{pid}/cmdline")).ok()?;
@@ -137,7 +179,49 @@ pub fn running_for(pid: u32) -> Option<Duration> {
 pub fn describe(pid: u32) -> String {
     match cmdline(pid) {
         Some(cmd) => format!("pid {pid} ({cmd})"),
-        None => format!("pid {pid} (exited; a child that inherited the lock holds it)"),
+        None => format!("pid {pid} (exited; a process that inherited the lock holds it)"),
+    }
+}
+
+/// Describes who holds a lock on `path`, for a timeout message: the processes that
+/// locked it, and those that hold it through an inherited descriptor.
+pub fn describe_holders(path: &Path) -> Vec<String> {
+    let holders = holders_of(path);
+    let mut out: Vec<String> = holders.iter().map(|h| describe(h.pid)).collect();
+    if let Some(ino) = inode_of(path)
+        && !holders.is_empty()
+    {
+        let lockers: HashSet<u32> = holders.iter().map(|h| h.pid).collect();
+        for (_, pid) in openers(&HashSet::from([ino])) {
+            if !lockers.contains(&pid) {
+                out.push(format!("{} through an inherited descriptor", describe(pid)));
+            }
+        }
+    }
+    out
+}
+
+/// "pid 4121" or "pids 4121, 4188".
+pub fn pid_list(pids: &[u32]) -> String {
+    match pids {
+        [] => "another process".to_string(),
+        [pid] => format!("pid {pid}"),
+        _ => format!(
+            "pids {}",
+            pids.iter()
+                .map(u32::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
+}
+
+/// "2 processes (pids 4121, 4188)".
+pub fn process_list(pids: &[u32]) -> String {
+    match pids.len() {
+        0 => "another process".to_string(),
+        1 => format!("1 process ({})", pid_list(pids)),
+        n => format!("{n} processes ({})", pid_list(pids)),
     }
 }
 

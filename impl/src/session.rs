@@ -34,7 +34,7 @@ use crate::cache::{self, CLEANS_DIR, CacheDir, ENV_MARKER, ENVIRONMENTS_DIR, LOC
 use crate::child::{self, ChildGuard};
 use crate::error::{Error, IoContext};
 use crate::lockfile::{LockFile, TryLock};
-use crate::procinfo;
+use crate::procinfo::{self, pid_list, process_list};
 
 /// uv's default lock timeout, used when none is configured.
 pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(300);
@@ -758,6 +758,7 @@ fn announce(root: &Path) -> Result<Announcement, Error> {
     use std::os::unix::fs::PermissionsExt;
     let dir = root.join(CLEANS_DIR);
     fs::create_dir_all(&dir).ctx("create the directory", &dir)?;
+    remove_stale_announcements(&dir)?;
     let temp = tempfile::Builder::new()
         .prefix(".tmp")
         .tempfile_in(&dir)
@@ -784,6 +785,26 @@ fn announce(root: &Path) -> Result<Announcement, Error> {
     })
 }
 
+/// Removes announcements whose clean has gone without withdrawing them (killed): an
+/// announcement is locked before it gets its name, so one that can be locked exclusive
+/// now belongs to nobody. One that a run is waiting on is busy and stays.
+fn remove_stale_announcements(dir: &Path) -> Result<(), Error> {
+    let entries = fs::read_dir(dir).ctx("list the clean announcements in", dir)?;
+    for entry in entries.flatten() {
+        if entry.file_name().to_string_lossy().starts_with(".tmp") {
+            continue;
+        }
+        let path = entry.path();
+        if let Some(mut lock) = LockFile::open_existing(&path)?
+            && lock.try_lock(Mode::Exclusive)? == TryLock::Acquired
+        {
+            tracing::debug!(path = %path.display(), "removing a stale clean announcement");
+            let _ = fs::remove_file(&path);
+        }
+    }
+    Ok(())
+}
+
 fn check_env_name(name: &str) -> Result<(), Error> {
     let bad = |reason| {
         Err(Error::BadEnvName {
@@ -807,26 +828,4 @@ fn check_env_name(name: &str) -> Result<(), Error> {
         return bad("it contains a character other than letters, digits, `-`, `_` and `.`");
     }
     Ok(())
-}
-
-fn pid_list(pids: &[u32]) -> String {
-    match pids {
-        [] => "another process".to_string(),
-        [pid] => format!("pid {pid}"),
-        _ => format!(
-            "pids {}",
-            pids.iter()
-                .map(u32::to_string)
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
-    }
-}
-
-fn process_list(pids: &[u32]) -> String {
-    match pids.len() {
-        0 => "another process".to_string(),
-        1 => format!("1 process ({})", pid_list(pids)),
-        n => format!("{n} processes ({})", pid_list(pids)),
-    }
 }

@@ -33,6 +33,9 @@ pub struct LockHolder {
     pub file: PathBuf,
     /// How long the process has been running.
     pub running_for: Option<Duration>,
+    /// True if this process did not take the lock but holds it through a descriptor it
+    /// inherited (a run's child holding its environment lock, say).
+    pub inherited: bool,
 }
 
 /// The state of a cache.
@@ -78,8 +81,32 @@ pub fn status(root: &Path) -> Result<Status, Error> {
                 waiting: line.waiting,
                 file: file.clone(),
                 running_for: procinfo::running_for(line.pid),
+                inherited: false,
             });
         }
+    }
+    // Processes holding a lock through an inherited descriptor: /proc/locks names only
+    // the process that took it.
+    let held: HashMap<u64, Mode> = procinfo::lock_lines()
+        .into_iter()
+        .filter(|l| !l.waiting && inodes.contains_key(&l.inode))
+        .map(|l| (l.inode, l.mode))
+        .collect();
+    let locked: std::collections::HashSet<u64> = held.keys().copied().collect();
+    for (inode, pid) in procinfo::openers(&locked) {
+        let file = &inodes[&inode];
+        if st.locks.iter().any(|l| l.pid == pid && &l.file == file) {
+            continue;
+        }
+        st.locks.push(LockHolder {
+            pid,
+            cmdline: procinfo::cmdline(pid),
+            mode: held[&inode],
+            waiting: false,
+            file: file.clone(),
+            running_for: procinfo::running_for(pid),
+            inherited: true,
+        });
     }
     st.locks
         .sort_by(|a, b| (a.waiting, &a.file, a.pid).cmp(&(b.waiting, &b.file, b.pid)));
@@ -147,7 +174,11 @@ impl fmt::Display for Status {
                 Mode::Shared => "shared",
                 Mode::Exclusive => "exclusive",
             };
-            let state = if l.waiting { "waits for" } else { "holds" };
+            let state = match (l.waiting, l.inherited) {
+                (true, _) => "waits for",
+                (false, false) => "holds",
+                (false, true) => "holds (inherited descriptor)",
+            };
             let since = l
                 .running_for
                 .map(|d| format!(", running for {}s", d.as_secs()))

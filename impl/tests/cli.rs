@@ -154,6 +154,13 @@ fn killed_parents_child_keeps_its_env_through_a_clean_under_cachelock() {
     let mut run = blocking_run(&d, "run", "cachelock", "e");
     run.signal(libc::SIGKILL);
     assert_eq!(run.exit_code(), 128 + libc::SIGKILL);
+    assert_eq!(Proc::spawn(d.cmd("status", &["status"])).exit_code(), 0);
+    let status = d.stdout("status");
+    assert!(
+        status.contains("holds (inherited descriptor) shared lock on environments/e.lock")
+            && status.contains("sh -c"),
+        "status names the orphan that holds the environment: {status}"
+    );
     let mut clean = Proc::spawn(d.cmd("clean", &["clean"]));
     assert_eq!(clean.exit_code(), 0, "{}", d.stderr("clean"));
     assert!(

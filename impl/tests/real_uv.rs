@@ -107,7 +107,8 @@ fn hold_exclusive_waits_while_uv_run_holds_the_uv_cache() {
         d.stderr("hold").contains("waiting")
     });
     assert!(
-        d.stderr("hold").contains(&format!("pids {}", run.pid())),
+        d.stderr("hold")
+            .contains(&format!("1 process (pid {})", run.pid())),
         "names uv as the holder: {}",
         d.stderr("hold")
     );

@@ -184,3 +184,19 @@ fn dropping_a_session_waits_for_its_child_before_removing_the_temp_cache() {
     drop(run); // an error path: the guard waits for the child first
     assert!(d.file("intact").exists());
 }
+
+#[test]
+fn a_killed_cleans_announcement_neither_blocks_runs_nor_outlives_the_next_clean() {
+    let d = Dirs::new();
+    cachelock::cache::create_scaffold(&d.cache()).ok();
+    let stale = d.cache().join(".cleans/999-stale");
+    std::fs::create_dir_all(d.cache().join(".cleans")).ok();
+    std::fs::write(&stale, "").ok();
+    let mut run = session(&d, Policy::Cachelock, Kind::Run, "true");
+    assert_eq!(run.step(Wait::NoBlock).ok(), Some(StepOutcome::Done));
+    let mut clean = session(&d, Policy::Cachelock, Kind::Clean, "");
+    assert_eq!(clean.step(Wait::NoBlock).ok(), Some(StepOutcome::Done));
+    assert!(!stale.exists());
+    finish(&mut clean);
+    finish(&mut run);
+}
