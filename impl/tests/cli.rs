@@ -330,3 +330,70 @@ fn clean_under_uv_0_8_20_removes_lock_file_and_root() {
     );
     assert!(d.cache().join(".lock").exists());
 }
+
+#[test]
+fn verbose_shows_each_protocol_step_by_its_model_name() {
+    let d = Dirs::new();
+    assert_eq!(
+        Proc::spawn(d.cmd("run", &["-v", "run", "--", "true"])).exit_code(),
+        0
+    );
+    let err = d.stderr("run");
+    let steps = cachelock::Policy::Cachelock.program(cachelock::Kind::Run);
+    let mut at = 0;
+    for step in steps {
+        let found = err[at..].find(&format!("{}: ", step.name()));
+        assert!(found.is_some(), "{step} missing or out of order in:\n{err}");
+        at += found.unwrap_or(0);
+    }
+}
+
+#[test]
+fn script_and_tool_runs_get_their_own_environments_and_prune_keeps_the_scaffold() {
+    let d = Dirs::new();
+    let script = d.file("hello.sh");
+    std::fs::write(
+        &script,
+        "#!/bin/sh\ntest -e \"$CACHELOCK_ENV/cachelock-env\"\n",
+    )
+    .ok();
+    let script = script.to_str().unwrap_or_default().to_string();
+    let code = |args: &[&str]| Proc::spawn(d.cmd("x", args)).exit_code();
+    assert_eq!(code(&["run", "--script", &script, "--", "sh", &script]), 0);
+    assert_eq!(code(&["tool-run", "black", "--", "true"]), 0);
+    let mut envs: Vec<String> = std::fs::read_dir(d.cache().join("environments"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.ends_with(".lock"))
+        .collect();
+    envs.sort();
+    assert_eq!(envs.len(), 2, "{envs:?}");
+    assert!(
+        envs[0].starts_with("script-hello-") && envs[1] == "tool-black",
+        "{envs:?}"
+    );
+    assert_eq!(code(&["prune"]), 0);
+    assert!(d.cache().join("CACHEDIR.TAG").exists());
+    assert!(!d.cache().join("environments/tool-black").exists());
+}
+
+#[test]
+fn run_times_out_with_exit_2_while_the_cache_is_held_exclusive() {
+    let d = Dirs::new();
+    std::fs::create_dir_all(d.cache()).ok();
+    let script = format!("{}; {}", d.touch("ready"), d.await_flag("go"));
+    let hold = Proc::spawn(d.cmd("hold", &["hold", "--exclusive", "--", "sh", "-c", &script]));
+    eventually("hold ready", || d.file("ready").exists());
+    let mut run = d.cmd("run", &["run", "--", "true"]);
+    run.env("CACHELOCK_LOCK_TIMEOUT", "0.3");
+    assert_eq!(Proc::spawn(run).exit_code(), 2);
+    let err = d.stderr("run");
+    assert!(
+        err.contains(&format!("cache is locked by pid {}", hold.pid()))
+            && err.contains("timed out after"),
+        "{err}"
+    );
+    d.set("go");
+}
