@@ -26,7 +26,7 @@ use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use cachelock_model::protocol::EnvLock;
+use cachelock_model::protocol::{DropTemp, EnvLock};
 use cachelock_model::{Design, Kind, Mode, OnBusy, Policy, Step};
 use tempfile::TempDir;
 
@@ -428,10 +428,15 @@ impl Session {
             }
             Step::AwaitAnnouncedCleans => self.await_announced_cleans(wait),
             Step::CreateTempCache => {
-                let temp = tempfile::Builder::new()
+                let mut temp = tempfile::Builder::new()
                     .prefix(".tmp")
                     .tempdir()
                     .ctx("create a temporary cache in", &std::env::temp_dir())?;
+                if self.design.drop_temp == DropTemp::Never {
+                    // The policy hands the temporary cache to the child and never removes
+                    // it (built to show the leak the model finds).
+                    temp.disable_cleanup(true);
+                }
                 cache::create_scaffold(temp.path())?;
                 self.root = Some(temp.path().to_path_buf());
                 self.held.temp_cache = Some(temp);

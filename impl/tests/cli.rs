@@ -397,3 +397,35 @@ fn run_times_out_with_exit_2_while_the_cache_is_held_exclusive() {
     );
     d.set("go");
 }
+
+#[test]
+fn a_daemon_keeps_the_env_after_its_run_exits_under_cachelock_but_not_cachelock_unlock() {
+    for (policy, kept) in [("cachelock", true), ("cachelock-unlock", false)] {
+        let d = Dirs::new();
+        let script = format!(
+            "( {}; {} ) & {}",
+            d.touch("daemon-ready"),
+            d.await_flag("go"),
+            d.touch("started")
+        );
+        let mut run = Proc::spawn(d.cmd(
+            "run",
+            &[
+                "run", "--policy", policy, "--env", "e", "--", "sh", "-c", &script,
+            ],
+        ));
+        assert_eq!(run.exit_code(), 0, "{}", d.stderr("run"));
+        eventually("daemon ready", || d.file("daemon-ready").exists());
+        assert_eq!(
+            Proc::spawn(d.cmd("clean", &["clean", "--policy", policy])).exit_code(),
+            0
+        );
+        assert_eq!(
+            env_dir(&d, "e").exists(),
+            kept,
+            "{policy}: {}",
+            d.stderr("clean")
+        );
+        d.set("go");
+    }
+}

@@ -200,3 +200,20 @@ fn a_killed_cleans_announcement_neither_blocks_runs_nor_outlives_the_next_clean(
     finish(&mut clean);
     finish(&mut run);
 }
+
+#[test]
+fn cachelock_keep_temp_leaks_the_temporary_cache_by_design() {
+    let mut config = SessionConfig::new(
+        CacheDir::Temporary,
+        Policy::CachelockKeepTemp,
+        Kind::RunNoCache,
+    );
+    config.command = vec![OsString::from("true")];
+    let mut run = Session::new(config).expect("session");
+    step_until(&mut run, Step::SpawnChild);
+    let temp = run.observe().temp_cache.expect("a temporary cache");
+    finish(&mut run);
+    drop(run);
+    assert!(temp.exists(), "nobody removes it under cachelock-keep-temp");
+    std::fs::remove_dir_all(&temp).ok();
+}
