@@ -9,12 +9,11 @@
 //! - [`ChildGuard`] waits for the child when dropped, so that nothing the child uses (a
 //!   lock, a temporary cache) is released before it has exited, on any path.
 
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::io::IsTerminal;
 use std::os::fd::AsRawFd;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
-use std::path::Path;
 use std::process::{Child, Command, ExitStatus};
 use std::sync::atomic::{AtomicI32, Ordering};
 
@@ -47,10 +46,11 @@ pub struct ChildGuard {
 }
 
 /// Spawns `command` with `env` set, handing `inherit` (if any) to the child as an open
-/// descriptor, and forwarding signals to it if `forward_signals`.
+/// descriptor (its number in `CACHELOCK_ENV_LOCK_FD`), and forwarding signals to it if
+/// `forward_signals`.
 pub fn spawn(
     command: &[OsString],
-    env: &[(&str, &Path)],
+    env: &[(&str, &OsStr)],
     inherit: Option<&File>,
     forward_signals: bool,
 ) -> Result<ChildGuard, Error> {
@@ -67,6 +67,7 @@ pub fn spawn(
     }
     if let Some(file) = inherit {
         let fd = file.as_raw_fd();
+        cmd.env("CACHELOCK_ENV_LOCK_FD", fd.to_string());
         // SAFETY: the hook runs in the forked child before exec and only calls fcntl(2),
         // which is async-signal-safe; it touches no memory but the integer `fd`, which
         // stays open in the parent for the whole spawn.

@@ -30,8 +30,9 @@ enum Command {
     ///
     /// The environment `<cache>/environments/<NAME>` is built once and reused; the child
     /// finds it in CACHELOCK_ENV. Under the default policy the cache lock is held only while
-    /// the environment is prepared, and the environment's own lock (inherited by the child)
-    /// keeps it from being cleaned while the child, or anything it started, runs.
+    /// the environment is prepared, and the environment's own lock (inherited by the child,
+    /// descriptor number in CACHELOCK_ENV_LOCK_FD) keeps it from being cleaned while the
+    /// child, or anything it started, runs.
     /// The child's exit code is passed through (128+n for signal n); SIGINT, SIGTERM and
     /// SIGHUP are forwarded to it.
     Run(RunArgs),

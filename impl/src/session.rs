@@ -747,7 +747,7 @@ impl Session {
         };
         let child = child::spawn(
             &self.config.command,
-            &[("CACHELOCK_ENV", env_dir.as_path())],
+            &[("CACHELOCK_ENV", env_dir.as_os_str())],
             inherit,
             self.config.forward_signals,
         )?;

@@ -429,3 +429,16 @@ fn a_daemon_keeps_the_env_after_its_run_exits_under_cachelock_but_not_cachelock_
         d.set("go");
     }
 }
+
+#[test]
+fn the_child_inherits_the_env_lock_only_under_cachelock() {
+    let d = Dirs::new();
+    let check =
+        "test -e \"/proc/self/fd/$CACHELOCK_ENV_LOCK_FD\" && test -n \"$CACHELOCK_ENV_LOCK_FD\"";
+    let code = |policy| {
+        Proc::spawn(d.cmd("run", &["run", "--policy", policy, "--", "sh", "-c", check])).exit_code()
+    };
+    assert_eq!(code("cachelock"), 0, "{}", d.stderr("run"));
+    assert_eq!(code("cachelock-cloexec"), 1);
+    assert_eq!(code("uv-0.13"), 1);
+}
