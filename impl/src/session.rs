@@ -56,7 +56,8 @@ pub struct SessionConfig {
     pub lock_timeout: Option<Duration>,
     /// Print lock waits and clean results to stderr (the command sets it).
     pub progress: bool,
-    /// Forward SIGINT, SIGTERM and SIGHUP to the child while it runs (the command sets it).
+    /// Forward SIGINT, SIGTERM and SIGHUP to the child while it runs (the command sets
+    /// it). The handlers are process-wide: set it for one session at a time.
     pub forward_signals: bool,
 }
 
@@ -149,6 +150,9 @@ pub struct SessionView {
     pub child_running: bool,
     /// The environment directory (known from `build-env` on).
     pub env_dir: Option<PathBuf>,
+    /// The environment being built (`builds/.tmpX`), between `build-env` and
+    /// `persist-env`.
+    pub build_dir: Option<PathBuf>,
     /// The temporary cache, while it exists (`--no-cache`).
     pub temp_cache: Option<PathBuf>,
     /// The exit code once finished.
@@ -301,6 +305,7 @@ impl Session {
             child_pid,
             child_running,
             env_dir: self.env_dir.clone(),
+            build_dir: self.held.build.as_ref().map(|b| b.path().to_path_buf()),
             temp_cache: self
                 .held
                 .temp_cache
@@ -377,6 +382,7 @@ impl Session {
         lock: &mut LockFile,
         mode: Mode,
         wait: Wait,
+        timeout: Option<Duration>,
         why: &dyn Fn(&[u32]) -> String,
     ) -> Result<bool, Error> {
         if lock.try_lock(mode)? == TryLock::Acquired {
@@ -390,7 +396,7 @@ impl Session {
         let mut ticked = false;
         let result = lock.lock(
             mode,
-            self.config.lock_timeout,
+            timeout,
             &mut |path| {
                 tracing::info!(path = %path.display(), ?mode, "waiting for lock");
                 if progress {
@@ -483,7 +489,13 @@ impl Session {
                         pid_list(pids)
                     )
                 };
-                if !self.acquire(&mut lock, Mode::Shared, wait, &why)? {
+                if !self.acquire(
+                    &mut lock,
+                    Mode::Shared,
+                    wait,
+                    self.config.lock_timeout,
+                    &why,
+                )? {
                     return Ok(StepOutcome::WouldBlock);
                 }
                 self.held.env_lock = Some(lock);
@@ -638,11 +650,13 @@ impl Session {
                 format!("cache is locked by {}; waiting…", pid_list(pids))
             }
         };
-        Ok(if self.acquire(lock, mode, wait, &why)? {
-            StepOutcome::Done
-        } else {
-            StepOutcome::WouldBlock
-        })
+        Ok(
+            if self.acquire(lock, mode, wait, self.config.lock_timeout, &why)? {
+                StepOutcome::Done
+            } else {
+                StepOutcome::WouldBlock
+            },
+        )
     }
 
     fn await_announced_cleans(&mut self, wait: Wait) -> Result<StepOutcome, Error> {
@@ -656,6 +670,8 @@ impl Session {
             Err(e) => return Err(Error::io("list the clean announcements in", dir, e)),
         };
         names.sort();
+        // One timeout for the whole step, however many cleans are announced.
+        let start = std::time::Instant::now();
         for name in names {
             if name.to_string_lossy().starts_with(".tmp") {
                 continue; // not announced yet
@@ -670,7 +686,11 @@ impl Session {
                     pid_list(pids)
                 )
             };
-            if !self.acquire(&mut lock, Mode::Shared, wait, &why)? {
+            let left = self
+                .config
+                .lock_timeout
+                .map(|t| t.saturating_sub(start.elapsed()));
+            if !self.acquire(&mut lock, Mode::Shared, wait, left, &why)? {
                 return Ok(StepOutcome::WouldBlock);
             }
             // Dropping `lock` closes it: the clean has finished, nothing to hold.
