@@ -13,6 +13,7 @@ use std::fmt::Write as _;
 use cachelock_model::check::{PairResult, Verdict, check_pair};
 use cachelock_model::{Policy, Scenario};
 
+use super::scenarios::WITNESSES;
 use super::{Observation, Seen};
 
 /// How a prediction and an observation relate.
@@ -237,7 +238,7 @@ fn row_note(c: &Compared) -> String {
         .obs
         .props
         .iter()
-        .find(|p| p.seen == Seen::Fails)
+        .find(|p| p.seen == Seen::Fails && !WITNESSES.contains(&p.property))
         .or_else(|| c.obs.get("clean-completes"))
         .or_else(|| c.obs.get("live-env-intact"));
     let mut note = first_fail.map(|p| p.note.clone()).unwrap_or_default();
