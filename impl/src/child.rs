@@ -23,12 +23,18 @@ use crate::error::Error;
 static FORWARD_TO: AtomicI32 = AtomicI32::new(0);
 /// Whether SIGINT is forwarded too.
 static FORWARD_SIGINT: AtomicI32 = AtomicI32::new(0);
+/// A signal that arrived after the handlers were installed but before the child existed.
+static PENDING: AtomicI32 = AtomicI32::new(0);
 
 const FORWARDED: [libc::c_int; 3] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP];
 
 extern "C" fn forward(sig: libc::c_int) {
+    if sig == libc::SIGINT && FORWARD_SIGINT.load(Ordering::SeqCst) == 0 {
+        return;
+    }
     let pid = FORWARD_TO.load(Ordering::SeqCst);
-    if pid <= 0 || (sig == libc::SIGINT && FORWARD_SIGINT.load(Ordering::SeqCst) == 0) {
+    if pid <= 0 {
+        PENDING.store(sig, Ordering::SeqCst);
         return;
     }
     // SAFETY: kill(2) is async-signal-safe; pid is a child we spawned and have not reaped.
@@ -81,23 +87,50 @@ pub fn spawn(
             });
         }
     }
-    let child = cmd.spawn().map_err(|source| Error::Spawn {
-        program: program.to_string_lossy().into_owned(),
-        source,
-    })?;
-    let mut guard = ChildGuard {
+    // The handlers go in before the spawn, so that a signal arriving while the child
+    // starts is kept (PENDING) and delivered to it, instead of killing this process
+    // while the child runs on.
+    let previous = forward_signals.then(install_forwarding);
+    let child = match cmd.spawn() {
+        Ok(child) => child,
+        Err(source) => {
+            if let Some(previous) = previous {
+                restore_signals(previous);
+            }
+            let pending = PENDING.swap(0, Ordering::SeqCst);
+            if pending != 0 {
+                // SAFETY: raise(3) re-delivers the signal with its original disposition.
+                unsafe {
+                    libc::raise(pending);
+                }
+            }
+            return Err(Error::Spawn {
+                program: program.to_string_lossy().into_owned(),
+                source,
+            });
+        }
+    };
+    if previous.is_some() {
+        let pid = i32::try_from(child.id()).unwrap_or(0);
+        FORWARD_TO.store(pid, Ordering::SeqCst);
+        let pending = PENDING.swap(0, Ordering::SeqCst);
+        if pending != 0 && pid > 0 {
+            // SAFETY: kill(2) on the child we just spawned.
+            unsafe {
+                libc::kill(pid, pending);
+            }
+        }
+    }
+    Ok(ChildGuard {
         child,
         exited: None,
-        previous: None,
-    };
-    if forward_signals {
-        guard.previous = Some(install_forwarding(guard.child.id()));
-    }
-    Ok(guard)
+        previous,
+    })
 }
 
-fn install_forwarding(pid: u32) -> Vec<(libc::c_int, libc::sigaction)> {
-    FORWARD_TO.store(i32::try_from(pid).unwrap_or(0), Ordering::SeqCst);
+fn install_forwarding() -> Vec<(libc::c_int, libc::sigaction)> {
+    FORWARD_TO.store(0, Ordering::SeqCst);
+    PENDING.store(0, Ordering::SeqCst);
     FORWARD_SIGINT.store(i32::from(!std::io::stdin().is_terminal()), Ordering::SeqCst);
     let mut previous = Vec::new();
     for sig in FORWARDED {
