@@ -42,7 +42,8 @@ enum Command {
     ///
     /// Waits while the cache is in use (up to CACHELOCK_LOCK_TIMEOUT, then exits 2), or
     /// with --force goes on without the lock. Under the default policy environments in use
-    /// are kept and reported instead of waited for. `.lock` is never deleted.
+    /// are kept and reported instead of waited for. `.lock` is kept (the uv-0.8.19 and
+    /// uv-0.8.20 policies unlink it and remove the root, as those releases did).
     Clean(CleanArgs),
     /// Delete environments and builds, keep the scaffold (like `uv cache prune`).
     Prune(PruneArgs),
