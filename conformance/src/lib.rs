@@ -1,2 +1,3 @@
 //! Conformance harness: the implementation against the model.
+pub mod lockstep;
 pub mod realuv;

@@ -176,7 +176,10 @@ fn check_ci_set(policies: &[Policy], args: &CheckArgs) -> ExitCode {
     if mismatches.is_empty() {
         ExitCode::SUCCESS
     } else {
-        eprintln!("error: {} verdict(s) differ from their declaration:", mismatches.len());
+        eprintln!(
+            "error: {} verdict(s) differ from their declaration:",
+            mismatches.len()
+        );
         for m in mismatches {
             eprintln!("  {m}");
         }

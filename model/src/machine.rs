@@ -468,7 +468,7 @@ impl CacheModel {
     }
 
     /// True if the step a process is at can be taken now.
-    fn step_enabled(&self, s: &State, p: ProcId) -> bool {
+    pub fn step_enabled(&self, s: &State, p: ProcId) -> bool {
         let st = &s.procs[p];
         let Some(step) = self.next_step(s, p) else {
             return false;
@@ -493,7 +493,7 @@ impl CacheModel {
         }
     }
 
-    fn event_enabled(&self, s: &State, p: ProcId, e: Event) -> bool {
+    pub fn event_enabled(&self, s: &State, p: ProcId, e: Event) -> bool {
         let st = &s.procs[p];
         let info = &self.procs[p];
         match e {
@@ -817,6 +817,18 @@ impl CacheModel {
     }
 }
 
+impl CacheModel {
+    /// The state after `action` (the model's transition function).
+    pub fn after(&self, s: &State, action: Action) -> State {
+        let mut next = s.clone();
+        match action {
+            Action::Step(p, step) => self.take_step(&mut next, p, step),
+            Action::Event(p, e) => self.take_event(&mut next, p, e),
+        }
+        next
+    }
+}
+
 impl Model for CacheModel {
     type State = State;
     type Action = Action;
@@ -841,12 +853,7 @@ impl Model for CacheModel {
     }
 
     fn next_state(&self, s: &State, action: Action) -> Option<State> {
-        let mut next = s.clone();
-        match action {
-            Action::Step(p, step) => self.take_step(&mut next, p, step),
-            Action::Event(p, e) => self.take_event(&mut next, p, e),
-        }
-        Some(next)
+        Some(self.after(s, action))
     }
 
     fn properties(&self) -> Vec<Property<Self>> {

@@ -1,0 +1,628 @@
+//! Lockstep: real processes and the model, one step at a time.
+//!
+//! Every process of a scenario is a real `cl-driver` process running a real
+//! `cachelock::session::Session` on a real cache in a temporary directory; every run's
+//! child is a real `cl-child` that checks its environment while it runs. The harness
+//! applies a sequence of [`Op`]s (advance a process by one step, let a child exit, kill
+//! a process with SIGKILL, time a lock wait out) to both sides and, after each one,
+//! requires:
+//! - that the real outcome is a transition the model allows from its current state: a
+//!   real step that would block is a step the model says cannot proceed, and the other
+//!   way round;
+//! - that the real state, read off the disk, `/proc` and the drivers, maps to the
+//!   model's new state ([`Abstract`]).
+//!
+//! A disagreement is reported as the numbered story of the steps so far (the same lines
+//! `cachelock check` prints) followed by the two abstract states.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::fs;
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child as OsChild, ChildStdin, ChildStdout, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use cachelock::cache::{ENV_MARKER, ENVIRONMENTS_DIR, LOCK_FILE, TAG_FILE};
+use cachelock::lockfile::{LockFile, TryLock};
+use cachelock_model::machine::{Action, CacheModel, Child, Life, ProcId, State, Temp};
+use cachelock_model::protocol::{ChildKind, EnvName, Event, Mode, Policy, Scenario, Step};
+use cachelock_model::story;
+use serde_json::Value;
+
+/// One thing the harness does to both sides.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Op {
+    /// The process takes its next step (or tries to, if it waits).
+    Advance(usize),
+    /// The process's child exits.
+    ChildExit(usize),
+    /// The process is killed with SIGKILL.
+    Kill(usize),
+    /// The process's lock wait times out.
+    Timeout(usize),
+}
+
+impl Op {
+    /// The process the op is about.
+    pub fn proc(self) -> usize {
+        match self {
+            Op::Advance(p) | Op::ChildExit(p) | Op::Kill(p) | Op::Timeout(p) => p,
+        }
+    }
+
+    /// The op that replays a model action.
+    pub fn from_action(a: Action) -> Op {
+        match a {
+            Action::Step(p, _) => Op::Advance(p),
+            Action::Event(p, Event::ChildExits) => Op::ChildExit(p),
+            Action::Event(p, Event::Killed) => Op::Kill(p),
+            Action::Event(p, Event::LockTimeout) => Op::Timeout(p),
+            Action::Event(p, e) => panic!("event {e} of process {p} has no real counterpart here"),
+        }
+    }
+}
+
+/// The kinds of process the lockstep harness can play for real (a nested clean or a
+/// daemon would need a child that runs the protocol itself).
+pub fn playable(sc: &Scenario) -> bool {
+    sc.procs.iter().all(|p| {
+        !matches!(
+            p.kind.child(),
+            Some(ChildKind::NestedClean) | Some(ChildKind::Daemon)
+        )
+    })
+}
+
+/// A `cl-driver` process.
+struct Driver {
+    os: OsChild,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+}
+
+impl Driver {
+    fn ask(&mut self, command: &str) -> Result<Value, String> {
+        writeln!(self.stdin, "{command}")
+            .and_then(|()| self.stdin.flush())
+            .map_err(|e| format!("driver stdin: {e}"))?;
+        let mut line = String::new();
+        self.stdout
+            .read_line(&mut line)
+            .map_err(|e| format!("driver stdout: {e}"))?;
+        if line.is_empty() {
+            return Err(format!("driver exited while answering `{command}`"));
+        }
+        serde_json::from_str(&line).map_err(|e| format!("driver said `{line}`: {e}"))
+    }
+
+    fn pid(&self) -> u32 {
+        self.os.id()
+    }
+}
+
+/// The real side of one process.
+struct Real {
+    driver: Option<Driver>,
+    exit_file: PathBuf,
+    report_file: PathBuf,
+    /// Learnt from `observe`.
+    child_pid: Option<u32>,
+    temp_cache: Option<PathBuf>,
+}
+
+/// The part of the state both sides can show, compared after every op.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Abstract {
+    pub root: bool,
+    pub scaffold: bool,
+    /// Which inode (model numbering) `.lock` names.
+    pub lock_path: Option<u8>,
+    /// Someone holds a lock on the inode `.lock` names (a probe's try-lock fails).
+    pub lock_path_busy: bool,
+    /// Per cached environment: present (marker file in place).
+    pub envs: Vec<bool>,
+    /// Per cached environment: its lock file is locked by someone.
+    pub env_locked: Vec<bool>,
+    pub procs: Vec<ProcAbstract>,
+}
+
+/// One process, abstractly.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProcAbstract {
+    /// The next step, or `None` once finished (done, failed or killed).
+    pub next: Option<&'static str>,
+    /// The root lock this process holds (live processes only).
+    pub root_lock: Option<Mode>,
+    /// The inode (model numbering) of its descriptor on `.lock` (live processes only).
+    pub root_fd: Option<u8>,
+    pub child_running: bool,
+    pub temp_cache: bool,
+}
+
+/// The harness. See the module documentation.
+pub struct Lockstep {
+    pub model: CacheModel,
+    pub state: State,
+    dir: tempfile::TempDir,
+    cache: PathBuf,
+    reals: Vec<Real>,
+    /// real inode -> model inode
+    inodes: BTreeMap<u64, u8>,
+    /// The story so far.
+    pub story: Vec<String>,
+    driver_exe: PathBuf,
+}
+
+/// What a case produced.
+#[derive(Debug)]
+pub struct Outcome {
+    /// The numbered story of the ops applied.
+    pub story: Vec<String>,
+    /// The model's final state.
+    pub state: State,
+    /// What each child reported (`ok`, `missing while running`, …), by process.
+    pub child_reports: Vec<(usize, String)>,
+    /// The real outcome of each step, by (process, step).
+    pub outcomes: Vec<(usize, Step, String)>,
+}
+
+impl Lockstep {
+    /// Sets up a cache like the model's initial state (root, scaffold, `.lock`) and one
+    /// driver per process. `driver_exe` is the `cl-driver` binary.
+    pub fn new(policy: Policy, sc: &Scenario, driver_exe: &Path) -> Result<Lockstep, String> {
+        if !playable(sc) {
+            return Err(format!("scenario {sc} is not playable for real"));
+        }
+        let model = CacheModel::new(policy, sc);
+        let state = model.initial_state();
+        let dir = tempfile::Builder::new()
+            .prefix("cl-lockstep")
+            .tempdir()
+            .map_err(|e| format!("tempdir: {e}"))?;
+        let cache = dir.path().join("cache");
+        let tmp = dir.path().join("tmp");
+        fs::create_dir_all(&tmp).map_err(|e| e.to_string())?;
+        cachelock::cache::create_scaffold(&cache).map_err(|e| e.to_string())?;
+        LockFile::open_or_create(&cache.join(LOCK_FILE)).map_err(|e| e.to_string())?;
+        let mut reals = Vec::new();
+        for (p, info) in model.procs.iter().enumerate() {
+            let exit_file = dir.path().join(format!("child-{p}.exit"));
+            let report_file = dir.path().join(format!("child-{p}.report"));
+            let env_name = info.kind.env().map_or("none", EnvName::dir_name);
+            let mut os = Command::new(driver_exe)
+                .args([policy.name(), info.kind.token()])
+                .arg(&cache)
+                .arg(env_name)
+                .arg(&exit_file)
+                .arg(&report_file)
+                .env("TMPDIR", &tmp)
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::inherit())
+                .spawn()
+                .map_err(|e| format!("spawn {}: {e}", driver_exe.display()))?;
+            let (Some(stdin), Some(stdout)) = (os.stdin.take(), os.stdout.take()) else {
+                return Err("driver pipes missing".into());
+            };
+            reals.push(Real {
+                driver: Some(Driver {
+                    os,
+                    stdin,
+                    stdout: BufReader::new(stdout),
+                }),
+                exit_file,
+                report_file,
+                child_pid: None,
+                temp_cache: None,
+            });
+        }
+        let mut inodes = BTreeMap::new();
+        let ino = fs::metadata(cache.join(LOCK_FILE))
+            .map_err(|e| e.to_string())?
+            .ino();
+        inodes.insert(ino, 0);
+        Ok(Lockstep {
+            model,
+            state,
+            dir,
+            cache,
+            reals,
+            inodes,
+            story: Vec::new(),
+            driver_exe: driver_exe.to_path_buf(),
+        })
+    }
+
+    /// The model action an op stands for now, if the op means anything in this state
+    /// (`None`: skip it, e.g. advancing a finished process).
+    pub fn action_for(&self, op: Op) -> Option<Action> {
+        let m = &self.model;
+        let s = &self.state;
+        let p = op.proc();
+        if p >= m.procs.len() {
+            return None;
+        }
+        match op {
+            Op::Advance(p) => {
+                if m.finished(s, p) {
+                    return None;
+                }
+                m.next_step(s, p).map(|step| Action::Step(p, step))
+            }
+            Op::ChildExit(p) => m
+                .event_enabled(s, p, Event::ChildExits)
+                .then_some(Action::Event(p, Event::ChildExits)),
+            Op::Kill(p) => m
+                .event_enabled(s, p, Event::Killed)
+                .then_some(Action::Event(p, Event::Killed)),
+            Op::Timeout(p) => m
+                .event_enabled(s, p, Event::LockTimeout)
+                .then_some(Action::Event(p, Event::LockTimeout)),
+        }
+    }
+
+    fn fail(&self, what: String) -> String {
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "the implementation left the model ({} on {}):",
+            self.model.policy, self.model.scenario
+        );
+        for line in &self.story {
+            let _ = writeln!(out, "  {line}");
+        }
+        let _ = writeln!(out, "  !! {what}");
+        out
+    }
+
+    /// Applies one op to both sides and compares them.
+    pub fn apply(
+        &mut self,
+        op: Op,
+        outcomes: &mut Vec<(usize, Step, String)>,
+    ) -> Result<(), String> {
+        let Some(action) = self.action_for(op) else {
+            return Ok(());
+        };
+        let before = self.state.clone();
+        let p = op.proc();
+        match action {
+            Action::Step(_, step) => {
+                let enabled = self.model.step_enabled(&self.state, p);
+                let waiting = self.state.procs[p].life == Life::Waiting;
+                let answer = self.ask(p, "step")?;
+                let outcome = answer["outcome"].as_str().unwrap_or("?").to_string();
+                outcomes.push((p, step, outcome.clone()));
+                if outcome == "error" {
+                    return Err(self.fail(format!(
+                        "{}: {} failed with an error: {}",
+                        self.model.procs[p].label, step, answer["detail"]
+                    )));
+                }
+                if answer["exited"].as_bool() == Some(true) {
+                    if let Some(mut d) = self.reals[p].driver.take() {
+                        let _ = d.os.wait();
+                    }
+                }
+                let blocked = outcome == "would-block";
+                if waiting || (!enabled && step == Step::WaitForChild) {
+                    // The model says whether the blocking call can return now.
+                    if blocked == enabled {
+                        return Err(self.fail(format!(
+                            "{}: {step}: the model says it {} proceed, the implementation {}",
+                            self.model.procs[p].label,
+                            if enabled { "can" } else { "cannot" },
+                            if blocked { "would block" } else { "went on" }
+                        )));
+                    }
+                    if blocked {
+                        self.story.push(format!(
+                            "   ({}: {step} -> still blocked, as the model says)",
+                            self.model.procs[p].label
+                        ));
+                        return self.compare();
+                    }
+                }
+                let next = self.model.after(&self.state, action);
+                let model_blocks = next.procs[p].life == Life::Waiting;
+                if model_blocks != blocked {
+                    return Err(self.fail(format!(
+                        "{}: {step}: the model {} but the implementation {} ({outcome})",
+                        self.model.procs[p].label,
+                        if model_blocks { "waits" } else { "goes on" },
+                        if blocked { "would block" } else { "went on" }
+                    )));
+                }
+                self.state = next;
+            }
+            Action::Event(_, Event::ChildExits) => {
+                self.let_child_exit(p)?;
+                self.state = self.model.after(&self.state, action);
+            }
+            Action::Event(_, Event::Killed) => {
+                if let Some(mut d) = self.reals[p].driver.take() {
+                    let _ = d.os.kill();
+                    let _ = d.os.wait();
+                }
+                self.state = self.model.after(&self.state, action);
+            }
+            Action::Event(_, Event::LockTimeout) => {
+                if let Some(mut d) = self.reals[p].driver.take() {
+                    let _ = writeln!(d.stdin, "timeout").and_then(|()| d.stdin.flush());
+                    let _ = d.os.wait();
+                }
+                self.state = self.model.after(&self.state, action);
+            }
+            Action::Event(_, e) => return Err(format!("event {e} is not played for real")),
+        }
+        let line = story::line(&self.model, &before, action, &self.state);
+        self.story.push(format!("{}. {line}", self.story.len() + 1));
+        self.compare()
+    }
+
+    fn ask(&mut self, p: ProcId, command: &str) -> Result<Value, String> {
+        let label = self.model.procs[p].label.clone();
+        match self.reals[p].driver.as_mut() {
+            Some(d) => d.ask(command).map_err(|e| format!("{label}: {e}")),
+            None => Err(format!("{label}: no driver")),
+        }
+    }
+
+    fn let_child_exit(&mut self, p: ProcId) -> Result<(), String> {
+        fs::write(&self.reals[p].exit_file, b"").map_err(|e| e.to_string())?;
+        let Some(pid) = self.reals[p].child_pid else {
+            return Err(self.fail(format!(
+                "{}: the model's child runs but no real child was seen",
+                self.model.procs[p].label
+            )));
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while process_alive(pid) && Instant::now() < deadline {
+            if self.reals[p].driver.is_some() {
+                // Lets the driver reap it (observe polls the child).
+                let _ = self.ask(p, "observe");
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        if process_alive(pid) {
+            return Err(self.fail(format!(
+                "{}: the child did not exit",
+                self.model.procs[p].label
+            )));
+        }
+        Ok(())
+    }
+
+    /// Reads the real state and compares it with the model's.
+    fn compare(&mut self) -> Result<(), String> {
+        let real = self.real_abstract()?;
+        let model = self.model_abstract();
+        if real != model {
+            return Err(self.fail(format!(
+                "after the last step the states differ:\n     model: {model:?}\n      real: {real:?}"
+            )));
+        }
+        Ok(())
+    }
+
+    fn map_inode(&mut self, ino: u64, fallback: Option<u8>) -> Option<u8> {
+        if let Some(m) = self.inodes.get(&ino) {
+            return Some(*m);
+        }
+        let m = fallback?;
+        if self.inodes.values().any(|v| *v == m) {
+            return None;
+        }
+        self.inodes.insert(ino, m);
+        Some(m)
+    }
+
+    fn real_abstract(&mut self) -> Result<Abstract, String> {
+        let lock = self.cache.join(LOCK_FILE);
+        let lock_meta = fs::symlink_metadata(&lock).ok();
+        let lock_path = match lock_meta {
+            Some(ref meta) => self.map_inode(meta.ino(), self.state.fs.lock_path),
+            None => None,
+        };
+        let lock_path_busy = lock_meta.is_some() && busy(&lock);
+        let envs_dir = self.cache.join(ENVIRONMENTS_DIR);
+        let envs = EnvName::CACHED
+            .iter()
+            .map(|e| envs_dir.join(e.dir_name()).join(ENV_MARKER).is_file())
+            .collect();
+        let env_locked = EnvName::CACHED
+            .iter()
+            .map(|e| busy(&envs_dir.join(format!("{}.lock", e.dir_name()))))
+            .collect();
+        let mut procs = Vec::new();
+        for p in 0..self.reals.len() {
+            let alive = self.reals[p].driver.is_some();
+            let mut pa = ProcAbstract {
+                next: None,
+                root_lock: None,
+                root_fd: None,
+                child_running: false,
+                temp_cache: false,
+            };
+            if alive {
+                let v = self.ask(p, "observe")?;
+                let finished = v["finished"].as_bool().unwrap_or(true);
+                pa.next = if finished {
+                    None
+                } else {
+                    v["next"].as_str().and_then(Step::from_name).map(Step::name)
+                };
+                pa.root_lock = match v["root_lock"].as_str() {
+                    Some("shared") => Some(Mode::Shared),
+                    Some("exclusive") => Some(Mode::Exclusive),
+                    _ => None,
+                };
+                if let Some(pid) = v["child_pid"].as_u64() {
+                    self.reals[p].child_pid = Some(pid as u32);
+                }
+                self.reals[p].temp_cache = v["temp_cache"]
+                    .as_str()
+                    .map(PathBuf::from)
+                    .or(self.reals[p].temp_cache.take());
+                let driver_pid = self.reals[p].driver.as_ref().map(Driver::pid);
+                if let Some(pid) = driver_pid {
+                    let fallback = self.state.procs[p].root_fd.map(|f| f.inode);
+                    pa.root_fd = lock_fd_inode(pid, &self.cache)
+                        .and_then(|ino| self.map_inode(ino, fallback));
+                }
+            }
+            pa.child_running = self.reals[p].child_pid.is_some_and(process_alive);
+            pa.temp_cache = self.reals[p]
+                .temp_cache
+                .as_ref()
+                .is_some_and(|t| t.exists());
+            procs.push(pa);
+        }
+        Ok(Abstract {
+            root: self.cache.is_dir(),
+            scaffold: self.cache.join(TAG_FILE).is_file(),
+            lock_path,
+            lock_path_busy,
+            envs,
+            env_locked,
+            procs,
+        })
+    }
+
+    fn model_abstract(&self) -> Abstract {
+        let m = &self.model;
+        let s = &self.state;
+        let lock_path_busy = s.fs.lock_path.is_some_and(|i| {
+            s.procs
+                .iter()
+                .any(|p| p.root_fd.is_some_and(|f| f.inode == i && f.lock.is_some()))
+        });
+        let procs = (0..m.procs.len())
+            .map(|p| {
+                let st = &s.procs[p];
+                let live = matches!(st.life, Life::Ready | Life::Waiting);
+                ProcAbstract {
+                    next: if live {
+                        m.next_step(s, p).map(Step::name)
+                    } else {
+                        None
+                    },
+                    root_lock: st.root_fd.and_then(|f| f.lock),
+                    root_fd: st.root_fd.map(|f| f.inode),
+                    child_running: st.child == Child::Running,
+                    temp_cache: matches!(st.temp, Temp::Present(_)),
+                }
+            })
+            .collect();
+        Abstract {
+            root: s.fs.root,
+            scaffold: s.fs.scaffold,
+            lock_path: s.fs.lock_path,
+            lock_path_busy,
+            envs: s
+                .fs
+                .envs
+                .iter()
+                .map(|e| *e == cachelock_model::machine::EnvState::Present)
+                .collect(),
+            env_locked: EnvName::CACHED
+                .iter()
+                .map(|e| m.env_locked(s, *e))
+                .collect(),
+            procs,
+        }
+    }
+
+    /// Applies `ops` in order (skipping those that mean nothing at that point), then
+    /// lets every child go and ends every process.
+    pub fn play(mut self, ops: &[Op]) -> Result<Outcome, String> {
+        let mut outcomes = Vec::new();
+        let result = ops.iter().try_for_each(|op| self.apply(*op, &mut outcomes));
+        let story = self.story.clone();
+        let state = self.state.clone();
+        let reports = self.teardown();
+        result?;
+        Ok(Outcome {
+            story,
+            state,
+            child_reports: reports,
+            outcomes,
+        })
+    }
+
+    /// Lets every child exit, ends every driver, and collects the children's reports.
+    fn teardown(&mut self) -> Vec<(usize, String)> {
+        for r in &self.reals {
+            let _ = fs::write(&r.exit_file, b"");
+        }
+        for r in &mut self.reals {
+            if let Some(mut d) = r.driver.take() {
+                let _ = writeln!(d.stdin, "quit").and_then(|()| d.stdin.flush());
+                let deadline = Instant::now() + Duration::from_secs(10);
+                while Instant::now() < deadline {
+                    if let Ok(Some(_)) = d.os.try_wait() {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                let _ = d.os.kill();
+                let _ = d.os.wait();
+            }
+            if let Some(pid) = r.child_pid {
+                let deadline = Instant::now() + Duration::from_secs(10);
+                while process_alive(pid) && Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }
+        }
+        let _ = &self.driver_exe;
+        let _ = self.dir.path();
+        self.reals
+            .iter()
+            .enumerate()
+            .filter_map(|(p, r)| fs::read_to_string(&r.report_file).ok().map(|t| (p, t)))
+            .collect()
+    }
+}
+
+/// True if some process holds a lock on `path` (our own try-lock fails).
+fn busy(path: &Path) -> bool {
+    match LockFile::open_existing(path) {
+        Ok(Some(mut f)) => !matches!(f.try_lock(Mode::Exclusive), Ok(TryLock::Acquired)),
+        _ => false,
+    }
+}
+
+/// The inode of the descriptor process `pid` has open on `<cache>/.lock` (whether or
+/// not the path still names it).
+fn lock_fd_inode(pid: u32, cache: &Path) -> Option<u64> {
+    let want = cache.join(LOCK_FILE);
+    let want = want.to_string_lossy();
+    let dir = fs::read_dir(format!("/proc/{pid}/fd")).ok()?;
+    for entry in dir.flatten() {
+        let Ok(target) = fs::read_link(entry.path()) else {
+            continue;
+        };
+        let target = target.to_string_lossy();
+        if target == want || target == format!("{want} (deleted)") {
+            return fs::metadata(entry.path()).ok().map(|m| m.ino());
+        }
+    }
+    None
+}
+
+/// True while `pid` runs (a zombie or a missing process does not).
+pub fn process_alive(pid: u32) -> bool {
+    match fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => {
+            // The state follows the parenthesised command name.
+            stat.rsplit(')')
+                .next()
+                .and_then(|rest| rest.split_whitespace().next())
+                .is_some_and(|state| state != "Z" && state != "X")
+        }
+        Err(_) => false,
+    }
+}
