@@ -118,9 +118,24 @@ pub fn expected(policy: Policy, property: P) -> Expected {
         (Uv0819, P::NoDeadlock) => {
             holds("the run releases the lock before its child runs a nested clean")
         }
-        (Uv0819, P::CleanCompletes) => {
-            holds("no lock is held while a child runs, so a clean never waits for one")
-        }
+        (Uv0819, P::CleanCompletes) => fails(
+            &[
+                "run,run,clean",
+                "run,clean,clean",
+                "run-script,clean",
+                "run-script,clean-force",
+                "run+crash,clean",
+                "run-script+crash,clean",
+                "run-daemon,clean",
+                "run-server,clean",
+                "run-server,clean+timeout",
+                "run,clean,run",
+                "run,run-script,clean",
+                "run-daemon+crash,clean,run",
+                BIG,
+            ],
+            "a run that starts while the clean deletes recreates files, and removing the root then fails (exit 2) on 0.8.19",
+        ),
         (Uv0819 | Uv0820 | Uv013 | UvPr15977 | UvAutoprune | Serial, P::NoOvertaking) => {
             fails(RUN_AND_CLEAN, OVERTAKE_REASON)
         }
@@ -154,13 +169,26 @@ pub fn expected(policy: Policy, property: P) -> Expected {
             &["run,clean,clean", "run-script,clean-force", BIG],
             "clean unlinks .lock: a run locks the orphaned inode and a second clean locks a fresh one",
         ),
-        (Uv0820 | Uv013 | Serial, P::NoDeadlock) => fails(
+        (Uv0820, P::NoDeadlock) => fails(
+            &["run-nested-clean", "run-nested-clean+timeout"],
+            "uv run uv cache clean: the nested clean waits for the lock its own parent holds until the child exits; no lock timeout before 0.9.16",
+        ),
+        (Uv013 | Serial, P::NoDeadlock) => fails(
             &["run-nested-clean"],
             "uv run uv cache clean: the nested clean waits for the lock its own parent holds until the child exits (+timeout: exit 2)",
         ),
-        (Uv0820 | Uv013 | Serial, P::CleanCompletes) => fails(
+        (Uv0820, P::CleanCompletes) => fails(
+            &[
+                "run-server,clean",
+                "run-server,clean+timeout",
+                "run-nested-clean",
+                "run-nested-clean+timeout",
+            ],
+            "a run holds the lock until its child exits, so a server (or the nested clean's own parent) blocks clean forever; no lock timeout before 0.9.16",
+        ),
+        (Uv013 | Serial, P::CleanCompletes) => fails(
             &["run-server,clean", "run-nested-clean"],
-            "a run holds the lock until its child exits, so a server (or the nested clean's own parent) blocks clean forever",
+            "a run holds the lock until its child exits, so a server (or the nested clean's own parent) blocks clean forever (+timeout: exit 2)",
         ),
         (Uv0820, P::CleanOverlapsChild) => fails(
             &[

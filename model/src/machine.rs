@@ -61,6 +61,8 @@ pub enum Outcome {
     EnvVanished,
     /// The cache root vanished before the run could open `.lock`.
     RootVanished,
+    /// A clean could not remove the cache root: it was not empty (exit 2).
+    RootNotEmpty,
 }
 
 /// A run's child.
@@ -450,7 +452,10 @@ impl CacheModel {
     pub fn stuck(&self, s: &State, p: ProcId) -> bool {
         let st = &s.procs[p];
         match st.life {
-            Life::Waiting => !self.procs[p].spec.timeout && !self.step_enabled(s, p),
+            Life::Waiting => {
+                !(self.design.lock_timeout && self.procs[p].spec.timeout)
+                    && !self.step_enabled(s, p)
+            }
             Life::Ready => match self.next_step(s, p) {
                 Some(Step::WaitForChild) if st.child == Child::Running => self.child_stuck(s, p),
                 _ => false,
@@ -500,7 +505,9 @@ impl CacheModel {
             Event::Killed => {
                 info.spec.crash && info.host.is_none() && self.alive(s, p) && self.started(s, p)
             }
-            Event::LockTimeout => info.spec.timeout && st.life == Life::Waiting,
+            Event::LockTimeout => {
+                self.design.lock_timeout && info.spec.timeout && st.life == Life::Waiting
+            }
             Event::ChildStartsDaemon => {
                 st.child == Child::Running
                     && info.kind.child() == Some(ChildKind::Daemon)
@@ -778,6 +785,9 @@ impl CacheModel {
                     && s.fs.envs.iter().all(|e| *e == EnvState::Absent);
                 if empty {
                     s.fs.root = false;
+                } else if self.design.remove_root_strict {
+                    self.finish(s, p, Life::Done(Outcome::RootNotEmpty));
+                    return;
                 }
                 self.advance(s, p);
             }

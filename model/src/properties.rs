@@ -82,7 +82,7 @@ impl PropertyName {
             }
             PropertyName::CleanCompletes => {
                 "Every clean finishes (or fails with its timeout) on every complete run, even while a child runs \
-                 forever."
+                 forever; a clean that fails otherwise (exit 2 on a root that is not empty) has not finished its job."
             }
             PropertyName::NoOvertaking => {
                 "A run that starts (takes its first step) after a clean has started does not get the cache lock \
@@ -217,8 +217,12 @@ fn deadlocked(m: &CacheModel, s: &State) -> bool {
     agents > 0
 }
 
+/// Every clean has finished, and none failed (a timeout is an allowed way to finish).
 fn cleans_finished(m: &CacheModel, s: &State) -> bool {
-    (0..m.procs.len()).all(|p| !m.procs[p].kind.is_clean() || m.finished(s, p))
+    (0..m.procs.len()).all(|p| {
+        !m.procs[p].kind.is_clean()
+            || (m.finished(s, p) && s.procs[p].life != Life::Done(Outcome::RootNotEmpty))
+    })
 }
 
 fn no_leaked_temp(m: &CacheModel, s: &State) -> bool {

@@ -597,6 +597,12 @@ pub struct Design {
     pub announce_cleans: bool,
     /// A plain clean gives up instead of waiting when the lock is busy.
     pub clean_gives_up_when_busy: bool,
+    /// Lock waits can time out (`UV_LOCK_TIMEOUT`, uv 0.9.16 and later): `+timeout`
+    /// processes exit 2 instead of waiting forever. Without it `+timeout` has no effect.
+    pub lock_timeout: bool,
+    /// `remove-root` fails (the clean exits 2) when the root is not empty, instead of
+    /// tolerating it (uv 0.8.19).
+    pub remove_root_strict: bool,
 }
 
 /// A named bundle of design choices. The first five are the ones the project is about;
@@ -682,11 +688,13 @@ impl Policy {
         match self {
             Policy::Uv0819 => {
                 "uv 0.8.19 (PR 15888): a run drops its whole cache handle (lock and temporary cache) just before spawning; \
-                 clean unlinks .lock and removes the root; runs create the scaffold and open .lock before locking."
+                 clean unlinks .lock and removes the root (failing, exit 2, if it is not empty); runs create the scaffold \
+                 and open .lock before locking; no lock timeout."
             }
             Policy::Uv0820 => {
                 "uv 0.8.20-0.12.x (PR 15990): runs hold the shared lock and the temporary cache until the child exits; \
-                 clean waits for the exclusive lock, --force goes on unlocked; .lock handling as in 0.8.19."
+                 clean waits for the exclusive lock, --force goes on unlocked; .lock handling as in 0.8.19, but a root \
+                 that is not empty is tolerated; no lock timeout (UV_LOCK_TIMEOUT came in 0.9.16)."
             }
             Policy::Uv013 => {
                 "uv 0.13: as uv-0.8.20, but clean keeps .lock and the root, a run creates the scaffold only after \
@@ -765,10 +773,13 @@ impl Policy {
             child_inherits_env_lock: false,
             announce_cleans: false,
             clean_gives_up_when_busy: false,
+            lock_timeout: false,
+            remove_root_strict: false,
         };
         let uv_0_13 = Design {
             scaffold_before_lock: false,
             clean_unlinks_lock: false,
+            lock_timeout: true,
             ..uv_0_8_20
         };
         let cachelock = Design {
@@ -782,6 +793,7 @@ impl Policy {
             Policy::Uv0819 => Design {
                 release_root: ReleaseRoot::BeforeSpawn,
                 drop_temp: DropTemp::BeforeSpawn,
+                remove_root_strict: true,
                 ..uv_0_8_20
             },
             Policy::Uv0820 => uv_0_8_20,

@@ -99,6 +99,9 @@ fn step_outcome(m: &CacheModel, before: &State, p: usize, step: Step, after: &St
         Life::Done(Outcome::EnvVanished) => {
             return format!("fails: {} vanished while being built", env_label(m, p));
         }
+        Life::Done(Outcome::RootNotEmpty) => {
+            return "fails: the cache root is not empty (exit 2)".into();
+        }
         Life::Done(Outcome::RootVanished) => {
             return "fails: the cache root it created is gone".into();
         }
@@ -267,9 +270,14 @@ fn verdict_line(m: &CacheModel, s: &State, property: PropertyName) -> String {
             format!("violated: every process is blocked ({})", stuck.join("; "))
         }
         PropertyName::CleanCompletes => {
+            let failed: Vec<String> = (0..m.procs.len())
+                .filter(|&p| s.procs[p].life == Life::Done(Outcome::RootNotEmpty))
+                .map(|p| format!("{} failed (exit 2)", who(m, p)))
+                .collect();
+            let why: Vec<String> = failed.into_iter().chain(stuck).collect();
             format!(
                 "violated: nothing more can happen and a clean never finishes ({})",
-                stuck.join("; ")
+                why.join("; ")
             )
         }
         PropertyName::NoOvertaking => {
