@@ -191,6 +191,7 @@ impl Lockstep {
             let exit_file = dir.path().join(format!("child-{p}.exit"));
             let report_file = dir.path().join(format!("child-{p}.report"));
             let env_name = info.kind.env().map_or("none", EnvName::dir_name);
+            let guard = fork_guard();
             let mut os = Command::new(driver_exe)
                 .args([policy.name(), info.kind.token()])
                 .arg(&cache)
@@ -203,6 +204,7 @@ impl Lockstep {
                 .stderr(Stdio::inherit())
                 .spawn()
                 .map_err(|e| format!("spawn {}: {e}", driver_exe.display()))?;
+            drop(guard);
             let (Some(stdin), Some(stdout)) = (os.stdin.take(), os.stdout.take()) else {
                 return Err("driver pipes missing".into());
             };
@@ -301,10 +303,10 @@ impl Lockstep {
                         self.model.procs[p].label, step, answer["detail"]
                     )));
                 }
-                if answer["exited"].as_bool() == Some(true) {
-                    if let Some(mut d) = self.reals[p].driver.take() {
-                        let _ = d.os.wait();
-                    }
+                if answer["exited"].as_bool() == Some(true)
+                    && let Some(mut d) = self.reals[p].driver.take()
+                {
+                    let _ = d.os.wait();
                 }
                 let blocked = outcome == "would-block";
                 if waiting || (!enabled && step == Step::WaitForChild) {
@@ -407,9 +409,23 @@ impl Lockstep {
         Ok(())
     }
 
+    /// Maps a real inode number to the model's numbering. The file system reuses the
+    /// number of an inode nobody holds any more, so a known number whose model inode no
+    /// descriptor references is bound afresh to the inode the model expects (`fallback`).
     fn map_inode(&mut self, ino: u64, fallback: Option<u8>) -> Option<u8> {
-        if let Some(m) = self.inodes.get(&ino) {
-            return Some(*m);
+        if let Some(m) = self.inodes.get(&ino).copied() {
+            let dead = !self
+                .state
+                .procs
+                .iter()
+                .any(|p| p.root_fd.is_some_and(|f| f.inode == m));
+            match fallback {
+                Some(f) if f != m && dead && !self.inodes.values().any(|v| *v == f) => {
+                    self.inodes.insert(ino, f);
+                    return Some(f);
+                }
+                _ => return Some(m),
+            }
         }
         let m = fallback?;
         if self.inodes.values().any(|v| *v == m) {
@@ -587,8 +603,19 @@ impl Lockstep {
     }
 }
 
+/// Serialises this process's forks (spawning drivers) with its lock probes. A probe
+/// holds a lock for a moment; a process forked by another test thread in that moment
+/// would hold a copy of the probe's descriptor, and so the lock, until it execs, and a
+/// driver's step would then find the cache busy for no reason the model knows.
+static FORK_GUARD: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn fork_guard() -> std::sync::MutexGuard<'static, ()> {
+    FORK_GUARD.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// True if some process holds a lock on `path` (our own try-lock fails).
 fn busy(path: &Path) -> bool {
+    let _guard = fork_guard();
     match LockFile::open_existing(path) {
         Ok(Some(mut f)) => !matches!(f.try_lock(Mode::Exclusive), Ok(TryLock::Acquired)),
         _ => false,

@@ -35,6 +35,9 @@ pub const BUILDS_DIR: &str = "builds";
 /// The marker file inside every environment; a child can check that its environment is
 /// intact by testing `$CACHELOCK_ENV/cachelock-env`.
 pub const ENV_MARKER: &str = "cachelock-env";
+/// Separates an environment's name from the random part in the name of its build
+/// directory (`builds/<env>.build-XXXXXX`).
+pub const BUILD_INFIX: &str = ".build-";
 
 const TAG_TEXT: &str = "Signature: 8a477f597d28d172789f06886806bc55\n\
 # This file is a cache directory tag created by cachelock.\n\
@@ -161,19 +164,45 @@ pub fn delete_entries(root: &Path, scaffold: bool, env_locks: bool) -> Result<De
                 remove_tree(&path, &mut report)?;
             }
         } else if name == BUILDS_DIR && is_real_dir {
-            if scaffold {
+            delete_builds(root, &path, env_locks, &mut report)?;
+            if scaffold && !env_locks {
                 remove_tree(&path, &mut report)?;
-            } else {
-                for build in fs::read_dir(&path).ctx("list", &path)? {
-                    let build = build.ctx("list", &path)?;
-                    remove_tree(&build.path(), &mut report)?;
-                }
             }
         } else if scaffold {
             remove_tree(&path, &mut report)?;
         }
     }
     Ok(report)
+}
+
+/// Deletes the builds under `builds/`. With `env_locks`, a build is deleted only while
+/// the lock of the environment it is for is held exclusive (taken without waiting): a
+/// run builds under that lock, so a busy one means the build is in progress.
+fn delete_builds(
+    root: &Path,
+    builds: &Path,
+    env_locks: bool,
+    report: &mut DeleteReport,
+) -> Result<(), Error> {
+    for build in fs::read_dir(builds).ctx("list the builds in", builds)? {
+        let build = build.ctx("list the builds in", builds)?;
+        let name = build.file_name().to_string_lossy().into_owned();
+        let owner = name.split_once(BUILD_INFIX).map(|(env, _)| env.to_string());
+        match owner {
+            Some(env) if env_locks && !env.is_empty() => {
+                let lock_path = root.join(ENVIRONMENTS_DIR).join(format!("{env}.lock"));
+                let Some(mut lock) = LockFile::open_existing(&lock_path)? else {
+                    remove_tree(&build.path(), report)?;
+                    continue;
+                };
+                if lock.try_lock(Mode::Exclusive)? == TryLock::Acquired {
+                    remove_tree(&build.path(), report)?;
+                }
+            }
+            _ => remove_tree(&build.path(), report)?,
+        }
+    }
+    Ok(())
 }
 
 fn delete_environments(

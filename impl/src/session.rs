@@ -223,6 +223,8 @@ pub struct Session {
     env_dir: Option<PathBuf>,
     reused_env: bool,
     clean_held_lock: bool,
+    /// The announcements `await-announced-cleans` waits for, listed at its first try.
+    awaited: Option<Vec<PathBuf>>,
     held: Held,
 }
 
@@ -262,6 +264,7 @@ impl Session {
             env_dir: None,
             reused_env: false,
             clean_held_lock: false,
+            awaited: None,
             held: Held::default(),
         })
     }
@@ -351,6 +354,16 @@ impl Session {
             }
         }
         Ok(self.exit_code)
+    }
+
+    /// The bound on lock waits: the configured one, under a policy whose lock waits can
+    /// time out at all (uv 0.8.x had no timeout: there a wait is unbounded).
+    fn lock_timeout(&self) -> Option<Duration> {
+        if self.design.lock_timeout {
+            self.config.lock_timeout
+        } else {
+            None
+        }
     }
 
     fn finish(&mut self, code: i32) {
@@ -458,6 +471,16 @@ impl Session {
                     if !root.exists() {
                         return Ok(self.no_cache(&root));
                     }
+                } else if self.design.scaffold_before_lock {
+                    // The scaffold step made the root; if it is gone, a clean removed it
+                    // meanwhile and opening `.lock` fails, as it does in uv up to 0.12.
+                    if !root.is_dir() {
+                        return Ok(StepOutcome::Failed(format!(
+                            "could not open the lock file in `{}`: the cache directory was removed \
+                             (by a concurrent clean?); run the command again",
+                            root.display()
+                        )));
+                    }
                 } else {
                     fs::create_dir_all(&root).ctx("create the cache directory", &root)?;
                 }
@@ -489,13 +512,7 @@ impl Session {
                         pid_list(pids)
                     )
                 };
-                if !self.acquire(
-                    &mut lock,
-                    Mode::Shared,
-                    wait,
-                    self.config.lock_timeout,
-                    &why,
-                )? {
+                if !self.acquire(&mut lock, Mode::Shared, wait, self.lock_timeout(), &why)? {
                     return Ok(StepOutcome::WouldBlock);
                 }
                 self.held.env_lock = Some(lock);
@@ -511,8 +528,10 @@ impl Session {
                 }
                 let builds = root.join(cache::BUILDS_DIR);
                 fs::create_dir_all(&builds).ctx("create the directory", &builds)?;
+                // Named after its environment, so that a clean can tell whose it is and
+                // leave it alone while that environment's lock is held.
                 let build = tempfile::Builder::new()
-                    .prefix(".tmp")
+                    .prefix(&format!("{}{}", self.config.env_name, cache::BUILD_INFIX))
                     .tempdir_in(&builds)
                     .ctx("create a build directory in", &builds)?;
                 let marker = build.path().join(ENV_MARKER);
@@ -598,11 +617,16 @@ impl Session {
                 let root = self.root()?;
                 match fs::remove_dir(&root) {
                     Ok(()) => {}
-                    Err(e)
-                        if matches!(
-                            e.kind(),
-                            std::io::ErrorKind::NotFound | std::io::ErrorKind::DirectoryNotEmpty
-                        ) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::DirectoryNotEmpty => {
+                        if self.design.remove_root_strict {
+                            return Ok(StepOutcome::Failed(format!(
+                                "failed to remove the cache directory `{}`: it is not empty \
+                                 (another process wrote to it while it was being cleaned); run the clean again",
+                                root.display()
+                            )));
+                        }
+                    }
                     Err(e) => return Err(Error::io("remove the cache directory", root, e)),
                 }
                 Ok(StepOutcome::Done)
@@ -651,7 +675,7 @@ impl Session {
             }
         };
         Ok(
-            if self.acquire(lock, mode, wait, self.config.lock_timeout, &why)? {
+            if self.acquire(lock, mode, wait, self.lock_timeout(), &why)? {
                 StepOutcome::Done
             } else {
                 StepOutcome::WouldBlock
@@ -659,48 +683,62 @@ impl Session {
         )
     }
 
+    /// Waits for the cleans announced when this step was first tried, and only for
+    /// those: a clean announced later started after this run and must not hold it up
+    /// (the model's `await-announced-cleans` takes the same snapshot).
     fn await_announced_cleans(&mut self, wait: Wait) -> Result<StepOutcome, Error> {
         let dir = self.root()?.join(CLEANS_DIR);
-        let mut names: Vec<OsString> = match fs::read_dir(&dir) {
-            Ok(entries) => entries
-                .filter_map(|e| e.ok())
-                .map(|e| e.file_name())
-                .collect(),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(StepOutcome::Done),
-            Err(e) => return Err(Error::io("list the clean announcements in", dir, e)),
-        };
-        names.sort();
+        if self.awaited.is_none() {
+            let mut names: Vec<OsString> = match fs::read_dir(&dir) {
+                Ok(entries) => entries
+                    .filter_map(|e| e.ok())
+                    .map(|e| e.file_name())
+                    .filter(|n| !n.to_string_lossy().starts_with(".tmp")) // not announced yet
+                    .collect(),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+                Err(e) => return Err(Error::io("list the clean announcements in", dir, e)),
+            };
+            names.sort();
+            self.awaited = Some(names.into_iter().map(|n| dir.join(n)).collect());
+        }
         // One timeout for the whole step, however many cleans are announced.
         let start = std::time::Instant::now();
-        for name in names {
-            if name.to_string_lossy().starts_with(".tmp") {
-                continue; // not announced yet
+        while let Some(path) = self.awaited.as_ref().and_then(|a| a.first().cloned()) {
+            if let Some(mut lock) = LockFile::open_existing(&path)? {
+                let why = |pids: &[u32]| {
+                    format!(
+                        "cache is about to be cleaned by {}; waiting…",
+                        pid_list(pids)
+                    )
+                };
+                let left = self
+                    .lock_timeout()
+                    .map(|t| t.saturating_sub(start.elapsed()));
+                if !self.acquire(&mut lock, Mode::Shared, wait, left, &why)? {
+                    return Ok(StepOutcome::WouldBlock);
+                }
+                // Dropping `lock` closes it: that clean has finished, nothing to hold.
             }
-            let path = dir.join(&name);
-            let Some(mut lock) = LockFile::open_existing(&path)? else {
-                continue; // withdrawn meanwhile
-            };
-            let why = |pids: &[u32]| {
-                format!(
-                    "cache is about to be cleaned by {}; waiting…",
-                    pid_list(pids)
-                )
-            };
-            let left = self
-                .config
-                .lock_timeout
-                .map(|t| t.saturating_sub(start.elapsed()));
-            if !self.acquire(&mut lock, Mode::Shared, wait, left, &why)? {
-                return Ok(StepOutcome::WouldBlock);
+            if let Some(a) = self.awaited.as_mut() {
+                a.remove(0);
             }
-            // Dropping `lock` closes it: the clean has finished, nothing to hold.
         }
         Ok(StepOutcome::Done)
     }
 
     fn persist_env(&mut self) -> Result<StepOutcome, Error> {
         if self.reused_env {
-            return Ok(StepOutcome::Done);
+            // Nothing to move, but the environment this run chose to reuse must still be
+            // there: one deleted meanwhile fails here, not later at the spawn.
+            return Ok(match &self.env_dir {
+                Some(dir) if dir.join(ENV_MARKER).is_file() => StepOutcome::Done,
+                Some(dir) => StepOutcome::Failed(format!(
+                    "the environment `{}` was deleted (by a concurrent clean?) while this run was \
+                     about to use it; run the command again",
+                    dir.display()
+                )),
+                None => StepOutcome::Done,
+            });
         }
         let (Some(build), Some(env_dir)) = (self.held.build.take(), self.env_dir.clone()) else {
             return Err(Error::Config(

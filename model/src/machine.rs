@@ -91,6 +91,19 @@ pub enum EnvState {
     Present,
 }
 
+/// A run's own part in building its environment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Build {
+    /// Not yet at `build-env`.
+    None,
+    /// Building in its own temporary directory.
+    InProgress,
+    /// Its build directory was deleted under it.
+    Lost,
+    /// The environment was there already: reusing it.
+    Reused,
+}
+
 /// A `--no-cache` run's temporary cache.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Temp {
@@ -137,6 +150,7 @@ pub struct Proc {
     pub root_fd: Option<RootFd>,
     pub env_fd: Option<EnvFd>,
     pub temp: Temp,
+    pub build: Build,
     pub child: Child,
     pub daemon: Daemon,
     /// A `clean --force` that found the lock busy and went on without it.
@@ -154,6 +168,10 @@ pub struct Fs {
     pub root: bool,
     /// The scaffold files exist.
     pub scaffold: bool,
+    /// The bucket directories exist (`environments/`, `builds/`): made with the scaffold
+    /// and again by any build; a prune keeps them, a clean without environment locks
+    /// removes them. The root cannot be removed while they exist.
+    pub buckets: bool,
     /// The inode `<cache>/.lock` names, if the path exists.
     pub lock_path: Option<u8>,
     /// The next inode number a create will use.
@@ -290,6 +308,7 @@ impl CacheModel {
                     root_fd: None,
                     env_fd: None,
                     temp: Temp::None,
+                    build: Build::None,
                     child: Child::NotSpawned,
                     daemon: Daemon::None,
                     forced: false,
@@ -303,6 +322,7 @@ impl CacheModel {
             fs: Fs {
                 root: true,
                 scaffold: true,
+                buckets: true,
                 lock_path: Some(0),
                 next_inode: 1,
                 envs: [EnvState::Absent; 3],
@@ -453,8 +473,8 @@ impl CacheModel {
         let st = &s.procs[p];
         match st.life {
             Life::Waiting => {
-                !(self.design.lock_timeout && self.procs[p].spec.timeout)
-                    && !self.step_enabled(s, p)
+                let can_time_out = self.design.lock_timeout && self.procs[p].spec.timeout;
+                !can_time_out && !self.step_enabled(s, p)
             }
             Life::Ready => match self.next_step(s, p) {
                 Some(Step::WaitForChild) if st.child == Child::Running => self.child_stuck(s, p),
@@ -639,6 +659,7 @@ impl CacheModel {
             Step::CreateScaffold => {
                 s.fs.root = true;
                 s.fs.scaffold = true;
+                s.fs.buckets = true;
                 self.advance(s, p);
             }
             Step::OpenLockFile => {
@@ -687,10 +708,14 @@ impl CacheModel {
                     }
                     Some(env) => {
                         s.fs.root = true;
-                        if let Some(i) = env_index(env)
-                            && s.fs.envs[i] == EnvState::Absent
-                        {
-                            s.fs.envs[i] = EnvState::Building;
+                        s.fs.buckets = true;
+                        if let Some(i) = env_index(env) {
+                            if s.fs.envs[i] == EnvState::Present {
+                                s.procs[p].build = Build::Reused;
+                            } else {
+                                s.fs.envs[i] = EnvState::Building;
+                                s.procs[p].build = Build::InProgress;
+                            }
                         }
                     }
                     None => {}
@@ -706,11 +731,14 @@ impl CacheModel {
                             true
                         }
                     },
-                    Some(env) => match env_index(env) {
-                        Some(i) if s.fs.envs[i] != EnvState::Absent => {
+                    // Its own build moves into place (another run may have been first:
+                    // then there is nothing to move), or the reused one must still be there.
+                    Some(env) => match (env_index(env), s.procs[p].build) {
+                        (Some(i), Build::InProgress) => {
                             s.fs.envs[i] = EnvState::Present;
                             true
                         }
+                        (Some(i), Build::Reused) => s.fs.envs[i] == EnvState::Present,
                         _ => false,
                     },
                     None => false,
@@ -764,10 +792,20 @@ impl CacheModel {
                         let guarded = self.design.env_lock != EnvLock::None;
                         if !guarded || !self.env_locked(s, *env) {
                             s.fs.envs[i] = EnvState::Absent;
+                            for q in 0..self.procs.len() {
+                                if self.procs[q].kind.env() == Some(*env)
+                                    && s.procs[q].build == Build::InProgress
+                                {
+                                    s.procs[q].build = Build::Lost;
+                                }
+                            }
                         }
                     }
                     if kind != Kind::Prune {
                         s.fs.scaffold = false;
+                        if self.design.env_lock == EnvLock::None {
+                            s.fs.buckets = false;
+                        }
                     }
                 }
                 self.note_clean_done(s);
@@ -781,6 +819,7 @@ impl CacheModel {
             }
             Step::RemoveRoot => {
                 let empty = !s.fs.scaffold
+                    && !s.fs.buckets
                     && s.fs.lock_path.is_none()
                     && s.fs.envs.iter().all(|e| *e == EnvState::Absent);
                 if empty {
