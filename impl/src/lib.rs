@@ -21,6 +21,7 @@
 pub mod cache;
 pub mod child;
 pub mod error;
+pub mod faults;
 pub mod hold;
 pub mod lockfile;
 pub mod procinfo;

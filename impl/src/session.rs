@@ -33,6 +33,7 @@ use tempfile::TempDir;
 use crate::cache::{self, CLEANS_DIR, CacheDir, ENV_MARKER, ENVIRONMENTS_DIR, LOCK_FILE};
 use crate::child::{self, ChildGuard};
 use crate::error::{Error, IoContext};
+use crate::faults::{self, Fault};
 use crate::lockfile::{LockFile, TryLock};
 use crate::procinfo::{self, pid_list, process_list};
 
@@ -325,6 +326,12 @@ impl Session {
             return Err(Error::Finished);
         };
         tracing::info!("{}: {}", step.name(), step.summary());
+        if faults::active() == Some(Fault::KillAtStep(self.next)) {
+            // SAFETY: kill(2) on our own pid; SIGKILL cannot be caught, nothing returns.
+            unsafe {
+                libc::kill(libc::getpid(), libc::SIGKILL);
+            }
+        }
         let outcome = match self.perform(step, wait) {
             Ok(outcome) => outcome,
             Err(e) => {
@@ -546,7 +553,16 @@ impl Session {
                 }
                 Ok(StepOutcome::Done)
             }
-            Step::SpawnChild => self.spawn_child(),
+            Step::SpawnChild => {
+                if faults::is(Fault::DropTempBeforeSpawn) {
+                    self.held.temp_cache = None;
+                }
+                let outcome = self.spawn_child();
+                if faults::is(Fault::ReleaseBeforeChildExit) {
+                    self.held.root_lock = None;
+                }
+                outcome
+            }
             Step::WaitForChild => {
                 let Some(child) = self.held.child.as_mut() else {
                     return Ok(StepOutcome::Done);
@@ -587,8 +603,9 @@ impl Session {
                     if scaffold { "Clearing" } else { "Pruning" },
                     root.display()
                 ));
-                let report =
-                    cache::delete_entries(&root, scaffold, self.design.env_lock != EnvLock::None)?;
+                let env_locks =
+                    self.design.env_lock != EnvLock::None && !faults::is(Fault::DeleteUnlockable);
+                let report = cache::delete_entries(&root, scaffold, env_locks)?;
                 for name in &report.skipped {
                     self.notice(&format!("Kept environment `{name}`: it is in use"));
                 }
@@ -648,6 +665,9 @@ impl Session {
         wait: Wait,
     ) -> Result<StepOutcome, Error> {
         let kind = self.config.kind;
+        if faults::is(Fault::SkipLockStep) {
+            return Ok(StepOutcome::Done);
+        }
         if lock.try_lock(mode)? == TryLock::Acquired {
             return Ok(StepOutcome::Done);
         }

@@ -1,0 +1,72 @@
+//! Injected faults, to prove that the test suites notice a broken protocol.
+//!
+//! Compiled in only with the `faults` cargo feature (never in the default build), and
+//! even then inert unless `CACHELOCK_FAULT` names one:
+//! - `kill-at-step=N`: the process kills itself with SIGKILL just before the program's
+//!   step number N (0-based), as a crash at the worst moment would;
+//! - `drop-temp-before-spawn`: the temporary cache is removed just before the child is
+//!   spawned (uv 0.8.19's bug, under any policy);
+//! - `release-before-child-exit`: the root lock is released right after the spawn;
+//! - `delete-unlockable`: a clean deletes environments whose lock it could not take;
+//! - `skip-lock-step`: `lock-shared`/`lock-exclusive` report success without locking.
+
+/// One injected fault.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fault {
+    KillAtStep(usize),
+    DropTempBeforeSpawn,
+    ReleaseBeforeChildExit,
+    DeleteUnlockable,
+    SkipLockStep,
+}
+
+impl Fault {
+    /// Parses a `CACHELOCK_FAULT` value.
+    pub fn parse(text: &str) -> Option<Fault> {
+        Some(match text {
+            "drop-temp-before-spawn" => Fault::DropTempBeforeSpawn,
+            "release-before-child-exit" => Fault::ReleaseBeforeChildExit,
+            "delete-unlockable" => Fault::DeleteUnlockable,
+            "skip-lock-step" => Fault::SkipLockStep,
+            other => Fault::KillAtStep(other.strip_prefix("kill-at-step=")?.parse().ok()?),
+        })
+    }
+}
+
+/// The fault this process was asked to inject, if the feature is on.
+#[cfg(feature = "faults")]
+pub fn active() -> Option<Fault> {
+    static FAULT: std::sync::OnceLock<Option<Fault>> = std::sync::OnceLock::new();
+    *FAULT.get_or_init(|| {
+        let text = std::env::var("CACHELOCK_FAULT").ok()?;
+        let fault = Fault::parse(&text);
+        if fault.is_none() {
+            eprintln!("cachelock: ignoring unknown CACHELOCK_FAULT `{text}`");
+        }
+        fault
+    })
+}
+
+/// The fault this process was asked to inject: never, without the `faults` feature.
+#[cfg(not(feature = "faults"))]
+pub fn active() -> Option<Fault> {
+    None
+}
+
+/// True if `fault` is the one injected.
+pub fn is(fault: Fault) -> bool {
+    active() == Some(fault)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fault_names_parse() {
+        assert_eq!(Fault::parse("kill-at-step=3"), Some(Fault::KillAtStep(3)));
+        assert_eq!(Fault::parse("skip-lock-step"), Some(Fault::SkipLockStep));
+        assert_eq!(Fault::parse("kill-at-step=x"), None);
+        assert_eq!(Fault::parse("nonsense"), None);
+    }
+}
