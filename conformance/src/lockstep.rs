@@ -172,6 +172,17 @@ impl Lockstep {
     /// Sets up a cache like the model's initial state (root, scaffold, `.lock`) and one
     /// driver per process. `driver_exe` is the `cl-driver` binary.
     pub fn new(policy: Policy, sc: &Scenario, driver_exe: &Path) -> Result<Lockstep, String> {
+        Lockstep::with_env(policy, sc, driver_exe, &[])
+    }
+
+    /// As [`Lockstep::new`], with extra environment variables for every driver (an
+    /// injected fault: `CACHELOCK_FAULT=…`).
+    pub fn with_env(
+        policy: Policy,
+        sc: &Scenario,
+        driver_exe: &Path,
+        env: &[(&str, &str)],
+    ) -> Result<Lockstep, String> {
         if !playable(sc) {
             return Err(format!("scenario {sc} is not playable for real"));
         }
@@ -199,6 +210,7 @@ impl Lockstep {
                 .arg(&exit_file)
                 .arg(&report_file)
                 .env("TMPDIR", &tmp)
+                .envs(env.iter().copied())
                 .stdin(Stdio::piped())
                 .stdout(Stdio::piped())
                 .stderr(Stdio::inherit())
@@ -295,9 +307,12 @@ impl Lockstep {
                 let enabled = self.model.step_enabled(&self.state, p);
                 let waiting = self.state.procs[p].life == Life::Waiting;
                 let answer = self.ask(p, "step")?;
-                let outcome = answer["outcome"].as_str().unwrap_or("?").to_string();
+                let mut outcome = answer["outcome"].as_str().unwrap_or("?").to_string();
+                if let Some(detail) = answer["detail"].as_str() {
+                    outcome = format!("{outcome}: {detail}");
+                }
                 outcomes.push((p, step, outcome.clone()));
-                if outcome == "error" {
+                if outcome.starts_with("error") {
                     return Err(self.fail(format!(
                         "{}: {} failed with an error: {}",
                         self.model.procs[p].label, step, answer["detail"]
@@ -359,7 +374,13 @@ impl Lockstep {
             }
             Action::Event(_, e) => return Err(format!("event {e} is not played for real")),
         }
-        let line = story::line(&self.model, &before, action, &self.state);
+        let mut line = story::line(&self.model, &before, action, &self.state);
+        if let Some((_, _, real)) = outcomes.last().filter(|(q, _, _)| *q == p)
+            && matches!(action, Action::Step(..))
+            && !matches!(real.as_str(), "done" | "reused" | "would-block")
+        {
+            line.push_str(&format!("   [real: {real}]"));
+        }
         self.story.push(format!("{}. {line}", self.story.len() + 1));
         self.compare()
     }
@@ -651,5 +672,77 @@ pub fn process_alive(pid: u32) -> bool {
                 .is_some_and(|state| state != "Z" && state != "X")
         }
         Err(_) => false,
+    }
+}
+
+/// Generators of scenarios and interleavings for property tests, biased towards the
+/// interesting cases: every scenario has a run and a clean, and children exit often
+/// enough that cleans meet running and finished children alike.
+pub mod generate {
+    use super::Op;
+    use cachelock_model::{Kind, ProcSpec, Scenario};
+    use proptest::prelude::*;
+
+    /// The runs the harness plays.
+    pub const RUNS: [Kind; 5] = [
+        Kind::Run,
+        Kind::RunScript,
+        Kind::ToolRun,
+        Kind::RunNoCache,
+        Kind::RunServer,
+    ];
+    /// The cleaners.
+    pub const CLEANS: [Kind; 3] = [Kind::Clean, Kind::CleanForce, Kind::Prune];
+    const ANY: [Kind; 8] = [
+        Kind::Run,
+        Kind::RunScript,
+        Kind::ToolRun,
+        Kind::RunNoCache,
+        Kind::RunServer,
+        Kind::Clean,
+        Kind::CleanForce,
+        Kind::Prune,
+    ];
+
+    /// A process of one of `kinds`, sometimes `+crash`, sometimes `+timeout`.
+    pub fn spec(kinds: &'static [Kind]) -> impl Strategy<Value = ProcSpec> {
+        (
+            proptest::sample::select(kinds),
+            proptest::bool::weighted(0.25),
+            proptest::bool::weighted(0.25),
+        )
+            .prop_map(|(kind, crash, timeout)| ProcSpec {
+                kind,
+                crash,
+                timeout,
+            })
+    }
+
+    /// A run of one of `runs`, a clean, and sometimes a third process of any sort.
+    pub fn scenario(runs: &'static [Kind]) -> impl Strategy<Value = Scenario> {
+        (spec(runs), spec(&CLEANS), proptest::option::of(spec(&ANY))).prop_map(|(r, c, x)| {
+            let mut procs = vec![r, c];
+            procs.extend(x);
+            Scenario { procs }
+        })
+    }
+
+    /// One op on one of `n` processes: mostly steps, often child exits, sometimes a
+    /// kill or a timeout.
+    pub fn op(n: usize) -> impl Strategy<Value = Op> {
+        prop_oneof![
+            8 => (0..n).prop_map(Op::Advance),
+            3 => (0..n).prop_map(Op::ChildExit),
+            1 => (0..n).prop_map(Op::Kill),
+            1 => (0..n).prop_map(Op::Timeout),
+        ]
+    }
+
+    /// A scenario and up to 47 ops on it.
+    pub fn case(runs: &'static [Kind]) -> impl Strategy<Value = (Scenario, Vec<Op>)> {
+        scenario(runs).prop_flat_map(|sc| {
+            let n = sc.procs.len();
+            (Just(sc), proptest::collection::vec(op(n), 1..48))
+        })
     }
 }
