@@ -97,6 +97,84 @@ pub fn create_scaffold(root: &Path) -> Result<(), Error> {
     Ok(())
 }
 
+/// Locks a temporary cache as its run's own: `<temp>/.lock` is created already locked
+/// shared (locked under a temporary name, then renamed into place), so that it is never
+/// seen unlocked while the run lives. The run holds the returned descriptor until its
+/// temporary cache is removed; if the run is killed, the lock goes with it and the cache
+/// is recognisably leaked ([`leaked_temp_caches`]).
+pub fn lock_temp_cache(temp: &Path) -> Result<LockFile, Error> {
+    let file = tempfile::Builder::new()
+        .prefix(".tmp")
+        .tempfile_in(temp)
+        .ctx("create the lock file of the temporary cache in", temp)?;
+    file.as_file()
+        .try_lock_shared()
+        .map_err(|e| Error::io("lock", file.path(), e.into()))?;
+    let path = temp.join(LOCK_FILE);
+    let file = file
+        .persist_noclobber(&path)
+        .map_err(|e| Error::io("create the lock file", &path, e.error))?;
+    Ok(LockFile::from_locked(file, path, Mode::Shared))
+}
+
+/// The temporary caches in `tmp` (`$TMPDIR`) whose run has gone without removing them:
+/// a directory (not a link) named `.tmp*`, owned by this user, holding a `CACHEDIR.TAG`
+/// written by cachelock and a `.lock` that nobody holds. A temporary cache without
+/// `.lock` is never reported: nothing tells a live one from a leaked one.
+pub fn leaked_temp_caches(tmp: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = fs::read_dir(tmp) else {
+        return Vec::new();
+    };
+    let mut found: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with(".tmp"))
+        .map(|e| e.path())
+        .filter(|p| is_ours_and_unlocked(p).is_some())
+        .collect();
+    found.sort();
+    found
+}
+
+/// If `dir` is a leaked temporary cache of ours, the exclusive lock that proves nobody
+/// uses it (held as long as the value lives).
+fn is_ours_and_unlocked(dir: &Path) -> Option<LockFile> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = fs::symlink_metadata(dir).ok()?;
+    // SAFETY: geteuid(2) has no preconditions and cannot fail.
+    let uid = unsafe { libc::geteuid() };
+    if !meta.is_dir() || meta.uid() != uid {
+        return None;
+    }
+    let tag = dir.join(TAG_FILE);
+    let tag_meta = fs::symlink_metadata(&tag).ok()?;
+    if !tag_meta.is_file() || tag_meta.len() > 4096 || fs::read_to_string(&tag).ok()? != TAG_TEXT {
+        return None;
+    }
+    let lock_path = dir.join(LOCK_FILE);
+    if !fs::symlink_metadata(&lock_path).ok()?.is_file() {
+        return None;
+    }
+    let mut lock = LockFile::open_existing(&lock_path).ok()??;
+    (lock.try_lock(Mode::Exclusive).ok()? == TryLock::Acquired).then_some(lock)
+}
+
+/// Removes the leaked temporary caches in `tmp` ([`leaked_temp_caches`]), each while
+/// holding its lock exclusive; returns what was removed.
+pub fn remove_leaked_temp_caches(tmp: &Path) -> Result<Vec<(PathBuf, DeleteReport)>, Error> {
+    let mut removed = Vec::new();
+    for dir in leaked_temp_caches(tmp) {
+        // Checked again under the lock that is held while deleting.
+        let Some(lock) = is_ours_and_unlocked(&dir) else {
+            continue;
+        };
+        let mut report = DeleteReport::default();
+        remove_tree(&dir, &mut report)?;
+        drop(lock);
+        removed.push((dir, report));
+    }
+    Ok(removed)
+}
+
 /// Refuses to clean `/`, the home directory, and directories that are not caches.
 pub fn check_cleanable(root: &Path) -> Result<(), Error> {
     let refuse = |reason| Error::NotACache {
@@ -119,7 +197,12 @@ pub fn check_cleanable(root: &Path) -> Result<(), Error> {
     for entry in entries {
         let entry = entry.ctx("list the cache directory", &canonical)?;
         let name = entry.file_name();
-        if !LEFTOVER_NAMES.iter().any(|n| name == *n) {
+        // A run may recreate the tag between the test above and this listing (the tag
+        // counts then), and a run creating `.lock` leaves an empty `.tmpXXXXXX` for a
+        // moment: neither makes a cache something else.
+        let creating_lock = name.to_string_lossy().starts_with(".tmp")
+            && entry.metadata().is_ok_and(|m| m.is_file() && m.len() == 0);
+        if name != TAG_FILE && !creating_lock && !LEFTOVER_NAMES.iter().any(|n| name == *n) {
             return Err(refuse(
                 "it has no CACHEDIR.TAG and holds files a cache does not have",
             ));
@@ -226,7 +309,7 @@ fn delete_environments(
             continue;
         }
         if !env_locks {
-            remove_tree(&path, report)?;
+            remove_env(dir, &path, &text, report)?;
             continue;
         }
         let lock_path = dir.join(format!("{text}.lock"));
@@ -234,7 +317,7 @@ fn delete_environments(
         match lock.try_lock(Mode::Exclusive)? {
             TryLock::Acquired => {
                 tracing::debug!(env = %text, "deleting environment under its exclusive lock");
-                remove_tree(&path, report)?;
+                remove_env(dir, &path, &text, report)?;
                 // Closing the descriptor releases the lock after the deletion.
                 drop(lock);
             }
@@ -242,6 +325,39 @@ fn delete_environments(
         }
     }
     Ok(())
+}
+
+/// Removes the environment `path` (named `name`, in the environments directory `dir`)
+/// so that nobody ever finds it half deleted: it is first renamed, in one step, to a
+/// build of its environment (`builds/<name>.build-trash-…`), then deleted there. A run
+/// sees the environment whole or not at all; a clean killed meanwhile leaves a build
+/// that the next clean or prune deletes (under the environment's lock, like any build).
+/// If the rename is impossible, the marker goes first, so that what is left is never
+/// reused as an environment.
+fn remove_env(dir: &Path, path: &Path, name: &str, report: &mut DeleteReport) -> Result<(), Error> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let builds = dir.parent().map(|root| root.join(BUILDS_DIR));
+    if let Some(builds) = builds
+        && fs::symlink_metadata(&builds).is_ok_and(|m| m.is_dir())
+    {
+        let trash = builds.join(format!(
+            "{name}{BUILD_INFIX}trash-{}-{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        ));
+        match fs::rename(path, &trash) {
+            Ok(()) => return remove_tree(&trash, report),
+            Err(e) if e.kind() == io::ErrorKind::NotFound && !path.exists() => return Ok(()),
+            Err(e) => {
+                tracing::debug!(path = %path.display(), "could not move to the trash: {e}");
+            }
+        }
+    }
+    if fs::symlink_metadata(path).is_ok_and(|m| m.is_dir()) {
+        remove_tree(&path.join(ENV_MARKER), report)?;
+    }
+    remove_tree(path, report)
 }
 
 /// Removes a file, a link or a directory tree; never follows links; tolerates entries

@@ -2,6 +2,7 @@
 //! protocol (ours by default, or one of uv's releases with `--policy`).
 
 mod check_cmd;
+mod stress;
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -62,6 +63,18 @@ enum Command {
     Check(check_cmd::CheckArgs),
     /// Explore one scenario of the model in a web browser.
     Explore(check_cmd::ExploreArgs),
+    /// Hammer one cache with many real cachelock processes and report what broke.
+    ///
+    /// Loops `run` (short and long children), `run --script`, `run --no-cache`,
+    /// `tool-run`, `clean` and `prune` in `--processes` parallel workers for `--seconds`.
+    /// Every child checks its environment all along. Prints the operations completed,
+    /// lock waits (median, p99), environments found missing, leaked temporary caches and
+    /// processes stuck past their timeout; exits 1 if any of those is not zero.
+    Stress(stress::StressArgs),
+    /// The checking child of `stress`: verifies `$CACHELOCK_ENV/cachelock-env` at start,
+    /// every few milliseconds, and at exit (exit 86 if it is missing).
+    #[command(hide = true)]
+    CheckEnv(stress::CheckEnvArgs),
 }
 
 #[derive(Debug, Args)]
@@ -175,6 +188,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Check(args) => return check_cmd::check(args),
         Command::Explore(args) => return check_cmd::explore(args),
+        Command::Stress(args) => return stress::stress(args),
+        Command::CheckEnv(args) => return stress::check_env(args),
         Command::Run(args) => run(args),
         Command::ToolRun(args) => tool_run(args),
         Command::Clean(args) => {
@@ -185,7 +200,8 @@ fn main() -> ExitCode {
             };
             clean(&args.cache, args.policy.policy, kind)
         }
-        Command::Prune(args) => clean(&args.cache, args.policy.policy, Kind::Prune),
+        Command::Prune(args) => clean(&args.cache, args.policy.policy, Kind::Prune)
+            .and_then(|code| Ok(code.max(prune_leaked_temp_caches()?))),
         Command::Status(args) => status(&args.cache),
         Command::Hold(args) => hold(args),
     };
@@ -262,6 +278,19 @@ fn tool_run(args: ToolRunArgs) -> anyhow::Result<i32> {
 fn clean(cache: &CacheArgs, policy: Policy, kind: Kind) -> anyhow::Result<i32> {
     let config = session(CacheDir::Persistent(cache.root()?), policy, kind)?;
     Ok(Session::new(config)?.run_to_completion()?)
+}
+
+/// Removes the temporary caches that killed `--no-cache` runs left in `$TMPDIR` (only
+/// cachelock's, only unlocked ones: see `cache::leaked_temp_caches`).
+fn prune_leaked_temp_caches() -> anyhow::Result<i32> {
+    for (dir, report) in cachelock::cache::remove_leaked_temp_caches(&std::env::temp_dir())? {
+        eprintln!(
+            "Removed leaked temporary cache {} ({} files)",
+            dir.display(),
+            report.removed_files
+        );
+    }
+    Ok(0)
 }
 
 fn status(cache: &CacheArgs) -> anyhow::Result<i32> {

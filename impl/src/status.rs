@@ -53,6 +53,9 @@ pub struct Status {
     pub available_bytes: Option<u64>,
     /// Lock holders and waiters, holders first.
     pub locks: Vec<LockHolder>,
+    /// Temporary caches (`--no-cache`) in `$TMPDIR` whose run was killed before removing
+    /// them (see `cache::leaked_temp_caches`); `cachelock prune` removes them.
+    pub leaked_temp_caches: Vec<PathBuf>,
 }
 
 /// Inspects the cache at `root`; never takes a lock and never blocks.
@@ -65,6 +68,7 @@ pub fn status(root: &Path) -> Result<Status, Error> {
         files: 0,
         available_bytes: None,
         locks: Vec::new(),
+        leaked_temp_caches: crate::cache::leaked_temp_caches(&std::env::temp_dir()),
     };
     if !st.exists {
         return Ok(st);
@@ -152,6 +156,16 @@ fn human(bytes: u64) -> String {
 impl fmt::Display for Status {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "cache: {}", self.root.display())?;
+        if !self.leaked_temp_caches.is_empty() {
+            writeln!(
+                f,
+                "leaked temporary caches: {} (their run was killed; `cachelock prune` removes them)",
+                self.leaked_temp_caches.len()
+            )?;
+            for dir in &self.leaked_temp_caches {
+                writeln!(f, "  {}", dir.display())?;
+            }
+        }
         if !self.exists {
             return writeln!(f, "No cache found at: {}", self.root.display());
         }
