@@ -22,6 +22,7 @@ pub mod cache;
 pub mod child;
 pub mod error;
 pub mod faults;
+pub mod guards;
 pub mod hold;
 pub mod lockfile;
 pub mod procinfo;

@@ -28,12 +28,12 @@ use std::time::Duration;
 
 use cachelock_model::protocol::{DropTemp, EnvLock};
 use cachelock_model::{Design, Kind, Mode, OnBusy, Policy, Step};
-use tempfile::TempDir;
 
 use crate::cache::{self, CLEANS_DIR, CacheDir, ENV_MARKER, ENVIRONMENTS_DIR, LOCK_FILE};
-use crate::child::{self, ChildGuard};
+use crate::child;
 use crate::error::{Error, IoContext};
 use crate::faults::{self, Fault};
+use crate::guards::Held;
 use crate::lockfile::{LockFile, TryLock};
 use crate::procinfo::{self, pid_list, process_list};
 
@@ -163,7 +163,7 @@ pub struct SessionView {
 /// A clean's announcement: a file in `.cleans/`, locked exclusive before it was visible.
 /// Dropping it withdraws it: unlink first (no new waiter can find it), then close.
 #[derive(Debug)]
-struct Announcement {
+pub struct Announcement {
     path: PathBuf,
     lock: Option<LockFile>,
 }
@@ -186,29 +186,6 @@ impl Drop for Announcement {
     fn drop(&mut self) {
         let _ = self.withdraw();
     }
-}
-
-/// Everything a session holds. The field order is the drop order, and it is the
-/// protocol's order for a session that ends early (error, panic): first the child is
-/// waited for, so that nothing it uses goes away under it; then the unpersisted build
-/// and the locks that protect what the child used; then the temporary cache, which holds
-/// the build, the environment and their lock files; the announcement last, so that runs
-/// waiting for this clean start only when it holds nothing else.
-#[derive(Debug, Default)]
-struct Held {
-    /// The child (its guard waits for it on drop).
-    child: Option<ChildGuard>,
-    /// An environment being built under `builds/.tmpX`; removed unless persisted.
-    build: Option<TempDir>,
-    /// The environment lock (closed, never unlocked, on drop: a copy inherited by the
-    /// child keeps protecting the environment).
-    env_lock: Option<LockFile>,
-    /// The root lock.
-    root_lock: Option<LockFile>,
-    /// The temporary cache of `--no-cache`.
-    temp_cache: Option<TempDir>,
-    /// A clean's announcement.
-    announcement: Option<Announcement>,
 }
 
 /// One process of the protocol. See the module documentation.
