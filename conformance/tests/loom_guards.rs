@@ -12,6 +12,9 @@
 //! Each test is one race, named for what it rules out. `LOOM_MAX_PREEMPTIONS` defaults
 //! to 3 here (CI); raise it for a deeper run.
 
+// The guards are taken one step at a time, as the session takes them.
+#![allow(clippy::field_reassign_with_default)]
+
 use std::fmt;
 
 use cachelock::guards::{Held, Platform};
@@ -249,9 +252,11 @@ fn temp_cache_is_not_removed_under_its_child_when_the_run_fails_after_spawning()
         let w = world();
         // A --no-cache run that errors right after the spawn: everything it holds is
         // dropped at once, in `Held`'s order.
-        let mut held: Held<Sim> = Held::default();
-        held.temp_cache = Some(SimDir { w: w.clone() });
-        held.child = Some(spawn_child(&w, true, false));
+        let held: Held<Sim> = Held {
+            temp_cache: Some(SimDir { w: w.clone() }),
+            child: Some(spawn_child(&w, true, false)),
+            ..Held::default()
+        };
         drop(held);
         check(&w);
         let g = w.0.lock().unwrap();
