@@ -48,6 +48,9 @@ pub struct CheckArgs {
     /// Print docs/traces.md (every declared failure's shortest story).
     #[arg(long, conflicts_with_all = ["policy", "scenario"])]
     pub traces: bool,
+    /// Print docs/protocol.md (the rules, each policy's design choices, the vocabulary).
+    #[arg(long, conflicts_with_all = ["policy", "scenario", "json", "markdown", "traces"])]
+    pub protocol: bool,
 }
 
 /// Arguments of `cachelock explore`.
@@ -115,6 +118,10 @@ impl Progress {
 
 /// Runs `cachelock check`.
 pub fn check(args: CheckArgs) -> ExitCode {
+    if args.protocol {
+        print!("{}", report::protocol_markdown());
+        return ExitCode::SUCCESS;
+    }
     let policies = match &args.policy {
         Some(name) => match Policy::parse(name) {
             Ok(p) => vec![p],

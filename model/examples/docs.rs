@@ -14,5 +14,6 @@ fn main() -> std::io::Result<()> {
         report::verdicts_markdown(&rows),
     )?;
     std::fs::write(format!("{root}/traces.md"), report::traces_markdown(&rows))?;
+    std::fs::write(format!("{root}/protocol.md"), report::protocol_markdown())?;
     Ok(())
 }

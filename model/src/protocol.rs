@@ -22,6 +22,28 @@
 //!   requests are granted. A process that only waits is invisible to the others.
 //! - Opening the file and locking it are separate steps, and the lock is on the inode the
 //!   descriptor was opened on, not on the path.
+//!
+//! The `cachelock` policy (ours) keeps every property in every CI scenario, but
+//! `mutual-exclusion` under `clean --force`, which deletes without the lock by
+//! definition. Its rules, and the failure each one prevents:
+//! - A run holds the root lock shared only while it sets up, and releases it before
+//!   spawning: a server or a nested `clean` never blocks a clean (`clean-completes`,
+//!   `no-deadlock`).
+//! - What keeps an environment alive is its own lock file, `environments/<env>.lock`,
+//!   locked shared *before* the environment is built or reused, while the root lock is
+//!   still held: there is no window in which a clean can take it (`live-env-intact`).
+//! - The child inherits that descriptor, and so does anything the child starts: the lock
+//!   outlives a killed run and covers daemons. The run ends its part with `close`, never
+//!   `LOCK_UN`, which would release it for all of them.
+//! - A clean deletes an environment only while holding that lock exclusive, taken
+//!   without waiting; a busy one is skipped and reported as in use. Builds are spared
+//!   the same way. No lock file is ever unlinked, so no inode is orphaned.
+//! - A clean's first step publishes an announcement that is already locked when it
+//!   appears; a run's first step waits for the cleans announced before it started. A
+//!   clean that is only waiting is thus visible, and later runs do not overtake it
+//!   (`no-overtaking`), which flock alone (no writer preference) cannot give.
+//! - A `--no-cache` run keeps its temporary cache until its child has exited, and drops
+//!   it on every path but SIGKILL (`no-leaked-temp`).
 
 use std::fmt;
 

@@ -60,7 +60,7 @@ fn docs_verdicts_md_is_fresh() {
     assert_fresh(
         "docs/verdicts.md",
         &report::verdicts_markdown(rows()),
-        "cargo run --release -- check --markdown > docs/verdicts.md",
+        "cargo run --release -p cachelock -- check --markdown > docs/verdicts.md",
     );
 }
 
@@ -69,6 +69,15 @@ fn docs_traces_md_is_fresh() {
     assert_fresh(
         "docs/traces.md",
         &report::traces_markdown(rows()),
-        "cargo run --release -- check --traces > docs/traces.md",
+        "cargo run --release -p cachelock -- check --traces > docs/traces.md",
+    );
+}
+
+#[test]
+fn docs_protocol_md_is_fresh() {
+    assert_fresh(
+        "docs/protocol.md",
+        &report::protocol_markdown(),
+        "cargo run --release -p cachelock -- check --protocol > docs/protocol.md",
     );
 }
