@@ -217,7 +217,7 @@ pub struct Cell {
 impl Cell {
     /// True when the observed failing set is the declared one.
     pub fn as_declared(&self) -> bool {
-        let mut want: Vec<&str> = self.expected.failing.to_vec();
+        let mut want: Vec<&str> = self.expected.failing();
         let mut got: Vec<&str> = self.failing.iter().map(String::as_str).collect();
         want.sort_unstable();
         got.sort_unstable();

@@ -66,7 +66,7 @@ pub fn mismatches(rows: &[Row]) -> Vec<String> {
 }
 
 fn mismatch_line(policy: Policy, cell: &Cell) -> String {
-    let declared: Vec<&str> = cell.expected.failing.to_vec();
+    let declared: Vec<&str> = cell.expected.failing();
     let got: Vec<&str> = cell.failing.iter().map(String::as_str).collect();
     let extra: Vec<&&str> = got.iter().filter(|s| !declared.contains(s)).collect();
     let missing: Vec<&&str> = declared.iter().filter(|s| !got.contains(s)).collect();
@@ -156,12 +156,13 @@ pub fn verdicts_markdown(rows: &[Row]) -> String {
         let _ = writeln!(md, "### `{}`\n", row.policy.name());
         for cell in &row.cells {
             let e = expect::expected(row.policy, cell.property);
-            let verdict = if e.failing.is_empty() {
+            let failing = e.failing();
+            let verdict = if failing.is_empty() {
                 "holds".to_string()
             } else {
                 format!(
                     "fails in {}",
-                    e.failing
+                    failing
                         .iter()
                         .map(|s| format!("`{s}`"))
                         .collect::<Vec<_>>()
