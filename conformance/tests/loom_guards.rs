@@ -264,36 +264,48 @@ fn temp_cache_is_not_removed_under_its_child_when_the_run_fails_after_spawning()
     });
 }
 
+/// A cachelock run in a thread: the root lock shared, the environment lock under it,
+/// the environment (re)built, the root lock released, the child spawned (inheriting the
+/// environment lock if `inherit`); then the run's guards drop, as on an error path, or
+/// with the run `killed` first (its own environment descriptor closes at once).
+fn cachelock_run(w: &Shared, inherit: bool, killed: bool) -> thread::JoinHandle<()> {
+    let w = w.clone();
+    thread::spawn(move || {
+        let mut held: Held<Sim> = Held::default();
+        held.root_lock = Some(SimLock::Root(SimRootLock::lock(&w, false)));
+        with(&w, |w| w.env_lock_refs += 1);
+        held.env_lock = Some(SimLock::Env(SimEnvLock { w: w.clone() }));
+        // build-env, under the environment lock: (re)build it if a clean that came
+        // first deleted it.
+        with(&w, |w| w.env_present = true);
+        held.root_lock = None;
+        held.child = Some(spawn_child(&w, false, inherit));
+        if killed {
+            held.env_lock = None;
+        }
+        drop(held);
+    })
+}
+
+/// A run and a clean in parallel, then the world is checked.
+fn run_beside_a_clean(inherit: bool, killed: bool) {
+    let w = world();
+    let run = cachelock_run(&w, inherit, killed);
+    let cleaner = {
+        let w = w.clone();
+        thread::spawn(move || clean(&w, true))
+    };
+    run.join().unwrap();
+    cleaner.join().unwrap();
+    check(&w);
+}
+
 #[test]
 fn clean_does_not_delete_the_env_of_a_child_whose_run_was_dropped() {
-    // cachelock: the run locks the environment under the root lock, releases the root
-    // lock before spawning, the child inherits the environment lock, and the run's
-    // guards drop (an error path) while a clean runs.
-    model(|| {
-        let w = world();
-        let run = {
-            let w = w.clone();
-            thread::spawn(move || {
-                let mut held: Held<Sim> = Held::default();
-                held.root_lock = Some(SimLock::Root(SimRootLock::lock(&w, false)));
-                with(&w, |w| w.env_lock_refs += 1);
-                held.env_lock = Some(SimLock::Env(SimEnvLock { w: w.clone() }));
-                // build-env, under the environment lock: (re)build it if a clean that
-                // came first deleted it.
-                with(&w, |w| w.env_present = true);
-                held.root_lock = None;
-                held.child = Some(spawn_child(&w, false, true));
-                drop(held);
-            })
-        };
-        let cleaner = {
-            let w = w.clone();
-            thread::spawn(move || clean(&w, true))
-        };
-        run.join().unwrap();
-        cleaner.join().unwrap();
-        check(&w);
-    });
+    // cachelock: the child inherits the environment lock, so the run's guards may drop
+    // (an error path, or the run killed) while a clean runs.
+    model(|| run_beside_a_clean(true, false));
+    model(|| run_beside_a_clean(true, true));
 }
 
 #[test]
@@ -387,29 +399,5 @@ fn loom_catches_a_temp_cache_dropped_before_the_child() {
 #[test]
 #[should_panic(expected = "environment is gone")]
 fn loom_catches_a_child_that_did_not_inherit_the_env_lock() {
-    model(|| {
-        let w = world();
-        let run = {
-            let w = w.clone();
-            thread::spawn(move || {
-                let mut held: Held<Sim> = Held::default();
-                held.root_lock = Some(SimLock::Root(SimRootLock::lock(&w, false)));
-                with(&w, |w| w.env_lock_refs += 1);
-                held.env_lock = Some(SimLock::Env(SimEnvLock { w: w.clone() }));
-                with(&w, |w| w.env_present = true);
-                held.root_lock = None;
-                held.child = Some(spawn_child(&w, false, false));
-                // The run is killed: its own descriptors close, its child runs on.
-                held.env_lock = None;
-                drop(held);
-            })
-        };
-        let cleaner = {
-            let w = w.clone();
-            thread::spawn(move || clean(&w, true))
-        };
-        run.join().unwrap();
-        cleaner.join().unwrap();
-        check(&w);
-    });
+    model(|| run_beside_a_clean(false, true));
 }

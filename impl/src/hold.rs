@@ -6,7 +6,6 @@
 //! starts and released only after it has exited; the command does not inherit it.
 
 use std::ffi::OsString;
-use std::io::IsTerminal;
 use std::path::Path;
 use std::time::Duration;
 
@@ -30,29 +29,12 @@ pub fn hold(
     // Field order of the two locals below does not matter: `child` is waited for
     // explicitly before `lock` goes out of scope, and its guard waits on any early exit.
     let mut lock = LockFile::open_or_create(&root.join(LOCK_FILE))?;
-    let tty = progress && std::io::stderr().is_terminal();
-    lock.lock(
-        mode,
-        timeout,
-        &mut |path| {
-            tracing::info!(path = %path.display(), ?mode, "waiting for lock");
-            if progress {
-                let pids: Vec<u32> = procinfo::holders_of(path)
-                    .into_iter()
-                    .map(|h| h.pid)
-                    .collect();
-                eprintln!(
-                    "cache is in use by {}; waiting…",
-                    procinfo::process_list(&pids)
-                );
-            }
-        },
-        &mut |waited| {
-            if tty {
-                eprint!("\r  waiting for {}s", waited.as_secs());
-            }
-        },
-    )?;
+    lock.lock_with_progress(mode, timeout, progress, &|pids| {
+        format!(
+            "cache is in use by {}; waiting…",
+            procinfo::process_list(pids)
+        )
+    })?;
     tracing::info!(?mode, "holding the cache lock");
     let mut child = child::spawn(command, &[], None, true)?;
     let code = child.wait()?;

@@ -114,6 +114,47 @@ impl LockFile {
         }
     }
 
+    /// Takes the lock in `mode`, waiting up to `timeout`, as the command does: when the
+    /// first attempt finds it busy and `progress` is on, says once on stderr who holds it
+    /// (`why` turns the holders' pids into the sentence), and on a terminal shows the
+    /// time waited.
+    pub fn lock_with_progress(
+        &mut self,
+        mode: Mode,
+        timeout: Option<Duration>,
+        progress: bool,
+        why: &dyn Fn(&[u32]) -> String,
+    ) -> Result<(), Error> {
+        use std::io::{IsTerminal, Write};
+        let tty = progress && std::io::stderr().is_terminal();
+        let mut ticked = false;
+        let result = self.lock(
+            mode,
+            timeout,
+            &mut |path| {
+                tracing::info!(path = %path.display(), ?mode, "waiting for lock");
+                if progress {
+                    let pids: Vec<u32> = procinfo::holders_of(path)
+                        .into_iter()
+                        .map(|h| h.pid)
+                        .collect();
+                    eprintln!("{}", why(&pids));
+                }
+            },
+            &mut |waited| {
+                if tty {
+                    ticked = true;
+                    eprint!("\r  waiting for {}s", waited.as_secs());
+                    let _ = std::io::stderr().flush();
+                }
+            },
+        );
+        if ticked {
+            eprintln!();
+        }
+        result
+    }
+
     /// Takes the lock in `mode`, waiting until `deadline` (forever if `None`). `on_busy`
     /// is called once, when the first attempt finds the lock busy, and `on_tick` about
     /// once a second while waiting, with the time waited so far.

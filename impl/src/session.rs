@@ -22,7 +22,6 @@
 
 use std::ffi::OsString;
 use std::fs;
-use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -35,7 +34,7 @@ use crate::error::{Error, IoContext};
 use crate::faults::{self, Fault};
 use crate::guards::Held;
 use crate::lockfile::{LockFile, TryLock};
-use crate::procinfo::{self, pid_list, process_list};
+use crate::procinfo::{pid_list, process_list};
 
 /// uv's default lock timeout, used when none is configured.
 pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(300);
@@ -388,34 +387,8 @@ impl Session {
         if wait == Wait::NoBlock {
             return Ok(false);
         }
-        let progress = self.config.progress;
-        let tty = progress && std::io::stderr().is_terminal();
-        let mut ticked = false;
-        let result = lock.lock(
-            mode,
-            timeout,
-            &mut |path| {
-                tracing::info!(path = %path.display(), ?mode, "waiting for lock");
-                if progress {
-                    let pids: Vec<u32> = procinfo::holders_of(path)
-                        .into_iter()
-                        .map(|h| h.pid)
-                        .collect();
-                    eprintln!("{}", why(&pids));
-                }
-            },
-            &mut |waited| {
-                if tty {
-                    ticked = true;
-                    eprint!("\r  waiting for {}s", waited.as_secs());
-                    let _ = std::io::stderr().flush();
-                }
-            },
-        );
-        if ticked {
-            eprintln!();
-        }
-        result.map(|()| true)
+        lock.lock_with_progress(mode, timeout, self.config.progress, why)?;
+        Ok(true)
     }
 
     fn perform(&mut self, step: Step, wait: Wait) -> Result<StepOutcome, Error> {
