@@ -9,8 +9,15 @@ there and reports what it saw:
     CLPROBE_HOLD    maximum seconds to wait for CLPROBE_GO (default 30); "forever" never stops
     CLPROBE_REPORT  file the report (JSON) is written to
     CLPROBE_EXEC    optional command (JSON list) run before the check, e.g. a nested clean
+    CLPROBE_DAEMON  "1": fork a daemon that does all of the above (its pid in the ready
+                    file), and exit 0 as soon as it has signalled: the daemon outlives
+                    the child and keeps using the environment
+    CACHELOCK_ENV   set by `cachelock run`: the environment is that directory, intact
+                    while its marker file `cachelock-env` is there (the probe is then
+                    imported from the wheel file itself, so only the marker is checked)
 
-Exit 0 when the environment was intact, 3 when it was not.
+The ready file holds "<pid>\n<environment>". Exit 0 when the environment was intact,
+3 when it was not.
 Usage: build-probe-wheel.py OUTDIR  (prints the wheel's path)
 """
 
@@ -38,15 +45,40 @@ def _write(path, text):
     os.replace(tmp, path)
 
 
+def _daemonise(ready):
+    """Forks; the parent returns only once the daemon has signalled, then exits 0."""
+    if os.fork() == 0:
+        return
+    while not os.path.exists(ready):
+        time.sleep(0.02)
+    os._exit(0)
+
+
+def _cachelock_env(seen, env):
+    marker = os.path.join(env, "cachelock-env")
+    seen["prefix"] = env
+    seen["prefix_exists"] = os.path.isdir(env)
+    seen["module_file_exists"] = os.path.exists(marker)
+    try:
+        with open(marker) as f:
+            f.read()
+        seen["late_import"] = "ok"
+    except Exception as e:  # the environment vanished under us
+        seen["late_import"] = "%s: %s" % (type(e).__name__, e)
+
+
 def main():
     ready = os.environ.get("CLPROBE_READY")
+    if ready and os.environ.get("CLPROBE_DAEMON") == "1":
+        _daemonise(ready)
+    env = os.environ.get("CACHELOCK_ENV")
     go = os.environ.get("CLPROBE_GO")
     hold = os.environ.get("CLPROBE_HOLD", "30")
     report = os.environ.get("CLPROBE_REPORT")
     run = os.environ.get("CLPROBE_EXEC")
-    seen = {"pid": os.getpid(), "prefix": sys.prefix, "file": __file__}
+    seen = {"pid": os.getpid(), "prefix": env or sys.prefix, "file": __file__}
     if ready:
-        _write(ready, str(os.getpid()))
+        _write(ready, "%d\\n%s" % (os.getpid(), seen["prefix"]))
     deadline = None if hold == "forever" else time.monotonic() + float(hold)
     while go and not os.path.exists(go):
         if deadline is not None and time.monotonic() > deadline:
@@ -57,14 +89,17 @@ def main():
         p = subprocess.run(json.loads(run), capture_output=True, text=True)
         seen["exec_code"] = p.returncode
         seen["exec_stderr"] = p.stderr[-4000:]
-    seen["prefix_exists"] = os.path.isdir(sys.prefix)
-    seen["module_file_exists"] = os.path.exists(__file__)
-    try:
-        from clprobe import late
+    if env:
+        _cachelock_env(seen, env)
+    else:
+        seen["prefix_exists"] = os.path.isdir(sys.prefix)
+        seen["module_file_exists"] = os.path.exists(__file__)
+        try:
+            from clprobe import late
 
-        seen["late_import"] = late.OK
-    except Exception as e:  # the environment vanished under us
-        seen["late_import"] = "%s: %s" % (type(e).__name__, e)
+            seen["late_import"] = late.OK
+        except Exception as e:  # the environment vanished under us
+            seen["late_import"] = "%s: %s" % (type(e).__name__, e)
     ok = seen["prefix_exists"] and seen["module_file_exists"] and seen["late_import"] == "ok"
     seen["ok"] = ok
     if report:

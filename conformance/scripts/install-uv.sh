@@ -8,6 +8,9 @@
 #   Prints the path of each bin/uv (one line per version, in argument order).
 #   Idempotent: a version whose bin/uv already reports that version is skipped.
 #   Exits non-zero, saying which version failed, when pip cannot install it.
+#   Concurrent installs are serialised with flock(1) on <dest>/.install.lock, the same
+#   lock `cachelock_conformance::realuv::ensure_uv` takes (it sets
+#   CACHELOCK_UV_INSTALL_LOCKED=1 when it already holds it).
 set -euo pipefail
 
 # The versions the fidelity suite compares with the model's uv policies:
@@ -29,6 +32,11 @@ if ! command -v "$python" >/dev/null 2>&1; then
 fi
 
 mkdir -p "$dest"
+
+if [ -z "${CACHELOCK_UV_INSTALL_LOCKED:-}" ] && command -v flock >/dev/null 2>&1; then
+    exec 9>"$dest/.install.lock"
+    flock 9
+fi
 
 # The probe wheel needs no network: it is written by Python's zipfile.
 if ! "$python" "$here/build-probe-wheel.py" "$dest/wheels" >/dev/null; then

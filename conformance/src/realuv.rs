@@ -21,8 +21,11 @@
 //! the model's prediction beside it.
 //!
 //! [`Runner`] is the extension point: [`UvBinary`] plays the scenarios with a uv
-//! release; the `cachelock` binary will play them under its own policies.
+//! release; [`cachelock::Cachelock`] plays them with the `cachelock` binary under one of
+//! its policies. [`ensure_uv`] installs a uv release on first use (also for other
+//! crates' tests).
 
+pub mod cachelock;
 pub mod compare;
 pub mod scenarios;
 pub mod sys;
@@ -44,8 +47,8 @@ pub const UV_VERSIONS: [(&str, Policy); 3] = [
     ("0.13.9", Policy::Uv013),
 ];
 
-/// Something that can play the scenarios: a uv release, or (later) `cachelock` under
-/// one of its policies. The harness owns the choreography (signals, waits, kills,
+/// Something that can play the scenarios: a uv release, or `cachelock` under one of its
+/// policies. The harness owns the choreography (signals, waits, kills,
 /// observations); a runner only says how each kind of process is started.
 pub trait Runner: Send + Sync {
     /// The column heading in the table (`uv 0.13.9`).
@@ -224,12 +227,8 @@ pub struct Setup {
 impl Setup {
     /// The default layout, relative to the repository root.
     pub fn from_env() -> Setup {
-        let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-        let versions_dir = std::env::var_os("CACHELOCK_UV_VERSIONS_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| repo.join(".uv-versions"));
         Setup {
-            versions_dir,
+            versions_dir: versions_dir(),
             python: find_python(),
         }
     }
@@ -239,51 +238,141 @@ impl Setup {
         self.versions_dir.join("wheels")
     }
 
-    /// The installed uv releases; an error naming the install command if one is missing.
+    /// The uv releases of [`UV_VERSIONS`], installed first if missing (see
+    /// [`ensure_uvs`]), and the probe wheel, rebuilt. An error says what could not be
+    /// installed or built: the suite fails with it, it never skips.
     pub fn uv_binaries(&self) -> Result<Vec<UvBinary>, String> {
-        let mut out = Vec::new();
-        let mut missing = Vec::new();
-        for (version, policy) in UV_VERSIONS {
-            let path = self.versions_dir.join(version).join("bin").join("uv");
-            let reported = Command::new(&path)
-                .arg("--version")
-                .output()
-                .ok()
-                .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-                .unwrap_or_default();
-            if reported.split_whitespace().nth(1) == Some(version) {
-                out.push(UvBinary {
-                    version: version.to_string(),
-                    path,
-                    policy,
-                });
-            } else {
-                missing.push(version);
-            }
-        }
+        let versions = UV_VERSIONS.map(|(v, _)| v);
+        let paths = ensure_uvs_in(&self.versions_dir, &versions)?;
         // The probe wheel is rebuilt every time (no network, milliseconds), so that it
         // always matches its source.
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/build-probe-wheel.py");
+        let script = scripts_dir().join("build-probe-wheel.py");
         let built = Command::new(&self.python)
             .arg(&script)
             .arg(self.wheels())
             .output()
-            .is_ok_and(|o| o.status.success());
-        if !built {
-            missing.push("(the clprobe wheel: build-probe-wheel.py failed)");
+            .map_err(|e| format!("cannot run {}: {e}", self.python.display()))?;
+        if !built.status.success() {
+            return Err(format!(
+                "could not build the clprobe wheel (`{} {} {}`): {}",
+                self.python.display(),
+                script.display(),
+                self.wheels().display(),
+                String::from_utf8_lossy(&built.stderr)
+            ));
         }
-        if missing.is_empty() {
-            Ok(out)
-        } else {
-            Err(format!(
-                "uv binaries missing from {}: {}. Run `bash conformance/scripts/install-uv.sh {}` first \
-                 (it needs PyPI once; everything after that is offline).",
-                self.versions_dir.display(),
-                missing.join(", "),
-                UV_VERSIONS.map(|(v, _)| v).join(" ")
-            ))
+        Ok(UV_VERSIONS
+            .into_iter()
+            .zip(paths)
+            .map(|((version, policy), path)| UvBinary {
+                version: version.to_string(),
+                path,
+                policy,
+            })
+            .collect())
+    }
+}
+
+/// `conformance/scripts`: `install-uv.sh` and `build-probe-wheel.py`.
+pub fn scripts_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts")
+}
+
+/// Where uv releases are installed: `CACHELOCK_UV_VERSIONS_DIR`, else
+/// `<repo>/.uv-versions`.
+pub fn versions_dir() -> PathBuf {
+    std::env::var_os("CACHELOCK_UV_VERSIONS_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../.uv-versions"))
+}
+
+/// The `uv` binary of release `version` (`0.13.9`), installed from PyPI by
+/// `conformance/scripts/install-uv.sh` if it is not there yet. For tests that need a
+/// real uv: they fail with the returned message, they do not skip.
+///
+/// Safe to call from many test processes at once: installs are serialised by an
+/// exclusive lock on `<versions dir>/.install.lock`, and a release another process
+/// installed meanwhile is not installed again. Outside Rust the same is
+/// `bash conformance/scripts/install-uv.sh VERSION` (it takes the same lock and prints
+/// the path).
+pub fn ensure_uv(version: &str) -> Result<PathBuf, String> {
+    ensure_uvs(&[version]).map(|mut v| v.remove(0))
+}
+
+/// [`ensure_uv`] for several releases, with one install run for all that are missing.
+pub fn ensure_uvs(versions: &[&str]) -> Result<Vec<PathBuf>, String> {
+    ensure_uvs_in(&versions_dir(), versions)
+}
+
+fn uv_path(dir: &Path, version: &str) -> PathBuf {
+    dir.join(version).join("bin").join("uv")
+}
+
+/// True if `path` runs and says it is uv `version`.
+fn reports_version(path: &Path, version: &str) -> bool {
+    Command::new(path)
+        .arg("--version")
+        .output()
+        .ok()
+        .is_some_and(|o| {
+            String::from_utf8_lossy(&o.stdout).split_whitespace().nth(1) == Some(version)
+        })
+}
+
+fn ensure_uvs_in(dir: &Path, versions: &[&str]) -> Result<Vec<PathBuf>, String> {
+    let paths: Vec<PathBuf> = versions.iter().map(|v| uv_path(dir, v)).collect();
+    let missing = |paths: &[PathBuf]| -> Vec<&str> {
+        versions
+            .iter()
+            .zip(paths)
+            .filter(|(v, p)| !reports_version(p, v))
+            .map(|(v, _)| *v)
+            .collect()
+    };
+    if missing(&paths).is_empty() {
+        return Ok(paths);
+    }
+    fs::create_dir_all(dir)
+        .map_err(|e| format!("cannot create {} for the uv installs: {e}", dir.display()))?;
+    let lock_path = dir.join(".install.lock");
+    let lock = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|e| format!("cannot open {}: {e}", lock_path.display()))?;
+    lock.lock()
+        .map_err(|e| format!("cannot lock {}: {e}", lock_path.display()))?;
+    // Another test process may have installed them while this one waited.
+    let todo = missing(&paths);
+    if !todo.is_empty() {
+        let script = scripts_dir().join("install-uv.sh");
+        let cmdline = format!("bash {} {}", script.display(), todo.join(" "));
+        eprintln!("installing uv {} from PyPI: {cmdline}", todo.join(", "));
+        let out = Command::new("bash")
+            .arg(&script)
+            .args(&todo)
+            .env("CACHELOCK_UV_VERSIONS_DIR", dir)
+            .env("CACHELOCK_UV_INSTALL_LOCKED", "1")
+            .output()
+            .map_err(|e| format!("cannot run `{cmdline}`: {e}"))?;
+        let still = missing(&paths);
+        if !out.status.success() || !still.is_empty() {
+            return Err(format!(
+                "uv {} is not installed in {} and installing it failed: `{cmdline}` exited {:?}.\n\
+                 Its stderr:\n{}\n\
+                 The install needs PyPI (pip) once; everything after it is offline. Run the command \
+                 yourself to see the problem, or point CACHELOCK_UV_VERSIONS_DIR at a directory \
+                 holding <version>/bin/uv.",
+                still.join(", "),
+                dir.display(),
+                out.status.code(),
+                String::from_utf8_lossy(&out.stderr).trim_end()
+            ));
         }
     }
+    drop(lock);
+    Ok(paths)
 }
 
 fn find_python() -> PathBuf {

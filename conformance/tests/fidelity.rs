@@ -1,15 +1,21 @@
-//! Model fidelity: every suite scenario played on every installed uv release, compared
-//! with the model's verdict under the matching policy.
+//! Model fidelity: every suite scenario played on every uv release and on the
+//! `cachelock` binary under each of its uv-like policies and its own, compared with the
+//! model's verdict under the matching policy.
 //!
-//! Needs `bash conformance/scripts/install-uv.sh` once (PyPI); then runs offline.
+//! Installs the uv releases on first use (`conformance/scripts/install-uv.sh`, PyPI
+//! once; it fails, never skips, when that is impossible); then runs offline. Needs the
+//! `cachelock` binary built (`cargo test --workspace` builds it).
 //! `CACHELOCK_WRITE_DOCS=1` rewrites `docs/fidelity.md`; without it the test fails when
 //! that file is stale. `CACHELOCK_FIDELITY_SCENARIOS=a;b` plays only those scenarios
-//! (and then neither writes nor checks the docs).
+//! and `CACHELOCK_FIDELITY_RUNNERS=uv 0.13.9;cachelock uv-0.13` only those runners (then
+//! neither writes nor checks the docs); `CACHELOCK_FIDELITY_JOBS=n` sets the workers.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
 use std::time::Instant;
 
+use cachelock_conformance::realuv::cachelock::Cachelock;
 use cachelock_conformance::realuv::compare::{Compared, Predictions, compare, table};
 use cachelock_conformance::realuv::scenarios::{SCENARIOS, play};
 use cachelock_conformance::realuv::{Runner, Setup};
@@ -18,6 +24,9 @@ use cachelock_conformance::realuv::{Runner, Setup};
 fn real_uv_agrees_with_the_model() {
     let setup = Setup::from_env();
     let uvs = setup.uv_binaries().unwrap_or_else(|e| panic!("{e}"));
+    let cls = Cachelock::all().unwrap_or_else(|e| panic!("{e}"));
+    let mut runners: Vec<&dyn Runner> = uvs.iter().map(|u| u as &dyn Runner).collect();
+    runners.extend(cls.iter().map(|c| c as &dyn Runner));
     let only = std::env::var("CACHELOCK_FIDELITY_SCENARIOS").ok();
     let scenarios: Vec<&str> = match &only {
         Some(list) => list
@@ -27,22 +36,35 @@ fn real_uv_agrees_with_the_model() {
             .collect(),
         None => SCENARIOS.to_vec(),
     };
+    let only_runners = std::env::var("CACHELOCK_FIDELITY_RUNNERS").ok();
+    if let Some(list) = &only_runners {
+        runners.retain(|r| list.split(';').any(|l| l.trim() == r.label()));
+    }
+    // (runner, scenario) jobs, taken by a few workers: every scenario is timed by the
+    // harness, so the machine must not be so loaded that a process misses its window.
+    let jobs: Vec<(usize, &str)> = (0..runners.len())
+        .flat_map(|r| scenarios.iter().map(move |s| (r, *s)))
+        .collect();
+    let workers = std::env::var("CACHELOCK_FIDELITY_JOBS")
+        .ok()
+        .and_then(|j| j.parse().ok())
+        .unwrap_or(4usize);
+    let next = AtomicUsize::new(0);
     let start = Instant::now();
-    // One thread per release: the scenarios of one release run one after the other.
     let observed: Vec<Result<_, String>> = thread::scope(|s| {
-        let handles: Vec<_> = uvs
-            .iter()
-            .map(|uv| {
-                let setup = &setup;
-                let scenarios = &scenarios;
+        let handles: Vec<_> = (0..workers)
+            .map(|_| {
+                let (setup, jobs, next, runners) = (&setup, &jobs, &next, &runners);
                 s.spawn(move || {
-                    scenarios
-                        .iter()
-                        .map(|sc| {
-                            play(uv, setup, sc)
-                                .map_err(|e| format!("`{sc}` on {}: {e}", uv.label()))
-                        })
-                        .collect::<Vec<_>>()
+                    let mut out = Vec::new();
+                    while let Some(&(r, sc)) = jobs.get(next.fetch_add(1, Ordering::SeqCst)) {
+                        let runner = runners[r];
+                        out.push(
+                            play(runner, setup, sc)
+                                .map_err(|e| format!("`{sc}` on {}: {e}", runner.label())),
+                        );
+                    }
+                    out
                 })
             })
             .collect();
@@ -62,7 +84,7 @@ fn real_uv_agrees_with_the_model() {
         }
     }
     eprintln!(
-        "played {} scenario runs in {:.1}s (model: {:.1}s more)",
+        "played {} scenario runs in {:.1}s with {workers} workers (model: {:.1}s more)",
         all.len() + errors.len(),
         played.as_secs_f32(),
         (start.elapsed() - played).as_secs_f32()
@@ -79,9 +101,9 @@ fn real_uv_agrees_with_the_model() {
         report.push_str(&format!("could not play {e}\n"));
     }
 
-    if only.is_none() {
-        let runners: Vec<String> = uvs.iter().map(|u| u.label()).collect();
-        let doc = table(&all, &runners, &SCENARIOS);
+    if only.is_none() && only_runners.is_none() {
+        let labels: Vec<String> = runners.iter().map(|r| r.label()).collect();
+        let doc = table(&all, &labels, &SCENARIOS);
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/fidelity.md");
         if std::env::var_os("CACHELOCK_WRITE_DOCS").is_some() {
             std::fs::write(&path, &doc).expect("write docs/fidelity.md");
@@ -97,6 +119,6 @@ fn real_uv_agrees_with_the_model() {
     }
     assert!(
         report.is_empty(),
-        "real uv and the model disagree:\n{report}"
+        "real uv (or cachelock) and the model disagree:\n{report}"
     );
 }

@@ -25,14 +25,17 @@ const FINISH: Duration = Duration::from_secs(30);
 pub const WITNESSES: [&str; 2] = ["clean-overlaps-child", "runs-share-lock"];
 
 /// The scenarios of the suite, in table order.
-pub const SCENARIOS: [&str; 13] = [
+pub const SCENARIOS: [&str; 16] = [
     "run,clean",
     "run-script,clean",
     "tool-run,clean",
+    "run,prune",
+    "tool-run,prune",
     "run-script,clean-force",
     "run-no-cache",
     "run-no-cache+crash",
     "run-server,clean+timeout",
+    "run-daemon,clean",
     "run-nested-clean",
     "run-nested-clean+timeout",
     "run,run",
@@ -67,6 +70,9 @@ pub fn play(runner: &dyn Runner, setup: &Setup, scenario: &str) -> Result<Observ
     }
     let k: Vec<Kind> = sc.procs.iter().map(|p| p.kind).collect();
     match k.as_slice() {
+        [Kind::RunDaemon, c] if c.is_clean() => {
+            daemon_then_clean(&mut cx, sc.procs[0], sc.procs[1])
+        }
         [r, c] if r.is_run() && c.is_clean() => run_then_clean(&mut cx, sc.procs[0], sc.procs[1]),
         [Kind::RunNoCache] => no_cache(&mut cx, sc.procs[0]),
         [Kind::RunNestedClean] => nested_clean(&mut cx, sc.procs[0]),
@@ -140,7 +146,8 @@ impl Cx<'_> {
     }
 
     /// The flocks `p` holds on the cache's `.lock` (any inode that was ever there is
-    /// not known here: this is the current one).
+    /// not known here: this is the current one). Other locks (cachelock's environment
+    /// locks) are logged, not returned: they are not the cache lock.
     fn lock_held_by(&mut self, p: &Proc) -> Vec<sys::Flock> {
         let all = sys::flocks_of(p.pid());
         let ino = sys::inode(&self.sb.lock_file());
@@ -153,7 +160,7 @@ impl Cx<'_> {
             "/proc/locks: {} holds {:?} (on .lock: {:?}, .lock inode {:?})",
             p.name, all, on_lock, ino
         ));
-        all
+        on_lock
     }
 
     fn finish(&mut self, p: &mut Proc, limit: Duration) -> Option<i32> {
@@ -170,13 +177,45 @@ impl Cx<'_> {
         code
     }
 
-    /// The cache's contents other than `.lock` (empty if the root is gone).
-    fn leftovers(&self) -> Vec<String> {
-        sys::entries(&self.sb.cache)
-            .unwrap_or_default()
+    /// The cached environments left in the cache, other than `live` (the environments
+    /// of children still running), as paths relative to the cache.
+    fn envs_left(&self, live: &[std::path::PathBuf]) -> Vec<String> {
+        sys::envs_below(&self.sb.cache)
             .into_iter()
-            .filter(|e| e != ".lock")
+            .filter(|e| !live.contains(e))
+            .map(|e| {
+                e.strip_prefix(&self.sb.cache)
+                    .unwrap_or(&e)
+                    .display()
+                    .to_string()
+            })
             .collect()
+    }
+
+    /// Observes `clean-removes-unused` once a clean has finished its work: no cached
+    /// environment is left but those of the children in `live`.
+    fn removes_unused(&mut self, live: &[std::path::PathBuf], when: &str) {
+        let left = self.envs_left(live);
+        let kept = live.iter().filter(|e| e.exists()).count();
+        self.log(format!(
+            "environments left {when}: {left:?} (and {kept} in use)"
+        ));
+        self.see(
+            "clean-removes-unused",
+            if left.is_empty() {
+                Seen::Holds
+            } else {
+                Seen::Fails
+            },
+            false,
+            if !left.is_empty() {
+                format!("the clean left {} unused environment(s)", left.len())
+            } else if kept > 0 {
+                format!("{when}, the clean removed every environment but the one in use")
+            } else {
+                format!("{when}, the clean removed every environment")
+            },
+        );
     }
 
     fn remark_cache_after_clean(&mut self) {
@@ -277,21 +316,8 @@ fn run_then_clean(cx: &mut Cx, run_spec: ProcSpec, clean_spec: ProcSpec) -> Resu
     let deleted_during = during && during_code == Some(0);
     if deleted_during {
         cx.remark_cache_after_clean();
-        let left = cx.leftovers();
-        cx.see(
-            "clean-removes-unused",
-            if left.is_empty() {
-                Seen::Holds
-            } else {
-                Seen::Fails
-            },
-            false,
-            if left.is_empty() {
-                "the clean removed everything".to_string()
-            } else {
-                format!("the clean left {left:?}")
-            },
-        );
+        let live: Vec<_> = run.child_env().into_iter().collect();
+        cx.removes_unused(&live, "while the child ran");
     }
     // A server's clean that is still waiting is ended here: the server never exits.
     let mut clean_code = during_code;
@@ -312,21 +338,7 @@ fn run_then_clean(cx: &mut Cx, run_spec: ProcSpec, clean_spec: ProcSpec) -> Resu
         clean_code = cx.finish(&mut clean, FINISH);
         if clean_code == Some(0) {
             cx.remark_cache_after_clean();
-            let left = cx.leftovers();
-            cx.see(
-                "clean-removes-unused",
-                if left.is_empty() {
-                    Seen::Holds
-                } else {
-                    Seen::Fails
-                },
-                false,
-                if left.is_empty() {
-                    "once the child had exited, the clean removed everything".to_string()
-                } else {
-                    format!("the clean left {left:?}")
-                },
-            );
+            cx.removes_unused(&[], "once the child had exited");
         }
     }
     cx.live_env(&run, code, report, run_spec.crash);
@@ -367,18 +379,25 @@ fn run_then_clean(cx: &mut Cx, run_spec: ProcSpec, clean_spec: ProcSpec) -> Resu
             "the clean started while the child ran and did not get the cache"
         },
     );
-    let timed_out = clean_code == Some(2) && clean.stderr().contains("Timeout");
+    let timed_out = clean_code == Some(2) && sys::says_timeout(&clean.stderr());
     let completes = clean_code == Some(0) || (clean_spec.timeout && timed_out);
+    // What can stop a clean here is a holder that never lets go; a clean that never
+    // waited exercised nothing of that. (Nor did it meet a run filling the root between
+    // its delete and its remove-root: the run had set up before the clean started.)
+    let waited = !deleted_during;
     cx.see(
         "clean-completes",
         if completes { Seen::Holds } else { Seen::Fails },
-        true,
+        waited,
         if clean_stuck {
             format!("the clean was still waiting for the server after {STILL_WAITING_S}s (no lock timeout)")
         } else if timed_out {
             format!("the clean timed out after {LOCK_TIMEOUT_S}s (exit 2) while the server ran")
+        } else if completes && waited {
+            "the clean finished (exit 0) once the child had exited".to_string()
         } else if completes {
-            "the clean finished (exit 0)".to_string()
+            "the clean finished (exit 0) without waiting; no run set up while it deleted"
+                .to_string()
         } else {
             format!("the clean failed (exit {clean_code:?})")
         },
@@ -402,6 +421,111 @@ fn run_then_clean(cx: &mut Cx, run_spec: ProcSpec, clean_spec: ProcSpec) -> Resu
     if force {
         cx.log("clean --force ran");
     }
+    Ok(())
+}
+
+/// `run-daemon,clean`: the run's child starts a daemon and exits; the clean starts once
+/// the run has exited (the daemon still runs); the daemon checks its environment once
+/// the clean has finished, or has shown that it waits.
+///
+/// The daemon's environment is the model's: the cached one holding the probe's files
+/// (uv) or the marker (cachelock). uv's `run --with` also makes an ephemeral overlay
+/// venv (`sys.prefix`) that uv itself removes when it exits, clean or not; the model
+/// has no such thing, so its loss is a remark, not a verdict.
+fn daemon_then_clean(cx: &mut Cx, run_spec: ProcSpec, clean_spec: ProcSpec) -> Result<(), String> {
+    let mut run = cx.start_with(run_spec, &[("CLPROBE_DAEMON".into(), "1".into())])?;
+    cx.ready(&mut run)?;
+    let daemon = run.child_pid().unwrap_or_default();
+    let env = run.child_env();
+    let code = cx.finish(&mut run, FINISH);
+    let daemon_locks = sys::flocks_of(daemon);
+    let prefix_before = env.as_ref().is_some_and(|e| e.exists());
+    cx.log(format!(
+        "daemon (pid {daemon}) outlives {}; it holds {daemon_locks:?}; its sys.prefix exists: {prefix_before}",
+        run.name
+    ));
+    if !prefix_before && env.is_some() {
+        let s = "uv removed the run's own overlay venv (the daemon's sys.prefix) when it exited, before any clean (not in the model)".to_string();
+        cx.obs.remarks.push(s);
+    }
+    let mut clean = cx.start(clean_spec)?;
+    let during = clean.wait_for(WAITS).is_some();
+    let clean_code = clean.code();
+    cx.log(format!(
+        "{} {} while the daemon runs",
+        clean.name,
+        if during {
+            format!("exited {clean_code:?}")
+        } else {
+            format!("still waiting after {:.1}s", WAITS.as_secs_f32())
+        }
+    ));
+    let deleted_during = during && clean_code == Some(0);
+    if deleted_during {
+        cx.remark_cache_after_clean();
+        let live: Vec<_> = env.iter().cloned().collect();
+        cx.removes_unused(&live, "while the daemon ran");
+    }
+    run.go();
+    let report = run.wait_report(Duration::from_secs(10));
+    let clean_code = if during {
+        clean_code
+    } else {
+        cx.finish(&mut clean, FINISH)
+    };
+    if let Some(r) = &report {
+        cx.log(format!(
+            "daemon report: files ok {}, sys.prefix there {}",
+            r.files_ok, r.prefix_ok
+        ));
+    }
+    // Judged on the cached environment (see above).
+    let report = report.map(|mut r| {
+        r.ok = r.files_ok;
+        r
+    });
+    cx.live_env(&run, code, report, false);
+    cx.see(
+        "mutual-exclusion",
+        Seen::Holds,
+        false,
+        "the run had exited: nobody held the cache lock while the clean deleted",
+    );
+    cx.see(
+        "clean-overlaps-child",
+        if deleted_during {
+            Seen::Holds
+        } else {
+            Seen::Fails
+        },
+        true,
+        if deleted_during {
+            "the clean got the cache while the daemon ran"
+        } else {
+            "the clean did not get the cache while the daemon ran"
+        },
+    );
+    cx.see(
+        "clean-completes",
+        if clean_code == Some(0) {
+            Seen::Holds
+        } else {
+            Seen::Fails
+        },
+        !deleted_during,
+        if clean_code == Some(0) {
+            "the clean finished (exit 0); no run set up while it deleted".to_string()
+        } else {
+            format!("the clean failed (exit {clean_code:?})")
+        },
+    );
+    cx.see("no-deadlock", Seen::Holds, true, "every process finished");
+    cx.see(
+        "no-overtaking",
+        Seen::Holds,
+        false,
+        "no run started after the clean (the window is between a clean's start and its lock call)",
+    );
     Ok(())
 }
 
@@ -506,7 +630,7 @@ fn nested_clean(cx: &mut Cx, spec: ProcSpec) -> Result<(), String> {
     let timed_out = exec == Some(2)
         && report
             .as_ref()
-            .is_some_and(|r| r.exec_stderr.contains("Timeout"));
+            .is_some_and(|r| sys::says_timeout(&r.exec_stderr));
     cx.see(
         "no-deadlock",
         if stuck { Seen::Fails } else { Seen::Holds },
@@ -632,6 +756,16 @@ fn overtaking(cx: &mut Cx) -> Result<(), String> {
         ..run
     })?;
     let early = clean.wait_for(WAITS).is_some();
+    // Looked at before the later run starts: that run may rebuild the environment at
+    // the same path (cachelock names environments, uv does not), hiding the loss.
+    let a_env = a.child_env();
+    let a_env_gone = early && a_env.as_ref().is_some_and(|e| !e.exists());
+    if early {
+        cx.log(format!(
+            "after the clean, run#1's environment {a_env:?} exists: {}",
+            !a_env_gone
+        ));
+    }
     let mut b = cx.start(run)?;
     let b_ready = b.wait_ready(READY);
     let clean_done_before_b = early || clean.poll().is_some();
@@ -674,25 +808,20 @@ fn overtaking(cx: &mut Cx) -> Result<(), String> {
         .is_some_and(|p| p.seen == Seen::Holds)
     {
         cx.obs.props.retain(|q| q.property != "live-env-intact");
-        cx.live_env(&b, cb, rb, false);
+        if a_env_gone {
+            cx.see(
+                "live-env-intact",
+                Seen::Fails,
+                true,
+                "the clean deleted the running child's environment (the later run rebuilt it in place before the child looked)",
+            );
+        } else {
+            cx.live_env(&b, cb, rb, false);
+        }
     }
     if cc == Some(0) && !early {
         cx.remark_cache_after_clean();
-        let left = cx.leftovers();
-        cx.see(
-            "clean-removes-unused",
-            if left.is_empty() {
-                Seen::Holds
-            } else {
-                Seen::Fails
-            },
-            false,
-            if left.is_empty() {
-                "the clean removed everything"
-            } else {
-                "the clean left entries"
-            },
-        );
+        cx.removes_unused(&[], "once both children had exited");
     }
     cx.see(
         "clean-completes",
@@ -701,7 +830,9 @@ fn overtaking(cx: &mut Cx) -> Result<(), String> {
         } else {
             Seen::Fails
         },
-        true,
+        // A clean that got the cache at once did not meet the later run setting up
+        // between its delete and its remove-root.
+        !early,
         if cc == Some(0) {
             "the clean finished (exit 0)"
         } else {
@@ -787,8 +918,13 @@ fn orphaned_lock_attempt(cx: &mut Cx, trigger: usize) -> Result<bool, String> {
         );
         return Ok(true);
     }
-    let run_locks = sys::flocks_of(run.pid());
     let now = sys::inode(&lock);
+    // Locks on `.lock`, the inode clean#1 locked or the one there now; not cachelock's
+    // environment locks.
+    let run_locks: Vec<_> = sys::flocks_of(run.pid())
+        .into_iter()
+        .filter(|l| Some(l.inode) == ino || Some(l.inode) == now)
+        .collect();
     let orphan = run_locks.iter().any(|l| Some(l.inode) != now);
     cx.log(format!(
         "run child runs; run holds {run_locks:?}; .lock now inode {now:?} (orphaned: {orphan})"

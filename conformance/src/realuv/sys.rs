@@ -123,7 +123,20 @@ impl Proc {
 
     /// The probe child's pid, once it has signalled.
     pub fn child_pid(&self) -> Option<i32> {
-        fs::read_to_string(&self.ready).ok()?.trim().parse().ok()
+        fs::read_to_string(&self.ready)
+            .ok()?
+            .lines()
+            .next()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
+    /// The probe child's environment (`sys.prefix`, or `$CACHELOCK_ENV`), once it has
+    /// signalled.
+    pub fn child_env(&self) -> Option<PathBuf> {
+        let text = fs::read_to_string(&self.ready).ok()?;
+        text.lines().nth(1).map(PathBuf::from)
     }
 
     /// Lets the probe child check its environment and exit.
@@ -176,6 +189,11 @@ pub struct Report {
     pub ok: bool,
     /// The failed import or missing path, when not ok.
     pub problem: String,
+    /// The environment's own files (the probe's module, or cachelock's marker) were
+    /// there and importable, whatever became of `sys.prefix`.
+    pub files_ok: bool,
+    /// `sys.prefix` (or `$CACHELOCK_ENV`) still existed.
+    pub prefix_ok: bool,
     /// Exit code of the command the child ran (`CLPROBE_EXEC`), if any.
     pub exec_code: Option<i32>,
     /// Its stderr.
@@ -200,6 +218,8 @@ impl Report {
         }
         Report {
             ok,
+            files_ok: v["module_file_exists"] == true && v["late_import"] == "ok",
+            prefix_ok: v["prefix_exists"] == true,
             problem,
             exec_code: v["exec_code"].as_i64().map(|c| c as i32),
             exec_stderr: v["exec_stderr"].as_str().unwrap_or_default().to_string(),
@@ -267,6 +287,33 @@ pub fn entries(dir: &Path) -> Option<Vec<String>> {
         .collect();
     names.sort();
     Some(names)
+}
+
+/// The environments below `dir`: directories holding `pyvenv.cfg` (uv) or the marker
+/// `cachelock-env` (cachelock), not looking inside an environment or a symlink.
+pub fn envs_below(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let Ok(rd) = fs::read_dir(dir) else {
+        return out;
+    };
+    for e in rd.filter_map(|e| e.ok()) {
+        if !e.file_type().is_ok_and(|t| t.is_dir()) {
+            continue;
+        }
+        let p = e.path();
+        if p.join("pyvenv.cfg").is_file() || p.join("cachelock-env").is_file() {
+            out.push(p);
+        } else {
+            out.extend(envs_below(&p));
+        }
+    }
+    out.sort();
+    out
+}
+
+/// True if the stderr of a process says a lock wait timed out (uv or cachelock).
+pub fn says_timeout(stderr: &str) -> bool {
+    stderr.contains("Timeout") || stderr.contains("timed out")
 }
 
 /// Number of directory entries below `dir` (recursively, not following symlinks).
