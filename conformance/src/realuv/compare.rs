@@ -215,6 +215,27 @@ pub fn table(all: &[Compared], runners: &[String], scenarios: &[&str]) -> String
         runners.len()
     );
     s.push_str(
+        "## Notes\n\n\
+         - `clean-completes` under `uv-0.8.19` fails in the model because a run that sets up\n  \
+         (scaffold, environment) between the clean's delete and its remove-root makes the\n  \
+         root non-empty and the clean exit 2. `clean,run,clean` forces that window (a large\n  \
+         cache); the other scenarios start the clean after the run has set up, so their\n  \
+         `holds` is marked not forced. Likewise a clean that did not have to wait is not\n  \
+         counted as evidence against a clean waiting forever.\n\
+         - `run-daemon,clean`: the child forks a daemon and exits; the clean starts once the\n  \
+         run has exited; the daemon then checks its environment. The environment is the\n  \
+         model's cached one (the probe's files under uv, `$CACHELOCK_ENV/cachelock-env`\n  \
+         under cachelock). uv's `run --with` also runs the child in an overlay venv of its\n  \
+         own (`builds-v0/.tmpX`, the child's `sys.prefix`) that uv removes when it exits,\n  \
+         clean or not: a daemon loses its `sys.prefix` even with no clean at all. The model\n  \
+         has no such overlay; the table records it as a remark, not as a verdict.\n\
+         - `prune` keeps the scaffold, so `clean-removes-unused` is judged on environments\n  \
+         (directories holding `pyvenv.cfg` or `cachelock-env`), not on every entry, for\n  \
+         cleans and prunes alike; an environment whose child still runs is not counted.\n\
+         - cachelock's runs hold environment locks besides the root lock; only locks on\n  \
+         `.lock` (any inode it had) count as holding the cache.\n\n",
+    );
+    s.push_str(
         "## Per run\n\n*model fails* lists the observed properties the model says fail (for the\n\
          witnesses `clean-overlaps-child` and `runs-share-lock`: the situation is unreachable);\n\
          *real fails* the ones the real run broke.\n\n",
