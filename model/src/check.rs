@@ -19,8 +19,9 @@ use crate::story;
 
 /// The scenarios CI checks every policy against. Each is small enough to be checked
 /// exhaustively in well under a second; each pins at least one fact.
-pub const CI_SCENARIOS: [&str; 18] = [
+pub const CI_SCENARIOS: [&str; 19] = [
     "run-no-cache",
+    "run-daemon",
     "run,run,clean",
     "run,clean,clean",
     "run-script,clean",

@@ -74,6 +74,7 @@ const BIG: &str = "run+crash+timeout,clean+timeout,clean-force,run-no-cache";
 /// The CI scenarios without a run in the shared cache and a clean.
 const NO_RUN_AND_CLEAN: &[&str] = &[
     "run-no-cache",
+    "run-daemon",
     "run-nested-clean",
     "run-nested-clean+timeout",
     "run-no-cache+crash",
@@ -94,8 +95,10 @@ const CLEAN_AFTER_CHILDREN: &[&str] = &[
     "run,run-script,clean",
 ];
 
-/// A `--force` clean, a killed parent, or a daemon outliving its run.
+/// A `--force` clean, a killed parent, or a daemon outliving its run (which loses
+/// the run's overlay even with no clean at all).
 const FORCE_CRASH_DAEMON: &[&str] = &[
+    "run-daemon",
     "run-script,clean-force",
     "run+crash,clean",
     "run-script+crash,clean",
@@ -131,6 +134,7 @@ pub fn expected(policy: Policy, property: P) -> Expected {
         (Uv0819, P::CleanCompletes) => fails_all_but(
             &[
                 "run-no-cache",
+                "run-daemon",
                 "run-nested-clean",
                 "run-nested-clean+timeout",
                 "tool-run,prune",
@@ -157,6 +161,7 @@ pub fn expected(policy: Policy, property: P) -> Expected {
         // ---- uv 0.8.20 .. 0.12
         (Uv0820, P::LiveEnvIntact) => fails(
             &[
+                "run-daemon",
                 "run,clean,clean",
                 "run-script,clean-force",
                 "run+crash,clean",
@@ -165,7 +170,7 @@ pub fn expected(policy: Policy, property: P) -> Expected {
                 "run-daemon+crash,clean,run",
                 BIG,
             ],
-            "the orphaned-.lock race (run,clean,clean), --force, a killed parent and a daemon each let a clean delete a live env",
+            "the orphaned-.lock race (run,clean,clean), --force, a killed parent and a daemon each let a clean delete a live env; a daemon loses the run's overlay anyway",
         ),
         (Uv0820, P::MutualExclusion) => fails(
             &["run,clean,clean", "run-script,clean-force", BIG],
@@ -210,7 +215,7 @@ pub fn expected(policy: Policy, property: P) -> Expected {
         // ---- uv 0.13
         (Uv013 | UvAutoprune | Serial, P::LiveEnvIntact) => fails(
             FORCE_CRASH_DAEMON,
-            "the lock protects a child only while its uv parent lives and waits: --force, SIGKILL of the parent and daemons get around it",
+            "the lock protects a child only while its uv parent lives and waits: --force, SIGKILL of the parent and daemons get around it, and a daemon loses the run's overlay when the run exits",
         ),
         (Uv013 | UvPr15977 | UvAutoprune | Serial, P::MutualExclusion) => {
             fails(CLEAN_FORCE, FORCE_REASON)

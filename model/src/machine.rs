@@ -434,10 +434,20 @@ impl CacheModel {
     }
 
     /// True if the environment of run `p` is on disk.
+    ///
+    /// Under a design with run overlays (uv's `run --with`), the child of a `run`-family
+    /// process lives in the run's own overlay on top of the cached environment, which
+    /// the run removes when it exits (a killed run leaks it).
     pub fn env_present(&self, s: &State, p: ProcId) -> bool {
-        match self.procs[p].kind.env() {
+        let kind = self.procs[p].kind;
+        match kind.env() {
             Some(EnvName::Temp) => s.procs[p].temp == Temp::Present(EnvState::Present),
-            Some(env) => env_index(env).is_some_and(|i| s.fs.envs[i] == EnvState::Present),
+            Some(env) => {
+                let overlay_gone = self.design.run_overlay
+                    && env == EnvName::With
+                    && matches!(s.procs[p].life, Life::Done(_));
+                !overlay_gone && env_index(env).is_some_and(|i| s.fs.envs[i] == EnvState::Present)
+            }
             None => false,
         }
     }

@@ -625,6 +625,10 @@ pub struct Design {
     /// `remove-root` fails (the clean exits 2) when the root is not empty, instead of
     /// tolerating it (uv 0.8.19).
     pub remove_root_strict: bool,
+    /// A `run --with` child runs in an overlay environment of the run's own (on top of
+    /// the cached one) that the run deletes when it exits (uv: `builds-v0/.tmpX`), so a
+    /// daemon outliving the run loses its `sys.prefix` even without a clean.
+    pub run_overlay: bool,
 }
 
 /// A named bundle of design choices. The first five are the ones the project is about;
@@ -797,6 +801,7 @@ impl Policy {
             clean_gives_up_when_busy: false,
             lock_timeout: false,
             remove_root_strict: false,
+            run_overlay: true,
         };
         let uv_0_13 = Design {
             scaffold_before_lock: false,
@@ -805,6 +810,7 @@ impl Policy {
             ..uv_0_8_20
         };
         let cachelock = Design {
+            run_overlay: false,
             release_root: ReleaseRoot::BeforeSpawn,
             env_lock: EnvLock::BeforeBuild,
             child_inherits_env_lock: true,

@@ -263,7 +263,7 @@ pub fn protocol_markdown() -> String {
         if b { "yes" } else { "no" }
     }
     type Column = (&'static str, fn(&Design) -> String);
-    let columns: [Column; 12] = [
+    let columns: [Column; 13] = [
         ("run lock", |d| {
             match d.run_lock {
                 Mode::Shared => "shared",
@@ -316,6 +316,7 @@ pub fn protocol_markdown() -> String {
             yes(d.clean_gives_up_when_busy).into()
         }),
         ("lock timeout", |d| yes(d.lock_timeout).into()),
+        ("run overlay", |d| yes(d.run_overlay).into()),
     ];
     let _ = writeln!(
         md,

@@ -259,7 +259,22 @@ fn verdict_line(m: &CacheModel, s: &State, property: PropertyName) -> String {
                             || st.daemon == crate::machine::Daemon::Running)
                             && !m.env_present(s, p))
                 })
-                .map(|p| format!("{} lost {}", who(m, p), env_label(m, p)))
+                .map(|p| {
+                    let cached_there = m.procs[p].kind.env().is_some_and(|e| {
+                        EnvName::CACHED
+                            .iter()
+                            .position(|c| *c == e)
+                            .is_some_and(|i| s.fs.envs[i] == EnvState::Present)
+                    });
+                    if cached_there && m.design.run_overlay {
+                        format!(
+                            "{}'s daemon lost the run's overlay environment (removed when the run exited)",
+                            who(m, p)
+                        )
+                    } else {
+                        format!("{} lost {}", who(m, p), env_label(m, p))
+                    }
+                })
                 .collect();
             format!("violated: {}", victims.join("; "))
         }
