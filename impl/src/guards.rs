@@ -9,7 +9,10 @@
 //! 4. the root lock is released;
 //! 5. the temporary cache goes, with the build, the environment and the lock files it
 //!    holds, only now that nothing in it is locked or used;
-//! 6. a clean's announcement is withdrawn last, so that the runs waiting for the clean
+//! 6. the temporary cache's own lock is released only once the directory is gone: a
+//!    prune removing leaked temporary caches takes only unlocked ones, so it can never
+//!    race the run's own removal;
+//! 7. a clean's announcement is withdrawn last, so that the runs waiting for the clean
 //!    start only once it holds nothing else.
 //!
 //! `Held` is generic over the [`Platform`] that provides the guard types, so that the
@@ -61,6 +64,8 @@ pub struct Held<P: Platform = Os> {
     pub root_lock: Option<P::Lock>,
     /// The temporary cache of `--no-cache`.
     pub temp_cache: Option<P::Dir>,
+    /// The temporary cache's `.lock`, held shared while the cache is in use.
+    pub temp_lock: Option<P::Lock>,
     /// A clean's announcement.
     pub announcement: Option<P::Announcement>,
 }
@@ -73,6 +78,7 @@ impl<P: Platform> Default for Held<P> {
             env_lock: None,
             root_lock: None,
             temp_cache: None,
+            temp_lock: None,
             announcement: None,
         }
     }

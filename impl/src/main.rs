@@ -11,6 +11,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use cachelock::cache::{CacheDir, default_cache_dir};
 use cachelock::{Kind, Mode, Policy, Session, SessionConfig};
+use cachelock_model::protocol::EnvLock;
 use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Args, Parser, Subcommand};
 
@@ -200,8 +201,13 @@ fn main() -> ExitCode {
             };
             clean(&args.cache, args.policy.policy, kind)
         }
-        Command::Prune(args) => clean(&args.cache, args.policy.policy, Kind::Prune)
-            .and_then(|code| Ok(code.max(prune_leaked_temp_caches()?))),
+        // Removing leaked temporary caches is cachelock's own addition: the uv
+        // policies reproduce uv's prune, which does not.
+        Command::Prune(args) if args.policy.policy.design().env_lock != EnvLock::None => {
+            clean(&args.cache, args.policy.policy, Kind::Prune)
+                .and_then(|code| Ok(code.max(prune_leaked_temp_caches()?)))
+        }
+        Command::Prune(args) => clean(&args.cache, args.policy.policy, Kind::Prune),
         Command::Status(args) => status(&args.cache),
         Command::Hold(args) => hold(args),
     };

@@ -414,6 +414,9 @@ impl Session {
                     temp.disable_cleanup(true);
                 }
                 cache::create_scaffold(temp.path())?;
+                // Locked before anyone can see it unlocked: a leaked temporary cache is
+                // one whose lock nobody holds (see `cache::leaked_temp_caches`).
+                self.held.temp_lock = Some(cache::lock_temp_cache(temp.path())?);
                 self.root = Some(temp.path().to_path_buf());
                 self.held.temp_cache = Some(temp);
                 Ok(StepOutcome::Done)
@@ -533,6 +536,8 @@ impl Session {
                     let path = temp.path().to_path_buf();
                     temp.close().ctx("remove the temporary cache", &path)?;
                 }
+                // Only now that the directory is gone (see `guards`).
+                self.held.temp_lock = None;
                 Ok(StepOutcome::Done)
             }
             Step::CloseEnvLock => {
@@ -768,8 +773,15 @@ impl Session {
                 env_dir.display()
             )));
         }
+        // The child inherits the lock that keeps its environment alive: the environment
+        // lock, or for `--no-cache` the temporary cache's, so that neither a clean nor a
+        // prune of leaked temporary caches takes it from an orphaned child.
         let inherit = if self.design.child_inherits_env_lock {
-            self.held.env_lock.as_ref().map(LockFile::file)
+            self.held
+                .env_lock
+                .as_ref()
+                .or(self.held.temp_lock.as_ref())
+                .map(LockFile::file)
         } else {
             None
         };

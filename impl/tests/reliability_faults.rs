@@ -141,41 +141,31 @@ fn kill_at_every_step(kind: Kind) {
 }
 
 /// A killed `--no-cache` run leaked its temporary cache: `status` reports it and `prune`
-/// removes it, provided the run had locked it (`cache::lock_temp_cache`); one without
-/// a lock cannot be told from a live one, and is left alone.
+/// removes it. The run locked it when it created it (`cache::lock_temp_cache`), so once
+/// the run and its child are gone it is provably leaked.
 fn leaked_temp_cache_aftermath(d: &Dirs, what: &str, leaked: &Path) {
+    assert!(
+        leaked.join(".lock").exists(),
+        "{what}: the temporary cache has its .lock"
+    );
     assert_eq!(Proc::spawn(d.cmd("status", &["status"])).exit_code(), 0);
     let status = d.stdout("status");
+    assert!(
+        status.contains("leaked temporary caches: 1")
+            && status.contains(&leaked.display().to_string()),
+        "{what}: status reports the leak: {status}"
+    );
     assert_eq!(
         Proc::spawn(d.cmd("prune", &["prune"])).exit_code(),
         0,
         "{}",
         d.stderr("prune")
     );
-    if leaked.join(".lock").exists() || !leaked.exists() {
-        assert!(
-            status.contains("leaked temporary caches: 1")
-                && status.contains(&leaked.display().to_string()),
-            "{what}: status reports the leak: {status}"
-        );
-        assert!(
-            !leaked.exists(),
-            "{what}: prune removed the leaked temporary cache"
-        );
-        assert!(d.stderr("prune").contains("Removed leaked temporary cache"));
-    } else {
-        println!(
-            "NOTE {what}: the leaked temporary cache {} has no .lock (session.rs does not call \
-             cache::lock_temp_cache yet), so status and prune cannot tell it from a live one \
-             and leave it alone",
-            leaked.display()
-        );
-        assert!(!status.contains("leaked temporary caches"), "{status}");
-        assert!(
-            leaked.exists(),
-            "{what}: prune must not remove what it cannot prove leaked"
-        );
-    }
+    assert!(
+        !leaked.exists(),
+        "{what}: prune removed the leaked temporary cache"
+    );
+    assert!(d.stderr("prune").contains("Removed leaked temporary cache"));
 }
 
 #[test]
