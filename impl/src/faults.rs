@@ -8,7 +8,9 @@
 //!   spawned (uv 0.8.19's bug, under any policy);
 //! - `release-before-child-exit`: the root lock is released right after the spawn;
 //! - `delete-unlockable`: a clean deletes environments whose lock it could not take;
-//! - `skip-lock-step`: `lock-shared`/`lock-exclusive` report success without locking.
+//! - `skip-lock-step`: `lock-shared`/`lock-exclusive` report success without locking;
+//! - `flock-unsupported`: every lock attempt fails as on a file system without flock(2)
+//!   (`ErrorKind::Unsupported`), to exercise the fallback no local file system here has.
 
 /// One injected fault.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -18,6 +20,7 @@ pub enum Fault {
     ReleaseBeforeChildExit,
     DeleteUnlockable,
     SkipLockStep,
+    FlockUnsupported,
 }
 
 impl Fault {
@@ -28,6 +31,7 @@ impl Fault {
             "release-before-child-exit" => Fault::ReleaseBeforeChildExit,
             "delete-unlockable" => Fault::DeleteUnlockable,
             "skip-lock-step" => Fault::SkipLockStep,
+            "flock-unsupported" => Fault::FlockUnsupported,
             other => Fault::KillAtStep(other.strip_prefix("kill-at-step=")?.parse().ok()?),
         })
     }

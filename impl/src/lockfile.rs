@@ -23,7 +23,27 @@ use std::time::{Duration, Instant};
 use cachelock_model::Mode;
 
 use crate::error::{Error, IoContext};
+use crate::faults::{self, Fault};
 use crate::procinfo;
+
+/// The fallback on a file system without flock(2) (some network and FUSE file systems),
+/// as uv and cargo do: warn once, then go on as if the lock had been granted. Nothing
+/// is held (`held()` stays `None`), so processes on such a cache are not protected from
+/// each other: the warning says so.
+fn warn_unsupported(path: &Path) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    static WARNED: AtomicBool = AtomicBool::new(false);
+    if !WARNED.swap(true, Ordering::SeqCst) {
+        eprintln!(
+            "warning: the file system of `{}` does not support file locks; continuing without \
+             them, so concurrent cachelock or uv processes on this cache are not protected from \
+             each other (a clean may delete what a run uses). Use a local cache directory \
+             (--cache-dir) to be safe.",
+            path.display()
+        );
+    }
+    tracing::warn!(path = %path.display(), "file locks unsupported; continuing without");
+}
 
 /// An open lock file and the mode in which this descriptor holds its lock, if any.
 #[derive(Debug)]
@@ -99,9 +119,13 @@ impl LockFile {
     /// One attempt to take the lock in `mode`; never waits.
     pub fn try_lock(&mut self, mode: Mode) -> Result<TryLock, Error> {
         debug_assert!(self.held.is_none(), "a lock is never converted");
-        let result = match mode {
-            Mode::Shared => self.file.try_lock_shared(),
-            Mode::Exclusive => self.file.try_lock(),
+        let result = if faults::is(Fault::FlockUnsupported) {
+            Err(TryLockError::Error(io::ErrorKind::Unsupported.into()))
+        } else {
+            match mode {
+                Mode::Shared => self.file.try_lock_shared(),
+                Mode::Exclusive => self.file.try_lock(),
+            }
         };
         match result {
             Ok(()) => {
@@ -110,6 +134,10 @@ impl LockFile {
                 Ok(TryLock::Acquired)
             }
             Err(TryLockError::WouldBlock) => Ok(TryLock::Busy),
+            Err(TryLockError::Error(e)) if e.kind() == io::ErrorKind::Unsupported => {
+                warn_unsupported(&self.path);
+                Ok(TryLock::Acquired)
+            }
             Err(TryLockError::Error(e)) => Err(Error::io("lock", &self.path, e)),
         }
     }
