@@ -113,6 +113,35 @@ impl Cx<'_> {
         Ok(p)
     }
 
+    /// Starts a clean while `what` runs (using the environments `live`), waits up to
+    /// `bound` for it and logs what it did; a clean that finished successfully meanwhile
+    /// has its leftovers recorded. Returns the clean, whether it finished, and its code.
+    fn clean_while(
+        &mut self,
+        spec: ProcSpec,
+        bound: Duration,
+        what: &str,
+        live: &[std::path::PathBuf],
+    ) -> Result<(Proc, bool, Option<i32>), String> {
+        let mut clean = self.start(spec)?;
+        let during = clean.wait_for(bound).is_some();
+        let code = clean.code();
+        self.log(format!(
+            "{} {} while {what} runs",
+            clean.name,
+            if during {
+                format!("exited {code:?}")
+            } else {
+                format!("still waiting after {:.1}s", bound.as_secs_f32())
+            }
+        ));
+        if during && code == Some(0) {
+            self.remark_cache_after_clean();
+            self.removes_unused(live, &format!("while {what} ran"));
+        }
+        Ok((clean, during, code))
+    }
+
     fn log(&mut self, line: impl Into<String>) {
         let t = self.started.elapsed().as_secs_f32();
         self.obs.log.push(format!("{t:6.2}s {}", line.into()));
@@ -296,29 +325,14 @@ fn run_then_clean(cx: &mut Cx, run_spec: ProcSpec, clean_spec: ProcSpec) -> Resu
             run.name
         ));
     }
-    let mut clean = cx.start(clean_spec)?;
     let bound = if clean_spec.timeout {
         Duration::from_secs(STILL_WAITING_S)
     } else {
         WAITS
     };
-    let during = clean.wait_for(bound).is_some();
-    let during_code = clean.code();
-    cx.log(format!(
-        "{} {} while the child runs",
-        clean.name,
-        if during {
-            format!("exited {during_code:?}")
-        } else {
-            format!("still waiting after {:.1}s", bound.as_secs_f32())
-        }
-    ));
+    let live: Vec<_> = run.child_env().into_iter().collect();
+    let (mut clean, during, during_code) = cx.clean_while(clean_spec, bound, "the child", &live)?;
     let deleted_during = during && during_code == Some(0);
-    if deleted_during {
-        cx.remark_cache_after_clean();
-        let live: Vec<_> = run.child_env().into_iter().collect();
-        cx.removes_unused(&live, "while the child ran");
-    }
     // A server's clean that is still waiting is ended here: the server never exits.
     let mut clean_code = during_code;
     let mut clean_stuck = false;
@@ -448,24 +462,9 @@ fn daemon_then_clean(cx: &mut Cx, run_spec: ProcSpec, clean_spec: ProcSpec) -> R
         let s = "uv removed the run's own overlay venv (the daemon's sys.prefix) when it exited, before any clean (not in the model)".to_string();
         cx.obs.remarks.push(s);
     }
-    let mut clean = cx.start(clean_spec)?;
-    let during = clean.wait_for(WAITS).is_some();
-    let clean_code = clean.code();
-    cx.log(format!(
-        "{} {} while the daemon runs",
-        clean.name,
-        if during {
-            format!("exited {clean_code:?}")
-        } else {
-            format!("still waiting after {:.1}s", WAITS.as_secs_f32())
-        }
-    ));
+    let live: Vec<_> = env.iter().cloned().collect();
+    let (mut clean, during, clean_code) = cx.clean_while(clean_spec, WAITS, "the daemon", &live)?;
     let deleted_during = during && clean_code == Some(0);
-    if deleted_during {
-        cx.remark_cache_after_clean();
-        let live: Vec<_> = env.iter().cloned().collect();
-        cx.removes_unused(&live, "while the daemon ran");
-    }
     run.go();
     let report = run.wait_report(Duration::from_secs(10));
     let clean_code = if during {
