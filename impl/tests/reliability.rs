@@ -14,33 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use common::{Dirs, Proc, eventually};
-
-/// Everything under `dir` (not following links): relative path -> content or link target.
-fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
-    fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<PathBuf, Vec<u8>>) {
-        let Ok(entries) = std::fs::read_dir(dir) else {
-            return;
-        };
-        for e in entries.flatten() {
-            let p = e.path();
-            let rel = p.strip_prefix(root).unwrap_or(&p).to_path_buf();
-            let meta = std::fs::symlink_metadata(&p).expect("stat");
-            if meta.is_symlink() {
-                let target = std::fs::read_link(&p).expect("readlink");
-                out.insert(rel, target.as_os_str().as_bytes().to_vec());
-            } else if meta.is_dir() {
-                out.insert(rel, b"<dir>".to_vec());
-                walk(root, &p, out);
-            } else {
-                out.insert(rel, std::fs::read(&p).unwrap_or_default());
-            }
-        }
-    }
-    let mut out = BTreeMap::new();
-    walk(dir, dir, &mut out);
-    out
-}
+use common::{Dirs, Proc, eventually, snapshot};
 
 /// A canary directory outside the cache, with a file, a subdirectory and a link.
 fn canary(d: &Dirs) -> PathBuf {

@@ -3,43 +3,15 @@
 //! directory beside it, linked to from inside it, stays byte-for-byte the same).
 
 mod common;
+use common::snapshot;
 
-use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use proptest::prelude::*;
-
-/// Everything under `dir`, not following links: relative path -> content or target.
-fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
-    fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<PathBuf, Vec<u8>>) {
-        let Ok(entries) = std::fs::read_dir(dir) else {
-            return;
-        };
-        for e in entries.flatten() {
-            let p = e.path();
-            let rel = p.strip_prefix(root).unwrap_or(&p).to_path_buf();
-            let Ok(meta) = std::fs::symlink_metadata(&p) else {
-                continue;
-            };
-            if meta.is_symlink() {
-                let t = std::fs::read_link(&p).unwrap_or_default();
-                out.insert(rel, t.into_os_string().into_vec());
-            } else if meta.is_dir() {
-                out.insert(rel, b"<dir>".to_vec());
-                walk(root, &p, out);
-            } else {
-                out.insert(rel, std::fs::read(&p).unwrap_or_default());
-            }
-        }
-    }
-    let mut out = BTreeMap::new();
-    walk(dir, dir, &mut out);
-    out
-}
 
 /// A sandbox: `canary/` (precious files), `cache/` (a cache whose environment links to
 /// the canary and hard-links one of its files), `work/` (the current directory).

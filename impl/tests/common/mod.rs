@@ -139,3 +139,33 @@ impl Drop for Proc {
         }
     }
 }
+
+/// Everything under `dir`, not following links: relative path -> file content, link
+/// target, or `<dir>`. Two snapshots compare equal when nothing under `dir` changed.
+pub fn snapshot(dir: &Path) -> std::collections::BTreeMap<PathBuf, Vec<u8>> {
+    use std::os::unix::ffi::OsStrExt;
+    fn walk(root: &Path, dir: &Path, out: &mut std::collections::BTreeMap<PathBuf, Vec<u8>>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            let rel = p.strip_prefix(root).unwrap_or(&p).to_path_buf();
+            let Ok(meta) = std::fs::symlink_metadata(&p) else {
+                continue;
+            };
+            if meta.is_symlink() {
+                let target = std::fs::read_link(&p).unwrap_or_default();
+                out.insert(rel, target.as_os_str().as_bytes().to_vec());
+            } else if meta.is_dir() {
+                out.insert(rel, b"<dir>".to_vec());
+                walk(root, &p, out);
+            } else {
+                out.insert(rel, std::fs::read(&p).unwrap_or_default());
+            }
+        }
+    }
+    let mut out = std::collections::BTreeMap::new();
+    walk(dir, dir, &mut out);
+    out
+}
