@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use cachelock::cache::{ENV_MARKER, ENVIRONMENTS_DIR, LOCK_FILE, TAG_FILE};
 use cachelock::lockfile::{LockFile, TryLock};
-use cachelock_model::machine::{Action, CacheModel, Child, Life, ProcId, State, Temp};
+use cachelock_model::machine::{Action, CacheModel, Child, Daemon, Life, ProcId, State, Temp};
 use cachelock_model::protocol::{ChildKind, EnvName, Event, Mode, Policy, Scenario, Step};
 use cachelock_model::story;
 use serde_json::Value;
@@ -40,6 +40,10 @@ pub enum Op {
     ChildExit(usize),
     /// The process is killed with SIGKILL.
     Kill(usize),
+    /// The process's child starts a daemon.
+    StartDaemon(usize),
+    /// The process's daemon exits.
+    DaemonExit(usize),
     /// The process's lock wait times out.
     Timeout(usize),
 }
@@ -48,7 +52,12 @@ impl Op {
     /// The process the op is about.
     pub fn proc(self) -> usize {
         match self {
-            Op::Advance(p) | Op::ChildExit(p) | Op::Kill(p) | Op::Timeout(p) => p,
+            Op::Advance(p)
+            | Op::ChildExit(p)
+            | Op::Kill(p)
+            | Op::Timeout(p)
+            | Op::StartDaemon(p)
+            | Op::DaemonExit(p) => p,
         }
     }
 
@@ -59,20 +68,18 @@ impl Op {
             Action::Event(p, Event::ChildExits) => Op::ChildExit(p),
             Action::Event(p, Event::Killed) => Op::Kill(p),
             Action::Event(p, Event::LockTimeout) => Op::Timeout(p),
-            Action::Event(p, e) => panic!("event {e} of process {p} has no real counterpart here"),
+            Action::Event(p, Event::ChildStartsDaemon) => Op::StartDaemon(p),
+            Action::Event(p, Event::DaemonExits) => Op::DaemonExit(p),
         }
     }
 }
 
-/// The kinds of process the lockstep harness can play for real (a nested clean or a
-/// daemon would need a child that runs the protocol itself).
+/// The kinds of process the lockstep harness can play for real (a nested clean would
+/// need a child that runs the protocol itself).
 pub fn playable(sc: &Scenario) -> bool {
-    sc.procs.iter().all(|p| {
-        !matches!(
-            p.kind.child(),
-            Some(ChildKind::NestedClean) | Some(ChildKind::Daemon)
-        )
-    })
+    sc.procs
+        .iter()
+        .all(|p| p.kind.child() != Some(ChildKind::NestedClean))
 }
 
 /// A `cl-driver` process.
@@ -109,6 +116,8 @@ struct Real {
     report_file: PathBuf,
     /// Learnt from `observe`.
     child_pid: Option<u32>,
+    /// The daemon the child started, if any.
+    daemon_pid: Option<u32>,
     temp_cache: Option<PathBuf>,
 }
 
@@ -138,6 +147,7 @@ pub struct ProcAbstract {
     /// The inode (model numbering) of its descriptor on `.lock` (live processes only).
     pub root_fd: Option<u8>,
     pub child_running: bool,
+    pub daemon_running: bool,
     pub temp_cache: bool,
 }
 
@@ -229,6 +239,7 @@ impl Lockstep {
                 exit_file,
                 report_file,
                 child_pid: None,
+                daemon_pid: None,
                 temp_cache: None,
             });
         }
@@ -274,6 +285,12 @@ impl Lockstep {
             Op::Timeout(p) => m
                 .event_enabled(s, p, Event::LockTimeout)
                 .then_some(Action::Event(p, Event::LockTimeout)),
+            Op::StartDaemon(p) => m
+                .event_enabled(s, p, Event::ChildStartsDaemon)
+                .then_some(Action::Event(p, Event::ChildStartsDaemon)),
+            Op::DaemonExit(p) => m
+                .event_enabled(s, p, Event::DaemonExits)
+                .then_some(Action::Event(p, Event::DaemonExits)),
         }
     }
 
@@ -372,7 +389,14 @@ impl Lockstep {
                 }
                 self.state = self.model.after(&self.state, action);
             }
-            Action::Event(_, e) => return Err(format!("event {e} is not played for real")),
+            Action::Event(_, Event::ChildStartsDaemon) => {
+                self.start_daemon(p)?;
+                self.state = self.model.after(&self.state, action);
+            }
+            Action::Event(_, Event::DaemonExits) => {
+                self.let_daemon_exit(p)?;
+                self.state = self.model.after(&self.state, action);
+            }
         }
         let mut line = story::line(&self.model, &before, action, &self.state);
         if let Some((_, _, real)) = outcomes.last().filter(|(q, _, _)| *q == p)
@@ -391,6 +415,53 @@ impl Lockstep {
             Some(d) => d.ask(command).map_err(|e| format!("{label}: {e}")),
             None => Err(format!("{label}: no driver")),
         }
+    }
+
+    fn suffixed(path: &Path, suffix: &str) -> PathBuf {
+        let mut s = path.as_os_str().to_os_string();
+        s.push(suffix);
+        PathBuf::from(s)
+    }
+
+    /// Asks the child to start its daemon (see `cl-child`) and waits until it runs.
+    fn start_daemon(&mut self, p: ProcId) -> Result<(), String> {
+        let request = Self::suffixed(&self.reals[p].exit_file, ".daemon");
+        fs::write(&request, b"").map_err(|e| e.to_string())?;
+        let pid_file = Self::suffixed(&request, ".pid");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Some(pid) = fs::read_to_string(&pid_file)
+                .ok()
+                .and_then(|t| t.trim().parse::<u32>().ok())
+            {
+                self.reals[p].daemon_pid = Some(pid);
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        Err(self.fail(format!(
+            "{}: the daemon did not start",
+            self.model.procs[p].label
+        )))
+    }
+
+    fn let_daemon_exit(&mut self, p: ProcId) -> Result<(), String> {
+        let exit = Self::suffixed(&self.reals[p].exit_file, ".daemon.exit");
+        fs::write(&exit, b"").map_err(|e| e.to_string())?;
+        let Some(pid) = self.reals[p].daemon_pid else {
+            return Err(self.fail(format!("{}: no real daemon", self.model.procs[p].label)));
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while process_alive(pid) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        if process_alive(pid) {
+            return Err(self.fail(format!(
+                "{}: the daemon did not exit",
+                self.model.procs[p].label
+            )));
+        }
+        Ok(())
     }
 
     fn let_child_exit(&mut self, p: ProcId) -> Result<(), String> {
@@ -481,6 +552,7 @@ impl Lockstep {
                 root_lock: None,
                 root_fd: None,
                 child_running: false,
+                daemon_running: false,
                 temp_cache: false,
             };
             if alive {
@@ -511,6 +583,7 @@ impl Lockstep {
                 }
             }
             pa.child_running = self.reals[p].child_pid.is_some_and(process_alive);
+            pa.daemon_running = self.reals[p].daemon_pid.is_some_and(process_alive);
             pa.temp_cache = self.reals[p]
                 .temp_cache
                 .as_ref()
@@ -549,6 +622,7 @@ impl Lockstep {
                     root_lock: st.root_fd.and_then(|f| f.lock),
                     root_fd: st.root_fd.map(|f| f.inode),
                     child_running: st.child == Child::Running,
+                    daemon_running: st.daemon == Daemon::Running,
                     temp_cache: matches!(st.temp, Temp::Present(_)),
                 }
             })
@@ -593,6 +667,7 @@ impl Lockstep {
     fn teardown(&mut self) -> Vec<(usize, String)> {
         for r in &self.reals {
             let _ = fs::write(&r.exit_file, b"");
+            let _ = fs::write(Self::suffixed(&r.exit_file, ".daemon.exit"), b"");
         }
         for r in &mut self.reals {
             if let Some(mut d) = r.driver.take() {
@@ -607,7 +682,7 @@ impl Lockstep {
                 let _ = d.os.kill();
                 let _ = d.os.wait();
             }
-            if let Some(pid) = r.child_pid {
+            for pid in r.child_pid.into_iter().chain(r.daemon_pid) {
                 let deadline = Instant::now() + Duration::from_secs(10);
                 while process_alive(pid) && Instant::now() < deadline {
                     std::thread::sleep(Duration::from_millis(1));
@@ -619,7 +694,14 @@ impl Lockstep {
         self.reals
             .iter()
             .enumerate()
-            .filter_map(|(p, r)| fs::read_to_string(&r.report_file).ok().map(|t| (p, t)))
+            .flat_map(|(p, r)| {
+                [
+                    r.report_file.clone(),
+                    Self::suffixed(&r.report_file, ".daemon"),
+                ]
+                .into_iter()
+                .filter_map(move |f| fs::read_to_string(f).ok().map(|t| (p, t)))
+            })
             .collect()
     }
 }
@@ -684,21 +766,23 @@ pub mod generate {
     use proptest::prelude::*;
 
     /// The runs the harness plays.
-    pub const RUNS: [Kind; 5] = [
+    pub const RUNS: [Kind; 6] = [
         Kind::Run,
         Kind::RunScript,
         Kind::ToolRun,
         Kind::RunNoCache,
         Kind::RunServer,
+        Kind::RunDaemon,
     ];
     /// The cleaners.
     pub const CLEANS: [Kind; 3] = [Kind::Clean, Kind::CleanForce, Kind::Prune];
-    const ANY: [Kind; 8] = [
+    const ANY: [Kind; 9] = [
         Kind::Run,
         Kind::RunScript,
         Kind::ToolRun,
         Kind::RunNoCache,
         Kind::RunServer,
+        Kind::RunDaemon,
         Kind::Clean,
         Kind::CleanForce,
         Kind::Prune,
@@ -735,6 +819,8 @@ pub mod generate {
             3 => (0..n).prop_map(Op::ChildExit),
             1 => (0..n).prop_map(Op::Kill),
             1 => (0..n).prop_map(Op::Timeout),
+            1 => (0..n).prop_map(Op::StartDaemon),
+            1 => (0..n).prop_map(Op::DaemonExit),
         ]
     }
 

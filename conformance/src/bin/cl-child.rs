@@ -5,9 +5,21 @@
 //! exits; it exits when EXIT_FILE appears, writing to REPORT_FILE `ok` or
 //! `missing <when>`: what it saw. Exit code 0 if the environment was always there, 3
 //! otherwise.
+//!
+//! Daemons: when `EXIT_FILE.daemon` appears, the child starts a daemon, another
+//! `cl-child` with `EXIT_FILE.daemon.exit` and `REPORT_FILE.daemon` as its files, which
+//! inherits the child's open descriptors (an inherited environment lock included) and
+//! outlives it; the daemon's pid is written to `EXIT_FILE.daemon.pid`.
 
-use std::path::PathBuf;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+fn with_suffix(p: &Path, suffix: &str) -> PathBuf {
+    let mut s = OsString::from(p.as_os_str());
+    s.push(suffix);
+    PathBuf::from(s)
+}
 
 fn main() {
     let mut args = std::env::args_os().skip(1);
@@ -16,6 +28,8 @@ fn main() {
         std::process::exit(2);
     };
     let (exit_file, report) = (PathBuf::from(exit_file), PathBuf::from(report));
+    let daemon_request = with_suffix(&exit_file, ".daemon");
+    let mut daemon_started = false;
     let env = std::env::var_os("CACHELOCK_ENV").map(PathBuf::from);
     let present = || {
         env.as_ref()
@@ -29,6 +43,24 @@ fn main() {
         }
         if done {
             break;
+        }
+        if !daemon_started && daemon_request.exists() {
+            daemon_started = true;
+            let spawned = std::env::current_exe().and_then(|me| {
+                std::process::Command::new(me)
+                    .arg(with_suffix(&daemon_request, ".exit"))
+                    .arg(with_suffix(&report, ".daemon"))
+                    .spawn()
+            });
+            match spawned {
+                Ok(daemon) => {
+                    let _ = std::fs::write(
+                        with_suffix(&daemon_request, ".pid"),
+                        daemon.id().to_string(),
+                    );
+                }
+                Err(e) => eprintln!("cl-child: cannot start the daemon: {e}"),
+            }
         }
         std::thread::sleep(Duration::from_millis(2));
     }
