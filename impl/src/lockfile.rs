@@ -199,11 +199,19 @@ impl LockFile {
         on_busy(&self.path);
         let start = Instant::now();
         let Some(timeout) = timeout else {
-            let result = match mode {
-                Mode::Shared => self.file.lock_shared(),
-                Mode::Exclusive => self.file.lock(),
-            };
-            result.ctx("lock", &self.path)?;
+            loop {
+                let result = match mode {
+                    Mode::Shared => self.file.lock_shared(),
+                    Mode::Exclusive => self.file.lock(),
+                };
+                match result {
+                    Ok(()) => break,
+                    // A signal handler installed without SA_RESTART interrupted the
+                    // wait (EINTR): nothing is held, wait again.
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(Error::io("lock", &self.path, e)),
+                }
+            }
             self.held = Some(mode);
             return Ok(());
         };
@@ -262,6 +270,45 @@ fn create_lock_file(path: &Path) -> Result<File, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    extern "C" fn ignore(_: libc::c_int) {}
+
+    #[test]
+    fn a_blocking_wait_interrupted_by_a_signal_waits_on() -> Result<(), Error> {
+        let dir = tempfile::tempdir().map_err(|e| Error::io("tempdir", "/tmp", e))?;
+        let path = dir.path().join(".lock");
+        let mut holder = LockFile::open_or_create(&path)?;
+        assert_eq!(holder.try_lock(Mode::Exclusive)?, TryLock::Acquired);
+        // A handler without SA_RESTART, so that the blocked flock(2) returns EINTR.
+        // SAFETY: a zeroed sigaction is "no flags, empty mask"; the handler does nothing.
+        unsafe {
+            let mut action: libc::sigaction = std::mem::zeroed();
+            action.sa_sigaction = ignore as *const () as libc::sighandler_t;
+            libc::sigemptyset(&mut action.sa_mask);
+            libc::sigaction(libc::SIGUSR2, &action, std::ptr::null_mut());
+        }
+        let (tx, rx) = std::sync::mpsc::channel();
+        let waiter_path = path.clone();
+        let waiter = std::thread::spawn(move || {
+            // SAFETY: pthread_self has no preconditions.
+            let _ = tx.send(unsafe { libc::pthread_self() } as usize);
+            let mut lock = LockFile::open_or_create(&waiter_path)?;
+            lock.lock(Mode::Shared, None, &mut |_| {}, &mut |_| {})?;
+            Ok::<_, Error>(lock.held())
+        });
+        let thread = rx.recv().map_err(|_| Error::Finished)? as libc::pthread_t;
+        for _ in 0..5 {
+            std::thread::sleep(Duration::from_millis(20));
+            // SAFETY: the thread is alive until it is joined below.
+            unsafe {
+                libc::pthread_kill(thread, libc::SIGUSR2);
+            }
+        }
+        drop(holder);
+        let held = waiter.join().map_err(|_| Error::Finished)??;
+        assert_eq!(held, Some(Mode::Shared));
+        Ok(())
+    }
 
     #[test]
     fn two_descriptors_in_one_process_exclude_each_other() -> Result<(), Error> {
