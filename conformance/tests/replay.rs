@@ -10,7 +10,7 @@ use std::path::Path;
 
 use cachelock_conformance::lockstep::{Lockstep, Op, Outcome};
 use cachelock_model::check::{self, Kind3, Property, Verdict};
-use cachelock_model::machine::{CacheModel, Daemon, EnvState, State};
+use cachelock_model::machine::CacheModel;
 use cachelock_model::{Policy, Scenario};
 
 const DRIVER: &str = env!("CARGO_BIN_EXE_cl-driver");
@@ -58,20 +58,10 @@ fn real_evidence(property: Property, out: &Outcome) -> Option<String> {
     }
 }
 
-/// The violation is only that a daemon outlived its run's overlay environment (uv's
-/// `run --with` overlay, `Design::run_overlay`): the cached environment is still there.
-/// The implementation has no overlays, so there is nothing to see for real.
-fn overlay_loss_only(model: &CacheModel, state: &State) -> bool {
-    model.design.run_overlay
-        && state.fs.envs[0] == EnvState::Present
-        && state.procs.iter().any(|p| p.daemon == Daemon::Running)
-}
-
 #[test]
 fn every_counterexample_happens_for_real_and_not_under_the_policies_that_keep_it() {
     let mut replayed = 0;
     let mut cross = 0;
-    let mut overlay_only = 0;
     for sc in check::ci_scenarios() {
         // The four-process CI scenario is left out: its breadth-first searches alone
         // take half a minute in a test build; its properties are broken in the smaller
@@ -107,14 +97,6 @@ fn every_counterexample_happens_for_real_and_not_under_the_policies_that_keep_it
                         || !property.holds(&model, &out.state),
                     "{policy} on {sc}: replaying the {property} counterexample did not break it"
                 );
-                if property == Property::LiveEnvIntact
-                    && real_evidence(property, &out).is_none()
-                    && overlay_loss_only(&model, &out.state)
-                {
-                    // uv's per-run overlay is in the model, not in the implementation.
-                    overlay_only += 1;
-                    continue;
-                }
                 let evidence = real_evidence(property, &out).unwrap_or_else(|| {
                     panic!(
                         "{policy} on {sc}: {property} broken in the model but no real evidence:\n{}",
@@ -154,8 +136,7 @@ fn every_counterexample_happens_for_real_and_not_under_the_policies_that_keep_it
         }
     }
     eprintln!(
-        "replayed {replayed} counterexamples for real, and {cross} under policies that keep them; \
-         {overlay_only} lose only uv's run overlay, which the implementation does not reproduce"
+        "replayed {replayed} counterexamples for real, and {cross} under policies that keep them"
     );
     assert!(replayed >= 40, "only {replayed} counterexamples replayed");
 }

@@ -38,6 +38,9 @@ pub const ENV_MARKER: &str = "cachelock-env";
 /// Separates an environment's name from the random part in the name of its build
 /// directory (`builds/<env>.build-XXXXXX`).
 pub const BUILD_INFIX: &str = ".build-";
+/// Separates an environment's name from the random part in the name of a run's overlay
+/// (`builds/<env>.overlay-XXXXXX`, uv policies only).
+pub const OVERLAY_INFIX: &str = ".overlay-";
 
 const TAG_TEXT: &str = "Signature: 8a477f597d28d172789f06886806bc55\n\
 # This file is a cache directory tag created by cachelock.\n\

@@ -3,7 +3,8 @@
 //! [`Held`]'s field order is its drop order, and that order is the protocol for a
 //! session that ends early (an error, a panic, a forwarded signal):
 //! 1. the child is waited for, so that nothing it uses goes away under it;
-//! 2. the unpersisted build is removed;
+//! 2. the unpersisted build is removed, and the run's overlay (uv policies), only now
+//!    that the child is gone;
 //! 3. the environment lock is closed (never unlocked: a copy the child inherited keeps
 //!    protecting the environment);
 //! 4. the root lock is released;
@@ -58,6 +59,8 @@ pub struct Held<P: Platform = Os> {
     pub child: Option<P::Child>,
     /// An environment being built under `builds/<env>.build-X`; removed unless persisted.
     pub build: Option<P::Dir>,
+    /// The run's overlay environment (`builds/<env>.overlay-X`, uv's `run --with`).
+    pub overlay: Option<P::Dir>,
     /// The environment lock.
     pub env_lock: Option<P::Lock>,
     /// The root lock.
@@ -75,6 +78,7 @@ impl<P: Platform> Default for Held<P> {
         Held {
             child: None,
             build: None,
+            overlay: None,
             env_lock: None,
             root_lock: None,
             temp_cache: None,

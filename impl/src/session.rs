@@ -26,7 +26,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use cachelock_model::protocol::{DropTemp, EnvLock};
-use cachelock_model::{Design, Kind, Mode, OnBusy, Policy, Step};
+use cachelock_model::{Design, EnvName, Kind, Mode, OnBusy, Policy, Step};
 
 use crate::cache::{self, CLEANS_DIR, CacheDir, ENV_MARKER, ENVIRONMENTS_DIR, LOCK_FILE};
 use crate::child;
@@ -785,15 +785,43 @@ impl Session {
         } else {
             None
         };
+        let child_env = match self.overlay(&env_dir)? {
+            Some(overlay) => {
+                let path = overlay.path().to_path_buf();
+                self.held.overlay = Some(overlay);
+                path
+            }
+            None => env_dir,
+        };
         let child = child::spawn(
             &self.config.command,
-            &[("CACHELOCK_ENV", env_dir.as_os_str())],
+            &[("CACHELOCK_ENV", child_env.as_os_str())],
             inherit,
             self.config.forward_signals,
         )?;
         tracing::debug!(pid = child.id(), "spawned the child");
         self.held.child = Some(child);
         Ok(StepOutcome::Done)
+    }
+
+    /// uv's `run --with` (a design with run overlays, `Design::run_overlay`): the child
+    /// runs in an overlay environment of this run's own on top of the cached one,
+    /// removed when the run exits. Its marker is a link to the cached environment's, so
+    /// the child sees the cached environment go, and the overlay go.
+    fn overlay(&self, env_dir: &Path) -> Result<Option<tempfile::TempDir>, Error> {
+        if !self.design.run_overlay || self.config.kind.env() != Some(EnvName::With) {
+            return Ok(None);
+        }
+        let builds = self.root()?.join(cache::BUILDS_DIR);
+        fs::create_dir_all(&builds).ctx("create the directory", &builds)?;
+        let overlay = tempfile::Builder::new()
+            .prefix(&format!("{}{}", self.config.env_name, cache::OVERLAY_INFIX))
+            .tempdir_in(&builds)
+            .ctx("create the run's overlay environment in", &builds)?;
+        let marker = overlay.path().join(ENV_MARKER);
+        std::os::unix::fs::symlink(env_dir.join(ENV_MARKER), &marker)
+            .ctx("link the overlay to its environment at", &marker)?;
+        Ok(Some(overlay))
     }
 }
 

@@ -766,6 +766,11 @@ impl CacheModel {
                     return;
                 }
                 s.procs[p].child = Child::Running;
+                if self.design.run_overlay && kind.env() == Some(EnvName::With) {
+                    // The run's overlay environment is made in the builds bucket.
+                    s.fs.root = true;
+                    s.fs.buckets = true;
+                }
                 if self.design.child_inherits_env_lock
                     && let Some(fd) = s.procs[p].env_fd.as_mut()
                 {

@@ -228,7 +228,8 @@ pub fn table(all: &[Compared], runners: &[String], scenarios: &[&str]) -> String
          under cachelock). uv's `run --with` also runs the child in an overlay venv of its\n  \
          own (`builds-v0/.tmpX`, the child's `sys.prefix`) that uv removes when it exits,\n  \
          clean or not: a daemon loses its `sys.prefix` even with no clean at all. The model\n  \
-         has no such overlay; the table records it as a remark, not as a verdict.\n\
+         has it (`Design::run_overlay`, found here), and so does `cachelock` under the uv\n  \
+         policies; the table records the loss as a remark beside the verdict.\n\
          - `prune` keeps the scaffold, so `clean-removes-unused` is judged on environments\n  \
          (directories holding `pyvenv.cfg` or `cachelock-env`), not on every entry, for\n  \
          cleans and prunes alike; an environment whose child still runs is not counted.\n\

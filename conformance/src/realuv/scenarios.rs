@@ -445,7 +445,7 @@ fn run_then_clean(cx: &mut Cx, run_spec: ProcSpec, clean_spec: ProcSpec) -> Resu
 /// The daemon's environment is the model's: the cached one holding the probe's files
 /// (uv) or the marker (cachelock). uv's `run --with` also makes an ephemeral overlay
 /// venv (`sys.prefix`) that uv itself removes when it exits, clean or not; the model
-/// has no such thing, so its loss is a remark, not a verdict.
+/// has it too (`Design::run_overlay`); its loss is recorded as a remark.
 fn daemon_then_clean(cx: &mut Cx, run_spec: ProcSpec, clean_spec: ProcSpec) -> Result<(), String> {
     let mut run = cx.start_with(run_spec, &[("CLPROBE_DAEMON".into(), "1".into())])?;
     cx.ready(&mut run)?;
@@ -459,7 +459,7 @@ fn daemon_then_clean(cx: &mut Cx, run_spec: ProcSpec, clean_spec: ProcSpec) -> R
         run.name
     ));
     if !prefix_before && env.is_some() {
-        let s = "uv removed the run's own overlay venv (the daemon's sys.prefix) when it exited, before any clean (not in the model)".to_string();
+        let s = "uv removed the run's own overlay venv (the daemon's sys.prefix) when it exited, before any clean (the model's run overlay, `Design::run_overlay`)".to_string();
         cx.obs.remarks.push(s);
     }
     let live: Vec<_> = env.iter().cloned().collect();
