@@ -269,29 +269,21 @@ impl Lockstep {
         if p >= m.procs.len() {
             return None;
         }
-        match op {
+        let event = match op {
             Op::Advance(p) => {
                 if m.finished(s, p) {
                     return None;
                 }
-                m.next_step(s, p).map(|step| Action::Step(p, step))
+                return m.next_step(s, p).map(|step| Action::Step(p, step));
             }
-            Op::ChildExit(p) => m
-                .event_enabled(s, p, Event::ChildExits)
-                .then_some(Action::Event(p, Event::ChildExits)),
-            Op::Kill(p) => m
-                .event_enabled(s, p, Event::Killed)
-                .then_some(Action::Event(p, Event::Killed)),
-            Op::Timeout(p) => m
-                .event_enabled(s, p, Event::LockTimeout)
-                .then_some(Action::Event(p, Event::LockTimeout)),
-            Op::StartDaemon(p) => m
-                .event_enabled(s, p, Event::ChildStartsDaemon)
-                .then_some(Action::Event(p, Event::ChildStartsDaemon)),
-            Op::DaemonExit(p) => m
-                .event_enabled(s, p, Event::DaemonExits)
-                .then_some(Action::Event(p, Event::DaemonExits)),
-        }
+            Op::ChildExit(_) => Event::ChildExits,
+            Op::Kill(_) => Event::Killed,
+            Op::Timeout(_) => Event::LockTimeout,
+            Op::StartDaemon(_) => Event::ChildStartsDaemon,
+            Op::DaemonExit(_) => Event::DaemonExits,
+        };
+        m.event_enabled(s, p, event)
+            .then_some(Action::Event(p, event))
     }
 
     fn fail(&self, what: String) -> String {
