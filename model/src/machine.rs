@@ -13,8 +13,16 @@
 //! - A run's environment lock is one open file description shared by the run, its child
 //!   and the child's daemon (when inherited); it is held while any of them has it open,
 //!   and `UnlockEnvLock` releases it for all of them.
+//! - Each run builds in a directory of its own and renames it into place: a clean that
+//!   deletes the builds makes that run's `PersistEnv` fail, not another's. The root can
+//!   only be removed once the scaffold, the bucket directories (which every build and
+//!   uv's per-run overlay recreate) and `.lock` are gone.
+//! - Under uv's designs a `run --with` child lives in the run's overlay, which goes
+//!   when the run exits: a daemon outliving its run loses its environment.
 //! - Events the processes do not choose (child exits, daemons, timeouts, SIGKILL) are
 //!   actions too, so every interleaving of steps and events is explored.
+//! - The initial state is an existing cache (scaffold and `.lock`, inode 0) with no
+//!   environment; symmetric processes (same kind and faults) are explored once.
 //! - The model is acyclic: every action moves some process or child forward, so
 //!   `eventually` properties are sound here (stateright misses failures on cycles).
 
