@@ -443,11 +443,7 @@ impl Lockstep {
         let Some(pid) = self.reals[p].daemon_pid else {
             return Err(self.fail(format!("{}: no real daemon", self.model.procs[p].label)));
         };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while process_alive(pid) && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        if process_alive(pid) {
+        if !wait_gone(pid, || {}) {
             return Err(self.fail(format!(
                 "{}: the daemon did not exit",
                 self.model.procs[p].label
@@ -464,15 +460,13 @@ impl Lockstep {
                 self.model.procs[p].label
             )));
         };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while process_alive(pid) && Instant::now() < deadline {
+        // Lets the driver reap it (observe polls the child) while waiting.
+        let gone = wait_gone(pid, || {
             if self.reals[p].driver.is_some() {
-                // Lets the driver reap it (observe polls the child).
                 let _ = self.ask(p, "observe");
             }
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        if process_alive(pid) {
+        });
+        if !gone {
             return Err(self.fail(format!(
                 "{}: the child did not exit",
                 self.model.procs[p].label
@@ -675,10 +669,7 @@ impl Lockstep {
                 let _ = d.os.wait();
             }
             for pid in r.child_pid.into_iter().chain(r.daemon_pid) {
-                let deadline = Instant::now() + Duration::from_secs(10);
-                while process_alive(pid) && Instant::now() < deadline {
-                    std::thread::sleep(Duration::from_millis(1));
-                }
+                wait_gone(pid, || {});
             }
         }
         let _ = &self.driver_exe;
@@ -733,6 +724,17 @@ fn lock_fd_inode(pid: u32, cache: &Path) -> Option<u64> {
         }
     }
     None
+}
+
+/// Waits up to 10 s for `pid` to be gone, calling `tick` between looks; false if it
+/// still runs.
+fn wait_gone(pid: u32, mut tick: impl FnMut()) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while process_alive(pid) && Instant::now() < deadline {
+        tick();
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    !process_alive(pid)
 }
 
 /// True while `pid` runs (a zombie or a missing process does not).
