@@ -372,6 +372,10 @@ impl Cache {
 /// by the lease (`create-temp-cache`), locked from birth (its `.lock`, held shared), and
 /// removed when the [`LiveEnv`] and every process that inherited its lock are gone.
 ///
+/// A `TempCache` itself holds nothing (it is the choice of policy, timeout and callback);
+/// each [`TempCache::lease`] creates its own temporary cache, owned by the lease and then
+/// by its [`LiveEnv`].
+///
 /// ```
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// use std::process::Command;
@@ -522,9 +526,9 @@ impl EnvLease {
         let lock = if self.session.design().child_inherits_env_lock {
             let held = self.session.held();
             match held.env_lock.as_ref().or(held.temp_lock.as_ref()) {
-                Some(lock) => Some(Arc::new(lock.file().try_clone().map_err(|e| {
+                Some(lock) => Some(lock.file().try_clone().map_err(|e| {
                     CacheError::io("duplicate the lock descriptor of", lock.path(), e)
-                })?)),
+                })?),
                 None => None,
             }
         } else {
@@ -558,7 +562,7 @@ pub struct LiveEnv {
     root: PathBuf,
     dir: PathBuf,
     /// A close-on-exec copy of the descriptor the child inherits.
-    lock: Option<Arc<fs::File>>,
+    lock: Option<fs::File>,
     temporary: bool,
 }
 
@@ -638,8 +642,9 @@ impl Drop for LiveEnv {
         drop(own);
         if let Some(mut fresh) = fresh {
             let _ = fresh.lock(Mode::Exclusive, None, &mut |_| {}, &mut |_| {});
-            // Removed only now that nobody uses it; its lock is released last.
-            let _ = temp.close();
+            // Removed only now that nobody uses it (unless the policy keeps it, as
+            // `cachelock-keep-temp` does); its lock is released last.
+            drop(temp);
             drop(fresh);
         }
     }

@@ -340,3 +340,47 @@ fn the_readme_shows_the_example_word_for_word() {
          between its README markers"
     );
 }
+
+#[test]
+fn the_policy_is_a_choice_and_uv_policies_behave_as_uv() {
+    // The guards move between threads, and a cache is shared by reference.
+    fn send<T: Send>() {}
+    fn sync<T: Send + Sync>() {}
+    send::<cachelock::EnvLease>();
+    send::<cachelock::LiveEnv>();
+    sync::<Cache>();
+    sync::<cachelock::TempCache>();
+
+    // uv 0.13 holds the cache's lock shared until its child is done: here, until the
+    // `LiveEnv` is dropped. A clean cannot get it meanwhile.
+    let d = common::Dirs::new();
+    let cache = Cache::open(d.cache()).policy(Policy::Uv013);
+    let env = example::install(&cache, NAME).expect("install");
+    assert!(!env.child_inherits_lock());
+    let impatient = cache.clone().lock_timeout(Some(Duration::from_millis(100)));
+    match impatient.clean(|_| {}) {
+        Err(CacheError::LockTimeout {
+            mode: Mode::Exclusive,
+            ..
+        }) => {}
+        other => panic!("{other:?}"),
+    }
+    assert!(env.dir().join("payload").is_file());
+    drop(env);
+    let report = impatient.clean(|_| {}).expect("clean");
+    assert!(report.in_use.is_empty());
+    assert!(!env_dir(&d.cache(), NAME).exists());
+
+    // uv 0.8.19 removed a `--no-cache` run's temporary cache before spawning its child.
+    let lease = Cache::temporary()
+        .policy(Policy::Uv0819)
+        .lease("scratch")
+        .expect("lease");
+    match lease.commit() {
+        Err(CacheError::EnvRemoved {
+            step: Step::SpawnChild,
+            ..
+        }) => {}
+        other => panic!("{other:?}"),
+    }
+}
