@@ -549,7 +549,10 @@ impl EnvLease {
 /// [`LiveEnv::configure`].
 ///
 /// **Drop**: the environment's lock is closed, never unlocked, so a child that inherited
-/// it keeps the environment alive after the `LiveEnv` is gone. Under uv's policies,
+/// it keeps the environment alive after the `LiveEnv` is gone. (The caller's child
+/// replaces `spawn-child` and `wait-for-child`; the program's last steps are not run, the
+/// session's guards end what it holds in their declared order, so a policy ending with
+/// `unlock-env-lock` closes the lock here instead.) Under uv's policies,
 /// which hold the cache's lock until the child exits, that lock is released now: drop
 /// the `LiveEnv` after the child has exited. For a temporary cache, dropping **blocks**
 /// until no process holds the temporary cache's lock any more (the children that
@@ -582,8 +585,9 @@ impl LiveEnv {
         &self.root
     }
 
-    /// True if children configured with [`LiveEnv::configure`] inherit the lock (every
-    /// policy but uv's and `cachelock-cloexec`).
+    /// True if children configured with [`LiveEnv::configure`] inherit the lock: under the
+    /// policies whose design says so (`Design::child_inherits_env_lock`: `cachelock` and
+    /// its variants but `cachelock-cloexec`; not uv's).
     pub fn child_inherits_lock(&self) -> bool {
         self.lock.is_some()
     }

@@ -334,10 +334,15 @@ fn the_readme_shows_the_example_word_for_word() {
     };
     let code = part(example, "// README-BEGIN", "// README-END");
     assert!(code.contains("pub fn install"));
+    let main = example[example.find("fn main()").expect("main")..].trim();
     assert!(
         readme.contains(code),
         "README.md's \"The library\" section must hold examples/package_manager.rs \
          between its README markers"
+    );
+    assert!(
+        readme.contains(main),
+        "README.md must hold the example's main"
     );
 }
 
