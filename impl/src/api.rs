@@ -168,15 +168,18 @@ fn notify_wait(on_wait: &Option<Callback>, progress: &Progress) {
 /// holds no lock and no descriptor: each operation takes and releases its own.
 ///
 /// ```
+/// use std::sync::mpsc;
 /// use std::time::Duration;
 /// use cachelock::{Cache, Policy, Progress};
 ///
+/// // The caller decides what a wait shows: here, a message to its own progress thread.
+/// let (waits, _progress_thread) = mpsc::channel();
 /// let cache = Cache::open("/var/cache/my-tool")
 ///     .policy(Policy::Cachelock) // the default
 ///     .lock_timeout(Some(Duration::from_secs(30)))
-///     .on_wait(|p| {
+///     .on_wait(move |p| {
 ///         if let Progress::Waiting { lock, .. } = p {
-///             eprintln!("waiting for {}", lock.display());
+///             let _ = waits.send(format!("waiting for {}", lock.display()));
 ///         }
 ///     });
 /// assert_eq!(cache.root(), std::path::Path::new("/var/cache/my-tool"));
