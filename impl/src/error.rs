@@ -58,7 +58,7 @@ pub enum Error {
         reason: &'static str,
     },
     /// An environment, script or tool name that cannot be a directory name.
-    #[error("`{name}` cannot name an environment: {reason}; use letters, digits, `-`, `_` and `.`")]
+    #[error("`{name}` cannot name an environment: {reason}; use letters, digits and `-_.@+=`")]
     BadEnvName {
         /// The name.
         name: String,

@@ -1,6 +1,12 @@
 //! cachelock: uv's cache-lock protocol (and ours) on real lock files, caches and child
 //! processes.
 //!
+//! The front API ([`api`]): open a [`Cache`], lease an environment ([`Cache::lease`],
+//! an [`EnvLease`] to fill, committed into a [`LiveEnv`] that hands its lock to the
+//! caller's own `std::process::Command`), clean or prune beside running children
+//! ([`Cache::clean`], a [`CleanReport`]), and use a [`TempCache`]. The policy is
+//! [`Policy::Cachelock`] unless chosen otherwise; errors are [`CacheError`]s.
+//!
 //! The rules, for every policy (`cachelock_model::Policy`):
 //! - `<cache>/.lock` is the cache's lock, the same file with the same flock(2) semantics
 //!   as uv's: users of the cache lock it shared, cleans exclusive. cachelock and uv on
@@ -14,10 +20,11 @@
 //!   (or anything it started) lives. A clean deletes only environments whose lock it can
 //!   take exclusive without waiting, and announces itself so later runs do not overtake it.
 //!
-//! Modules: [`session`] (the protocol), [`lockfile`] (one lock descriptor), [`cache`]
+//! Modules: [`api`] (the front API), [`session`] (the protocol), [`lockfile`] (one lock descriptor), [`cache`]
 //! (layout, scaffold, deletion), [`child`] (spawn, signals, exit codes), [`status`]
 //! (who holds the locks), [`settings`] (environment variables), [`error`].
 
+pub mod api;
 pub mod cache;
 pub mod child;
 pub mod error;
@@ -30,6 +37,10 @@ pub mod session;
 pub mod settings;
 pub mod status;
 
+pub use api::{
+    Cache, CacheError, CleanOutcome, CleanReport, ENV_DIR_VAR, ENV_LOCK_FD_VAR, EnvLease, KeptEnv,
+    LiveEnv, Progress, TempCache,
+};
 pub use cache::CacheDir;
 pub use cachelock_model::{Kind, Mode, Policy, Step};
 pub use error::Error;

@@ -202,6 +202,8 @@ pub struct Session {
     clean_held_lock: bool,
     /// The announcements `await-announced-cleans` waits for, listed at its first try.
     awaited: Option<Vec<PathBuf>>,
+    /// What `delete-entries` removed and kept, once it has run.
+    delete_report: Option<cache::DeleteReport>,
     held: Held,
 }
 
@@ -242,6 +244,7 @@ impl Session {
             reused_env: false,
             clean_held_lock: false,
             awaited: None,
+            delete_report: None,
             held: Held::default(),
         })
     }
@@ -263,6 +266,27 @@ impl Session {
     /// The exit code the process should end with (the child's for a run).
     pub fn exit_code(&self) -> i32 {
         self.exit_code
+    }
+
+    /// What `delete-entries` removed (files, bytes) and kept as in use, once it has run.
+    pub fn delete_report(&self) -> Option<&cache::DeleteReport> {
+        self.delete_report.as_ref()
+    }
+
+    /// The policy's design choices.
+    pub fn design(&self) -> Design {
+        self.design
+    }
+
+    /// The guards the session holds, for the front API (`crate::api`), which hands the
+    /// environment lock to the caller's own child and ends a temporary cache itself.
+    pub(crate) fn held_mut(&mut self) -> &mut Held {
+        &mut self.held
+    }
+
+    /// The guards the session holds (see [`Session::held_mut`]).
+    pub(crate) fn held(&self) -> &Held {
+        &self.held
     }
 
     /// What the session holds now.
@@ -568,10 +592,12 @@ impl Session {
                     "Removed {} files ({} bytes)",
                     report.removed_files, report.removed_bytes
                 ));
-                if report.skipped.is_empty() {
+                let skipped = report.skipped.clone();
+                self.delete_report = Some(report);
+                if skipped.is_empty() {
                     Ok(StepOutcome::Done)
                 } else {
-                    Ok(StepOutcome::Skipped(report.skipped))
+                    Ok(StepOutcome::Skipped(skipped))
                 }
             }
             Step::UnlinkLockFile => {
@@ -878,7 +904,14 @@ fn remove_stale_announcements(dir: &Path) -> Result<(), Error> {
     Ok(())
 }
 
-fn check_env_name(name: &str) -> Result<(), Error> {
+/// An environment's name becomes a directory name (`environments/<name>`) and a lock file
+/// name (`environments/<name>.lock`) in a cache others may write to, so only plain names
+/// are accepted: ASCII letters, digits and `-_.@+=` (`black@24.1`, `torch+cu121`,
+/// `tool-ruff`), not starting with a dot (so neither `.` nor `..`), never a path
+/// separator, NUL, space or control character, not ending with `.lock`, not holding the
+/// infix of a build or overlay directory (a clean tells whose a build is by it), and at
+/// most [`MAX_ENV_NAME_LEN`] bytes.
+pub fn check_env_name(name: &str) -> Result<(), Error> {
     let bad = |reason| {
         Err(Error::BadEnvName {
             name: name.to_string(),
@@ -888,17 +921,29 @@ fn check_env_name(name: &str) -> Result<(), Error> {
     if name.is_empty() {
         return bad("it is empty");
     }
+    if name.len() > MAX_ENV_NAME_LEN {
+        return bad("it is too long");
+    }
     if name.starts_with('.') {
         return bad("it starts with a dot");
     }
     if name.ends_with(".lock") {
         return bad("it ends with .lock");
     }
+    if name.contains(cache::BUILD_INFIX) || name.contains(cache::OVERLAY_INFIX) {
+        return bad(
+            "it contains `.build-` or `.overlay-`, which name the cache's build directories",
+        );
+    }
     if !name
         .chars()
-        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '@' | '+' | '='))
     {
-        return bad("it contains a character other than letters, digits, `-`, `_` and `.`");
+        return bad("it contains a character other than letters, digits and `-_.@+=`");
     }
     Ok(())
 }
+
+/// The longest environment name, in bytes: with `.build-` and a random suffix, or
+/// `.lock`, it must stay a valid file name (255 bytes).
+pub const MAX_ENV_NAME_LEN: usize = 200;
