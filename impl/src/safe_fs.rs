@@ -45,6 +45,12 @@ const DIR_FLAGS: OFlags = OFlags::RDONLY
 /// is tried again before the removal gives up with an error.
 const RETRIES: u32 = 16;
 
+/// A hook for tests only: called with the path of each directory [`DirFd::open_dir`]
+/// has just opened, before anything is done with it, so that a test can swap a path
+/// component for a link at that exact point. Never set outside tests.
+#[doc(hidden)]
+pub static AFTER_OPEN_DIR: std::sync::RwLock<Option<fn(&Path)>> = std::sync::RwLock::new(None);
+
 /// What a removal removed: files and links (not directories), and their sizes.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Removed {
@@ -134,10 +140,16 @@ impl DirFd {
     pub fn open_dir(&self, name: impl AsRef<OsStr>) -> io::Result<DirFd> {
         let name = checked(name.as_ref())?;
         let fd = rustix::fs::openat(&self.fd, name, DIR_FLAGS, FileMode::empty())?;
-        Ok(DirFd {
+        let dir = DirFd {
             fd,
             path: self.path.join(name),
-        })
+        };
+        if let Ok(hook) = AFTER_OPEN_DIR.read()
+            && let Some(hook) = *hook
+        {
+            hook(&dir.path);
+        }
+        Ok(dir)
     }
 
     /// Opens the subdirectory `name`, creating it (mode 0o777 less the umask) if it

@@ -583,6 +583,105 @@ fn a_directory_swapped_after_it_was_opened_is_still_the_one_removed() {
     assert_eq!(snapshot(&outside), before);
 }
 
+/// Where the hook swaps: the test's cache root, its outside directory, and whether it
+/// swaps the directory just opened (0), its parent (1), or the directory just opened if
+/// it is not a top-level one (2).
+static HOOKED: Mutex<Option<(PathBuf, PathBuf, usize)>> = Mutex::new(None);
+static HOOK_SWAPS: AtomicU64 = AtomicU64::new(0);
+
+/// Swaps the directory just opened (or its parent) for a link to the outside, moving
+/// the real one aside under a fresh name in the same parent.
+fn swap_at_open(opened: &Path) {
+    let Ok(guard) = HOOKED.lock() else { return };
+    let Some((root, outside, level)) = guard.as_ref() else {
+        return;
+    };
+    if !opened.starts_with(root) || opened == root {
+        return;
+    }
+    let depth = opened
+        .strip_prefix(root)
+        .map_or(0, |r| r.components().count());
+    if *level == 2 && depth < 2 {
+        return;
+    }
+    let target = if *level != 1 {
+        opened
+    } else {
+        match opened.parent() {
+            Some(p) if p != root && p.starts_with(root) => p,
+            _ => opened,
+        }
+    };
+    // The attacker works inside the cache: a path that runs through a link swapped in
+    // earlier (the walk's descriptors do not, its path names do) is left alone.
+    let inside = target
+        .ancestors()
+        .take_while(|a| *a != root.as_path())
+        .all(|a| fs::symlink_metadata(a).is_ok_and(|m| m.is_dir()));
+    // Each directory is swapped once: one moved aside already is left alone.
+    let moved = target
+        .file_name()
+        .is_some_and(|n| n.to_string_lossy().starts_with("aside-"));
+    if !inside || moved {
+        return;
+    }
+    let n = HOOK_SWAPS.fetch_add(1, Ordering::SeqCst);
+    let aside = target.with_file_name(format!("aside-{n}"));
+    fs::rename(target, &aside).expect("move aside");
+    symlink(outside, target).expect("swap in a link");
+}
+
+#[test]
+fn a_directory_swapped_the_moment_it_is_opened_is_still_the_one_removed() {
+    // One test at a time sets the hook; the other tests' paths never match it.
+    for level in [0, 1, 2] {
+        for (scaffold, env_locks) in [(true, false), (true, true), (false, true)] {
+            let (_d, root, outside, before) = cache_with_outside();
+            let files_inside = snapshot(&root)
+                .iter()
+                .filter(|(k, v)| {
+                    v.starts_with("file")
+                        && (k.starts_with("environments") || k.starts_with("builds"))
+                })
+                .count() as u64;
+            let swaps_before = HOOK_SWAPS.load(Ordering::SeqCst);
+            *HOOKED.lock().expect("lock") = Some((root.clone(), outside.clone(), level));
+            *cachelock::safe_fs::AFTER_OPEN_DIR.write().expect("lock") = Some(swap_at_open);
+            let result = delete_entries(&root, scaffold, env_locks);
+            *cachelock::safe_fs::AFTER_OPEN_DIR.write().expect("lock") = None;
+            *HOOKED.lock().expect("lock") = None;
+            let what = format!("level {level}, scaffold {scaffold}, env locks {env_locks}");
+            let report = result.unwrap_or_else(|e| panic!("{what}: {e}"));
+            let swaps = HOOK_SWAPS.load(Ordering::SeqCst) - swaps_before;
+            assert!(swaps >= 2, "{what}: only {swaps} swaps");
+            eprintln!("{what}: {swaps} swaps");
+            assert_eq!(snapshot(&outside), before, "{what}: the outside changed");
+            assert!(report.removed_files > 0, "{what}: removed nothing");
+            if level == 2 {
+                // Below the top level, a directory is moved aside only once the walk
+                // holds it open: every file of environments and builds goes, from where
+                // it was moved to. (A top-level directory moved aside before the walk
+                // reaches it is out of this clean's reach: the attacker hid it.)
+                assert!(
+                    report.removed_files >= files_inside,
+                    "{what}: removed {} of {files_inside}",
+                    report.removed_files
+                );
+                let left_files: Vec<_> = snapshot(&root)
+                    .into_iter()
+                    .filter(|(k, v)| {
+                        v.starts_with("file")
+                            && (k.starts_with("environments") || k.starts_with("builds"))
+                            && !k.to_string_lossy().ends_with(".lock")
+                    })
+                    .collect();
+                assert!(left_files.is_empty(), "{what}: left {left_files:?}");
+            }
+        }
+    }
+}
+
 #[test]
 fn a_temporary_tree_whose_parent_is_swapped_is_removed_where_it_was_made() {
     let d = Dirs::new();
