@@ -12,15 +12,19 @@
 //! - `builds/.tmpX`: environments being built, renamed into `environments/` when done.
 //!
 //! Deleting never follows a symbolic link: a link is removed, not what it points to.
+//! Every deletion, rename and creation below the root goes through directory
+//! descriptors ([`safe_fs`], whose documentation gives the rules).
 
+use std::ffi::{OsStr, OsString};
 use std::fs;
-use std::io;
+use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
 use cachelock_model::Mode;
 
 use crate::error::{Error, IoContext};
 use crate::lockfile::{LockFile, TryLock};
+use crate::safe_fs::{self, DirFd, Removed};
 
 /// The root lock file's name.
 pub const LOCK_FILE: &str = ".lock";
@@ -82,22 +86,65 @@ pub fn default_cache_dir() -> Result<PathBuf, Error> {
         .ok_or(Error::NoCacheDir)
 }
 
-/// Creates the root and its scaffold; what exists already is kept.
+/// Creates the root and its scaffold; what exists already is kept. Below the root,
+/// everything is created through descriptors ([`safe_fs`]): a link planted in the
+/// cache is never written through.
 pub fn create_scaffold(root: &Path) -> Result<(), Error> {
-    for dir in [
-        root.to_path_buf(),
-        root.join(ENVIRONMENTS_DIR),
-        root.join(BUILDS_DIR),
-    ] {
-        fs::create_dir_all(&dir).ctx("create the directory", &dir)?;
+    fs::create_dir_all(root).ctx("create the directory", root)?;
+    let dir = DirFd::open_root(root).ctx("open the cache directory", root)?;
+    for name in [ENVIRONMENTS_DIR, BUILDS_DIR] {
+        dir.open_or_create_dir(name)
+            .map_err(|e| Error::io("create the directory", dir.child_path(name.as_ref()), e))?;
     }
     for (name, text) in [(TAG_FILE, TAG_TEXT), (".gitignore", "*\n")] {
-        let path = root.join(name);
-        if fs::symlink_metadata(&path).is_err() {
-            fs::write(&path, text).ctx("write", &path)?;
+        let path = || dir.child_path(name.as_ref());
+        match dir.stat_entry(name) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io("inspect", path(), e)),
+            Ok(_) => continue,
+        }
+        match dir.create_file(name, 0o644) {
+            Ok(mut file) => file.write_all(text.as_bytes()).ctx("write", &path())?,
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(Error::io("write", path(), e)),
         }
     }
     Ok(())
+}
+
+/// Opens the lock file `name` in `dir` through the directory's descriptor, never
+/// following a link: read-write, or read-only where it may not be written (flock needs
+/// no write access). With `create`, a missing one is created as
+/// [`LockFile::open_or_create`] does (mode 0o666 under a temporary name, moved into
+/// place without replacing anything); without, a missing one is `Ok(None)`. A link or
+/// anything but a regular file is an error of kind `InvalidInput`: whoever planted it
+/// gets no lock honoured or followed.
+pub fn open_lock_at(dir: &DirFd, name: &str, create: bool) -> io::Result<Option<LockFile>> {
+    let wrap = |file| Some(LockFile::from_file(file, dir.child_path(name.as_ref())));
+    loop {
+        match dir.open_file(name, true) {
+            Ok(Some(file)) => return Ok(wrap(file)),
+            Ok(None) => {}
+            Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+                return dir.open_file(name, false).map(|f| f.and_then(wrap));
+            }
+            Err(e) => return Err(e),
+        }
+        if !create {
+            return Ok(None);
+        }
+        let (file, temp) = dir.create_unique_file(".tmp", 0o666)?;
+        match dir.rename_noreplace(&temp, dir, name) {
+            Ok(()) => return Ok(wrap(file)),
+            Err(e) => {
+                let _ = dir.remove_file(&temp);
+                if e.kind() != io::ErrorKind::AlreadyExists {
+                    return Err(e);
+                }
+                // Another process created it first: open theirs.
+            }
+        }
+    }
 }
 
 /// Locks a temporary cache as its run's own: `<temp>/.lock` is created already locked
@@ -106,17 +153,15 @@ pub fn create_scaffold(root: &Path) -> Result<(), Error> {
 /// temporary cache is removed; if the run is killed, the lock goes with it and the cache
 /// is recognisably leaked ([`leaked_temp_caches`]).
 pub fn lock_temp_cache(temp: &Path) -> Result<LockFile, Error> {
-    let file = tempfile::Builder::new()
-        .prefix(".tmp")
-        .tempfile_in(temp)
+    let dir = DirFd::open_root(temp).ctx("open the temporary cache", temp)?;
+    let (file, name) = dir
+        .create_unique_file(".tmp", 0o600)
         .ctx("create the lock file of the temporary cache in", temp)?;
-    file.as_file()
-        .try_lock_shared()
-        .map_err(|e| Error::io("lock", file.path(), e.into()))?;
+    file.try_lock_shared()
+        .map_err(|e| Error::io("lock", dir.child_path(&name), e.into()))?;
     let path = temp.join(LOCK_FILE);
-    let file = file
-        .persist_noclobber(&path)
-        .map_err(|e| Error::io("create the lock file", &path, e.error))?;
+    dir.rename_noreplace(&name, &dir, LOCK_FILE)
+        .ctx("create the lock file", &path)?;
     Ok(LockFile::from_locked(file, path, Mode::Shared))
 }
 
@@ -125,55 +170,71 @@ pub fn lock_temp_cache(temp: &Path) -> Result<LockFile, Error> {
 /// written by cachelock and a `.lock` that nobody holds. A temporary cache without
 /// `.lock` is never reported: nothing tells a live one from a leaked one.
 pub fn leaked_temp_caches(tmp: &Path) -> Vec<PathBuf> {
-    let Ok(entries) = fs::read_dir(tmp) else {
+    let Ok(tmp_dir) = DirFd::open_root(tmp) else {
         return Vec::new();
     };
-    let mut found: Vec<PathBuf> = entries
-        .filter_map(|e| e.ok())
-        .filter(|e| e.file_name().to_string_lossy().starts_with(".tmp"))
-        .map(|e| e.path())
-        .filter(|p| is_ours_and_unlocked(p).is_some())
+    leaked_names(&tmp_dir)
+        .into_iter()
+        .map(|name| tmp.join(name))
+        .collect()
+}
+
+fn leaked_names(tmp: &DirFd) -> Vec<OsString> {
+    let Ok(names) = tmp.entries() else {
+        return Vec::new();
+    };
+    let mut found: Vec<OsString> = names
+        .into_iter()
+        .filter(|n| n.to_string_lossy().starts_with(".tmp"))
+        .filter(|n| is_ours_and_unlocked(tmp, n).is_some())
         .collect();
     found.sort();
     found
 }
 
-/// If `dir` is a leaked temporary cache of ours, the exclusive lock that proves nobody
-/// uses it (held as long as the value lives).
-fn is_ours_and_unlocked(dir: &Path) -> Option<LockFile> {
-    use std::os::unix::fs::MetadataExt;
-    let meta = fs::symlink_metadata(dir).ok()?;
+/// If `name` in `tmp` is a leaked temporary cache of ours: the directory, opened, and
+/// the exclusive lock that proves nobody uses it (held as long as the value lives).
+/// Everything is looked at through the directory's descriptor.
+fn is_ours_and_unlocked(tmp: &DirFd, name: &OsStr) -> Option<(DirFd, LockFile)> {
+    let dir = tmp.open_dir(name).ok()?;
     // SAFETY: geteuid(2) has no preconditions and cannot fail.
     let uid = unsafe { libc::geteuid() };
-    if !meta.is_dir() || meta.uid() != uid {
+    if dir.stat().ok()?.st_uid != uid {
         return None;
     }
-    let tag = dir.join(TAG_FILE);
-    let tag_meta = fs::symlink_metadata(&tag).ok()?;
-    if !tag_meta.is_file() || tag_meta.len() > 4096 || fs::read_to_string(&tag).ok()? != TAG_TEXT {
+    let tag = dir.open_file(TAG_FILE, false).ok()??;
+    let mut text = String::new();
+    tag.take(4097).read_to_string(&mut text).ok()?;
+    if text != TAG_TEXT {
         return None;
     }
-    let lock_path = dir.join(LOCK_FILE);
-    if !fs::symlink_metadata(&lock_path).ok()?.is_file() {
-        return None;
-    }
-    let mut lock = LockFile::open_existing(&lock_path).ok()??;
-    (lock.try_lock(Mode::Exclusive).ok()? == TryLock::Acquired).then_some(lock)
+    let mut lock = open_lock_at(&dir, LOCK_FILE, false).ok()??;
+    (lock.try_lock(Mode::Exclusive).ok()? == TryLock::Acquired).then_some((dir, lock))
 }
 
 /// Removes the leaked temporary caches in `tmp` ([`leaked_temp_caches`]), each while
-/// holding its lock exclusive; returns what was removed.
+/// holding its lock exclusive; returns what was removed. What is removed is what was
+/// checked: the contents through the checked directory's descriptor, then its name.
 pub fn remove_leaked_temp_caches(tmp: &Path) -> Result<Vec<(PathBuf, DeleteReport)>, Error> {
     let mut removed = Vec::new();
-    for dir in leaked_temp_caches(tmp) {
+    let tmp_dir = match DirFd::open_root(tmp) {
+        Ok(dir) => dir,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(removed),
+        Err(e) => return Err(Error::io("open the temporary directory", tmp, e)),
+    };
+    for name in leaked_names(&tmp_dir) {
         // Checked again under the lock that is held while deleting.
-        let Some(lock) = is_ours_and_unlocked(&dir) else {
+        let Some((dir, lock)) = is_ours_and_unlocked(&tmp_dir, &name) else {
             continue;
         };
         let mut report = DeleteReport::default();
-        remove_tree(&dir, &mut report)?;
+        let mut counts = Removed::default();
+        dir.remove_contents(&mut counts)?;
+        drop(dir);
+        tmp_dir.remove_tree(&name, &mut counts)?;
         drop(lock);
-        removed.push((dir, report));
+        report.add(counts);
+        removed.push((tmp.join(name), report));
     }
     Ok(removed)
 }
@@ -221,41 +282,77 @@ pub struct DeleteReport {
     pub removed_files: u64,
     /// Their total size.
     pub removed_bytes: u64,
-    /// Environments kept because they are in use (their lock was busy).
+    /// Environments kept because they are in use (their lock was busy, or is not a
+    /// regular file).
     pub skipped: Vec<String>,
+}
+
+impl DeleteReport {
+    fn add(&mut self, removed: Removed) {
+        self.removed_files += removed.files;
+        self.removed_bytes += removed.bytes;
+    }
+}
+
+/// Removes `name` in `dir` (a tree, a file or a link) through descriptors.
+fn remove_tree(dir: &DirFd, name: &OsStr, report: &mut DeleteReport) -> Result<(), Error> {
+    let mut removed = Removed::default();
+    let result = dir.remove_tree(name, &mut removed);
+    report.add(removed);
+    result
 }
 
 /// Deletes the cache's entries: environments and builds, and with `scaffold` (clean, not
 /// prune) everything else except `.lock` and `.cleans/`. With `env_locks`, an environment
 /// is deleted only while its lock is held exclusive, taken without waiting; a busy one
 /// is skipped and reported, and environment lock files are kept.
+///
+/// The root is opened once; everything below it is reached and removed through
+/// descriptors ([`safe_fs`]): a link in the cache, planted or swapped in at any moment,
+/// is removed, never followed.
 pub fn delete_entries(root: &Path, scaffold: bool, env_locks: bool) -> Result<DeleteReport, Error> {
     let mut report = DeleteReport::default();
-    let entries = match fs::read_dir(root) {
-        Ok(entries) => entries,
+    let root = match DirFd::open_root(root) {
+        Ok(dir) => dir,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(report),
-        Err(e) => return Err(Error::io("list the cache directory", root, e)),
+        Err(e) => return Err(Error::io("open the cache directory", root, e)),
     };
-    for entry in entries {
-        let entry = entry.ctx("list the cache directory", root)?;
-        let name = entry.file_name();
-        let path = entry.path();
-        let is_real_dir = entry.file_type().map(|t| t.is_dir()).unwrap_or(false);
+    let mut names = root
+        .entries()
+        .ctx("list the cache directory", root.path())?;
+    names.sort();
+    for name in names {
         if name == LOCK_FILE || name == CLEANS_DIR {
             continue;
         }
-        if name == ENVIRONMENTS_DIR && is_real_dir {
-            delete_environments(&path, env_locks, &mut report)?;
-            if scaffold && !env_locks {
-                remove_tree(&path, &mut report)?;
+        let sub = if name == ENVIRONMENTS_DIR || name == BUILDS_DIR {
+            match root.open_dir(&name) {
+                Ok(dir) => Some(dir),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                // A link or a file in its place: not the cache's directory.
+                Err(e) if safe_fs::is_not_dir(&e) => None,
+                Err(e) => return Err(Error::io("open the directory", root.child_path(&name), e)),
             }
-        } else if name == BUILDS_DIR && is_real_dir {
-            delete_builds(root, &path, env_locks, &mut report)?;
-            if scaffold && !env_locks {
-                remove_tree(&path, &mut report)?;
+        } else {
+            None
+        };
+        match sub {
+            Some(envs) if name == ENVIRONMENTS_DIR => {
+                delete_environments(&root, &envs, env_locks, &mut report)?;
+                drop(envs);
+                if scaffold && !env_locks {
+                    remove_tree(&root, &name, &mut report)?;
+                }
             }
-        } else if scaffold {
-            remove_tree(&path, &mut report)?;
+            Some(builds) => {
+                delete_builds(&root, &builds, env_locks, &mut report)?;
+                drop(builds);
+                if scaffold && !env_locks {
+                    remove_tree(&root, &name, &mut report)?;
+                }
+            }
+            None if scaffold => remove_tree(&root, &name, &mut report)?,
+            None => {}
         }
     }
     Ok(report)
@@ -263,64 +360,107 @@ pub fn delete_entries(root: &Path, scaffold: bool, env_locks: bool) -> Result<De
 
 /// Deletes the builds under `builds/`. With `env_locks`, a build is deleted only while
 /// the lock of the environment it is for is held exclusive (taken without waiting): a
-/// run builds under that lock, so a busy one means the build is in progress.
+/// run builds under that lock, so a busy one means the build is in progress. A build
+/// whose environment lock is a link (or not a regular file) is kept.
 fn delete_builds(
-    root: &Path,
-    builds: &Path,
+    root: &DirFd,
+    builds: &DirFd,
     env_locks: bool,
     report: &mut DeleteReport,
 ) -> Result<(), Error> {
-    for build in fs::read_dir(builds).ctx("list the builds in", builds)? {
-        let build = build.ctx("list the builds in", builds)?;
-        let name = build.file_name().to_string_lossy().into_owned();
-        let owner = name.split_once(BUILD_INFIX).map(|(env, _)| env.to_string());
+    let mut names = builds.entries().ctx("list the builds in", builds.path())?;
+    names.sort();
+    for name in names {
+        let text = name.to_string_lossy().into_owned();
+        let owner = text.split_once(BUILD_INFIX).map(|(env, _)| env.to_string());
         match owner {
             Some(env) if env_locks && !env.is_empty() => {
-                let lock_path = root.join(ENVIRONMENTS_DIR).join(format!("{env}.lock"));
-                let Some(mut lock) = LockFile::open_existing(&lock_path)? else {
-                    remove_tree(&build.path(), report)?;
+                let envs = match root.open_dir(ENVIRONMENTS_DIR) {
+                    Ok(envs) => Some(envs),
+                    Err(e) if e.kind() == io::ErrorKind::NotFound || safe_fs::is_not_dir(&e) => {
+                        None
+                    }
+                    Err(e) => {
+                        return Err(Error::io(
+                            "open the directory",
+                            root.child_path(ENVIRONMENTS_DIR.as_ref()),
+                            e,
+                        ));
+                    }
+                };
+                let lock_name = format!("{env}.lock");
+                let lock = match &envs {
+                    None => None,
+                    Some(envs) => match open_lock_at(envs, &lock_name, false) {
+                        Ok(lock) => lock,
+                        Err(e) if e.kind() == io::ErrorKind::InvalidInput => continue,
+                        Err(e) => {
+                            return Err(Error::io(
+                                "open the lock file",
+                                envs.child_path(lock_name.as_ref()),
+                                e,
+                            ));
+                        }
+                    },
+                };
+                let Some(mut lock) = lock else {
+                    remove_tree(builds, &name, report)?;
                     continue;
                 };
                 if lock.try_lock(Mode::Exclusive)? == TryLock::Acquired {
-                    remove_tree(&build.path(), report)?;
+                    remove_tree(builds, &name, report)?;
                 }
             }
-            _ => remove_tree(&build.path(), report)?,
+            _ => remove_tree(builds, &name, report)?,
         }
     }
     Ok(())
 }
 
 fn delete_environments(
-    dir: &Path,
+    root: &DirFd,
+    envs: &DirFd,
     env_locks: bool,
     report: &mut DeleteReport,
 ) -> Result<(), Error> {
-    let mut names: Vec<_> = fs::read_dir(dir)
-        .ctx("list the environments in", dir)?
-        .filter_map(|e| e.ok())
-        .map(|e| e.file_name())
-        .collect();
+    let mut names = envs
+        .entries()
+        .ctx("list the environments in", envs.path())?;
     names.sort();
     for name in names {
-        let path = dir.join(&name);
         let text = name.to_string_lossy().into_owned();
         if text.ends_with(".lock") {
             if !env_locks {
-                remove_tree(&path, report)?;
+                remove_tree(envs, &name, report)?;
             }
             continue;
         }
         if !env_locks {
-            remove_env(dir, &path, &text, report)?;
+            remove_env(root, envs, &name, report)?;
             continue;
         }
-        let lock_path = dir.join(format!("{text}.lock"));
-        let mut lock = LockFile::open_or_create(&lock_path)?;
+        let lock_name = format!("{text}.lock");
+        let mut lock = match open_lock_at(envs, &lock_name, true) {
+            Ok(Some(lock)) => lock,
+            // Not a regular file (a link): no lock can be honoured, so the environment
+            // is treated as in use and kept.
+            Err(e) if e.kind() == io::ErrorKind::InvalidInput => {
+                report.skipped.push(text);
+                continue;
+            }
+            Ok(None) => continue,
+            Err(e) => {
+                return Err(Error::io(
+                    "open the lock file",
+                    envs.child_path(lock_name.as_ref()),
+                    e,
+                ));
+            }
+        };
         match lock.try_lock(Mode::Exclusive)? {
             TryLock::Acquired => {
                 tracing::debug!(env = %text, "deleting environment under its exclusive lock");
-                remove_env(dir, &path, &text, report)?;
+                remove_env(root, envs, &name, report)?;
                 // Closing the descriptor releases the lock after the deletion.
                 drop(lock);
             }
@@ -330,73 +470,47 @@ fn delete_environments(
     Ok(())
 }
 
-/// Removes the environment `path` (named `name`, in the environments directory `dir`)
-/// so that nobody ever finds it half deleted: it is first renamed, in one step, to a
-/// build of its environment (`builds/<name>.build-trash-…`), then deleted there. A run
-/// sees the environment whole or not at all; a clean killed meanwhile leaves a build
-/// that the next clean or prune deletes (under the environment's lock, like any build).
-/// If the rename is impossible, the marker goes first, so that what is left is never
-/// reused as an environment.
-fn remove_env(dir: &Path, path: &Path, name: &str, report: &mut DeleteReport) -> Result<(), Error> {
+/// Removes the environment `name` (in the environments directory `envs` of the cache
+/// `root`) so that nobody ever finds it half deleted: it is first renamed, in one step
+/// (`renameat` between the two directories' descriptors), to a build of its environment
+/// (`builds/<name>.build-trash-…`), then deleted there. A run sees the environment whole
+/// or not at all; a clean killed meanwhile leaves a build that the next clean or prune
+/// deletes (under the environment's lock, like any build). If the rename is impossible,
+/// the marker goes first, so that what is left is never reused as an environment.
+fn remove_env(
+    root: &DirFd,
+    envs: &DirFd,
+    name: &OsStr,
+    report: &mut DeleteReport,
+) -> Result<(), Error> {
     use std::sync::atomic::{AtomicU64, Ordering};
     static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let builds = dir.parent().map(|root| root.join(BUILDS_DIR));
-    if let Some(builds) = builds
-        && fs::symlink_metadata(&builds).is_ok_and(|m| m.is_dir())
-    {
-        let trash = builds.join(format!(
-            "{name}{BUILD_INFIX}trash-{}-{}",
+    if let Ok(builds) = root.open_dir(BUILDS_DIR) {
+        let trash = format!(
+            "{}{BUILD_INFIX}trash-{}-{}",
+            name.to_string_lossy(),
             std::process::id(),
             COUNTER.fetch_add(1, Ordering::Relaxed)
-        ));
-        match fs::rename(path, &trash) {
-            Ok(()) => return remove_tree(&trash, report),
-            Err(e) if e.kind() == io::ErrorKind::NotFound && !path.exists() => return Ok(()),
+        );
+        match envs.rename(name, &builds, &trash) {
+            Ok(()) => return remove_tree(&builds, trash.as_ref(), report),
+            Err(e)
+                if e.kind() == io::ErrorKind::NotFound
+                    && envs
+                        .stat_entry(name)
+                        .is_err_and(|e| e.kind() == io::ErrorKind::NotFound) =>
+            {
+                return Ok(());
+            }
             Err(e) => {
-                tracing::debug!(path = %path.display(), "could not move to the trash: {e}");
+                tracing::debug!(path = %envs.child_path(name).display(), "could not move to the trash: {e}");
             }
         }
     }
-    if fs::symlink_metadata(path).is_ok_and(|m| m.is_dir()) {
-        remove_tree(&path.join(ENV_MARKER), report)?;
+    if let Ok(env) = envs.open_dir(name) {
+        remove_tree(&env, ENV_MARKER.as_ref(), report)?;
     }
-    remove_tree(path, report)
-}
-
-/// Removes a file, a link or a directory tree; never follows links; tolerates entries
-/// that vanish meanwhile.
-pub fn remove_tree(path: &Path, report: &mut DeleteReport) -> Result<(), Error> {
-    let meta = match fs::symlink_metadata(path) {
-        Ok(meta) => meta,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(Error::io("inspect", path, e)),
-    };
-    if meta.is_dir() {
-        let entries = match fs::read_dir(path) {
-            Ok(entries) => entries,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-            Err(e) => return Err(Error::io("list", path, e)),
-        };
-        for entry in entries {
-            let entry = entry.ctx("list", path)?;
-            remove_tree(&entry.path(), report)?;
-        }
-        match fs::remove_dir(path) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(Error::io("remove the directory", path, e)),
-        }
-    } else {
-        match fs::remove_file(path) {
-            Ok(()) => {
-                report.removed_files += 1;
-                report.removed_bytes += meta.len();
-                Ok(())
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(Error::io("remove", path, e)),
-        }
-    }
+    remove_tree(envs, name, report)
 }
 
 #[cfg(test)]

@@ -22,17 +22,16 @@
 
 use std::fmt::Debug;
 
-use tempfile::TempDir;
-
 use crate::child::ChildGuard;
 use crate::lockfile::LockFile;
+use crate::safe_fs::OwnedTree;
 use crate::session::Announcement;
 
 /// The guard types a session holds.
 pub trait Platform {
     /// A running child; dropping it waits for the child to exit.
     type Child: Debug;
-    /// A directory removed on drop.
+    /// A directory removed on drop (through descriptors, see `safe_fs`).
     type Dir: Debug;
     /// A lock descriptor; dropping it closes the descriptor.
     type Lock: Debug;
@@ -46,7 +45,7 @@ pub struct Os;
 
 impl Platform for Os {
     type Child = ChildGuard;
-    type Dir = TempDir;
+    type Dir = OwnedTree;
     type Lock = LockFile;
     type Announcement = Announcement;
 }

@@ -21,7 +21,8 @@
 //!   take exclusive without waiting, and announces itself so later runs do not overtake it.
 //!
 //! Modules: [`api`] (the front API), [`session`] (the protocol), [`lockfile`] (one lock descriptor), [`cache`]
-//! (layout, scaffold, deletion), [`child`] (spawn, signals, exit codes), [`status`]
+//! (layout, scaffold, what a clean deletes), [`safe_fs`] (deletion and renames
+//! through directory descriptors, never through links), [`child`] (spawn, signals, exit codes), [`status`]
 //! (who holds the locks), [`settings`] (environment variables), [`error`].
 
 pub mod api;
@@ -33,6 +34,7 @@ pub mod guards;
 pub mod hold;
 pub mod lockfile;
 pub mod procinfo;
+pub mod safe_fs;
 pub mod session;
 pub mod settings;
 pub mod status;

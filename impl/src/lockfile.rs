@@ -101,6 +101,16 @@ impl LockFile {
         }
     }
 
+    /// Wraps an open descriptor that holds no lock yet (a lock file opened relative to
+    /// a directory descriptor, see `cache::open_lock_at`).
+    pub(crate) fn from_file(file: File, path: PathBuf) -> LockFile {
+        LockFile {
+            file,
+            path,
+            held: None,
+        }
+    }
+
     /// The lock file's path.
     pub fn path(&self) -> &Path {
         &self.path

@@ -35,6 +35,7 @@ use crate::faults::{self, Fault};
 use crate::guards::Held;
 use crate::lockfile::{LockFile, TryLock};
 use crate::procinfo::{pid_list, process_list};
+use crate::safe_fs::{DirFd, OwnedTree};
 
 /// uv's default lock timeout, used when none is configured.
 pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(300);
@@ -160,20 +161,21 @@ pub struct SessionView {
 }
 
 /// A clean's announcement: a file in `.cleans/`, locked exclusive before it was visible.
-/// Dropping it withdraws it: unlink first (no new waiter can find it), then close.
+/// Dropping it withdraws it: unlink first (no new waiter can find it), then close. The
+/// unlink is relative to the descriptor of the `.cleans/` it was created in.
 #[derive(Debug)]
 pub struct Announcement {
+    dir: DirFd,
+    name: OsString,
     path: PathBuf,
     lock: Option<LockFile>,
 }
 
 impl Announcement {
     fn withdraw(&mut self) -> Result<(), Error> {
-        match fs::remove_file(&self.path) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(Error::io("remove the clean announcement", &self.path, e)),
-        }
+        self.dir
+            .remove_file(&self.name)
+            .ctx("remove the clean announcement", &self.path)?;
         if let Some(mut lock) = self.lock.take() {
             lock.unlock()?;
         }
@@ -428,10 +430,10 @@ impl Session {
             }
             Step::AwaitAnnouncedCleans => self.await_announced_cleans(wait),
             Step::CreateTempCache => {
-                let mut temp = tempfile::Builder::new()
-                    .prefix(".tmp")
-                    .tempdir()
-                    .ctx("create a temporary cache in", &std::env::temp_dir())?;
+                let tmp = std::env::temp_dir();
+                let tmp_dir = DirFd::open_root(&tmp).ctx("open the temporary directory", &tmp)?;
+                let mut temp = OwnedTree::create_in(tmp_dir, ".tmp")
+                    .ctx("create a temporary cache in", &tmp)?;
                 if self.design.drop_temp == DropTemp::Never {
                     // The policy hands the temporary cache to the child and never removes
                     // it (built to show the leak the model finds).
@@ -486,10 +488,12 @@ impl Session {
             }
             Step::LockEnv => {
                 let root = self.root()?;
-                let envs = root.join(ENVIRONMENTS_DIR);
-                fs::create_dir_all(&envs).ctx("create the directory", &envs)?;
+                let envs = open_cache_dir(&root, ENVIRONMENTS_DIR)?;
                 let name = self.config.env_name.clone();
-                let mut lock = LockFile::open_or_create(&envs.join(format!("{name}.lock")))?;
+                let lock_name = format!("{name}.lock");
+                let mut lock = cache::open_lock_at(&envs, &lock_name, true)
+                    .ctx("open the lock file", &envs.child_path(lock_name.as_ref()))?
+                    .ok_or_else(|| Error::Config("a created lock file is missing".into()))?;
                 let why = |pids: &[u32]| {
                     format!(
                         "environment `{name}` is being deleted by {}; waiting…",
@@ -510,16 +514,24 @@ impl Session {
                     self.reused_env = true;
                     return Ok(StepOutcome::Reused);
                 }
-                let builds = root.join(cache::BUILDS_DIR);
-                fs::create_dir_all(&builds).ctx("create the directory", &builds)?;
+                let builds = open_cache_dir(&root, cache::BUILDS_DIR)?;
+                let builds_path = builds.path().to_path_buf();
                 // Named after its environment, so that a clean can tell whose it is and
                 // leave it alone while that environment's lock is held.
-                let build = tempfile::Builder::new()
-                    .prefix(&format!("{}{}", self.config.env_name, cache::BUILD_INFIX))
-                    .tempdir_in(&builds)
-                    .ctx("create a build directory in", &builds)?;
+                let prefix = format!("{}{}", self.config.env_name, cache::BUILD_INFIX);
+                let build = OwnedTree::create_in(builds, &prefix)
+                    .ctx("create a build directory in", &builds_path)?;
                 let marker = build.path().join(ENV_MARKER);
-                fs::write(&marker, format!("{}\n", self.config.env_name)).ctx("write", &marker)?;
+                build
+                    .dir()
+                    .create_file(ENV_MARKER, 0o644)
+                    .and_then(|mut f| {
+                        std::io::Write::write_all(
+                            &mut f,
+                            format!("{}\n", self.config.env_name).as_bytes(),
+                        )
+                    })
+                    .ctx("write", &marker)?;
                 self.held.build = Some(build);
                 Ok(StepOutcome::Done)
             }
@@ -557,8 +569,7 @@ impl Session {
             }
             Step::DropTempCache => {
                 if let Some(temp) = self.held.temp_cache.take() {
-                    let path = temp.path().to_path_buf();
-                    temp.close().ctx("remove the temporary cache", &path)?;
+                    temp.close()?;
                 }
                 // Only now that the directory is gone (see `guards`).
                 self.held.temp_lock = None;
@@ -602,19 +613,22 @@ impl Session {
             }
             Step::UnlinkLockFile => {
                 if self.clean_held_lock {
-                    let path = self.root()?.join(LOCK_FILE);
-                    match fs::remove_file(&path) {
-                        Ok(()) => {}
+                    let root = self.root()?;
+                    match DirFd::open_root(&root) {
+                        Ok(dir) => {
+                            dir.remove_file(LOCK_FILE)
+                                .ctx("remove the lock file", &root.join(LOCK_FILE))?;
+                        }
                         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                        Err(e) => return Err(Error::io("remove the lock file", path, e)),
+                        Err(e) => return Err(Error::io("open the cache directory", root, e)),
                     }
                 }
                 Ok(StepOutcome::Done)
             }
             Step::RemoveRoot => {
                 let root = self.root()?;
-                match fs::remove_dir(&root) {
-                    Ok(()) => {}
+                match remove_root(&root) {
+                    Ok(_) => {}
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                     Err(e) if e.kind() == std::io::ErrorKind::DirectoryNotEmpty => {
                         if self.design.remove_root_strict {
@@ -752,15 +766,17 @@ impl Session {
                 build.display()
             ))
         };
-        if !build.path().exists() {
+        let mut build = build;
+        if build.parent().stat_entry(build.name()).is_err() {
             return Ok(vanished(build.path()));
         }
-        if let Some(parent) = env_dir.parent() {
-            fs::create_dir_all(parent).ctx("create the directory", parent)?;
-        }
-        match fs::rename(build.path(), &env_dir) {
+        let envs = open_cache_dir(&self.root()?, ENVIRONMENTS_DIR)?;
+        match build
+            .parent()
+            .rename(build.name(), &envs, &self.config.env_name)
+        {
             Ok(()) => {
-                let _ = build.keep();
+                build.disable_cleanup(true);
                 Ok(StepOutcome::Done)
             }
             Err(e)
@@ -834,52 +850,76 @@ impl Session {
     /// runs in an overlay environment of this run's own on top of the cached one,
     /// removed when the run exits. Its marker is a link to the cached environment's, so
     /// the child sees the cached environment go, and the overlay go.
-    fn overlay(&self, env_dir: &Path) -> Result<Option<tempfile::TempDir>, Error> {
+    fn overlay(&self, env_dir: &Path) -> Result<Option<OwnedTree>, Error> {
         if !self.design.run_overlay || self.config.kind.env() != Some(EnvName::With) {
             return Ok(None);
         }
-        let builds = self.root()?.join(cache::BUILDS_DIR);
-        fs::create_dir_all(&builds).ctx("create the directory", &builds)?;
-        let overlay = tempfile::Builder::new()
-            .prefix(&format!("{}{}", self.config.env_name, cache::OVERLAY_INFIX))
-            .tempdir_in(&builds)
-            .ctx("create the run's overlay environment in", &builds)?;
+        let builds = open_cache_dir(&self.root()?, cache::BUILDS_DIR)?;
+        let builds_path = builds.path().to_path_buf();
+        let prefix = format!("{}{}", self.config.env_name, cache::OVERLAY_INFIX);
+        let overlay = OwnedTree::create_in(builds, &prefix)
+            .ctx("create the run's overlay environment in", &builds_path)?;
         let marker = overlay.path().join(ENV_MARKER);
-        std::os::unix::fs::symlink(env_dir.join(ENV_MARKER), &marker)
+        overlay
+            .dir()
+            .symlink(&env_dir.join(ENV_MARKER), ENV_MARKER)
             .ctx("link the overlay to its environment at", &marker)?;
         Ok(Some(overlay))
     }
 }
 
+/// Opens the cache's directory `name` (creating it if missing) through the root's
+/// descriptor; a link in its place is refused, never followed.
+fn open_cache_dir(root: &Path, name: &str) -> Result<DirFd, Error> {
+    fs::create_dir_all(root).ctx("create the cache directory", root)?;
+    let dir = DirFd::open_root(root).ctx("open the cache directory", root)?;
+    dir.open_or_create_dir(name)
+        .ctx("create the directory", &root.join(name))
+}
+
+/// Removes the (empty) cache root: `unlinkat` relative to its parent's descriptor (the
+/// path up to the root is the user's). `Ok(false)` if it is gone.
+fn remove_root(root: &Path) -> std::io::Result<bool> {
+    let (Some(parent), Some(name)) = (root.parent(), root.file_name()) else {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "the root directory is never removed",
+        ));
+    };
+    DirFd::open_root(parent)?.remove_empty_dir(name)
+}
+
 /// Publishes an announcement: created and locked under a temporary name, then renamed, so
-/// that it is never visible unlocked.
+/// that it is never visible unlocked. Everything happens relative to the descriptor of
+/// `.cleans/`, opened from the root's without following a link.
 fn announce(root: &Path) -> Result<Announcement, Error> {
-    use std::os::unix::fs::PermissionsExt;
-    let dir = root.join(CLEANS_DIR);
-    fs::create_dir_all(&dir).ctx("create the directory", &dir)?;
+    let dir = open_cache_dir(root, CLEANS_DIR)?;
     remove_stale_announcements(&dir)?;
-    let temp = tempfile::Builder::new()
-        .prefix(".tmp")
-        .tempfile_in(&dir)
-        .ctx("create a clean announcement in", &dir)?;
     // Readable by all: other users' runs lock it shared to wait for this clean.
-    temp.as_file()
-        .set_permissions(fs::Permissions::from_mode(0o644))
-        .ctx("set the permissions of", temp.path())?;
-    temp.as_file()
-        .try_lock()
-        .map_err(|e| Error::io("lock the clean announcement", temp.path(), e.into()))?;
+    let (file, temp) = dir
+        .create_unique_file(".tmp", 0o644)
+        .ctx("create a clean announcement in", dir.path())?;
+    file.try_lock().map_err(|e| {
+        Error::io(
+            "lock the clean announcement",
+            dir.child_path(&temp),
+            e.into(),
+        )
+    })?;
     let suffix = temp
-        .path()
-        .file_name()
-        .map(|n| n.to_string_lossy().trim_start_matches(".tmp").to_string())
-        .unwrap_or_default();
-    let path = dir.join(format!("{}-{suffix}", std::process::id()));
-    let file = temp
-        .persist_noclobber(&path)
-        .map_err(|e| Error::io("publish the clean announcement", &path, e.error))?;
+        .to_string_lossy()
+        .trim_start_matches(".tmp")
+        .to_string();
+    let name = OsString::from(format!("{}-{suffix}", std::process::id()));
+    let path = dir.child_path(&name);
+    if let Err(e) = dir.rename_noreplace(&temp, &dir, &name) {
+        let _ = dir.remove_file(&temp);
+        return Err(Error::io("publish the clean announcement", &path, e));
+    }
     Ok(Announcement {
         lock: Some(LockFile::from_locked(file, path.clone(), Mode::Exclusive)),
+        dir,
+        name,
         path,
     })
 }
@@ -887,18 +927,22 @@ fn announce(root: &Path) -> Result<Announcement, Error> {
 /// Removes announcements whose clean has gone without withdrawing them (killed): an
 /// announcement is locked before it gets its name, so one that can be locked exclusive
 /// now belongs to nobody. One that a run is waiting on is busy and stays.
-fn remove_stale_announcements(dir: &Path) -> Result<(), Error> {
-    let entries = fs::read_dir(dir).ctx("list the clean announcements in", dir)?;
-    for entry in entries.flatten() {
-        if entry.file_name().to_string_lossy().starts_with(".tmp") {
+fn remove_stale_announcements(dir: &DirFd) -> Result<(), Error> {
+    let names = dir
+        .entries()
+        .ctx("list the clean announcements in", dir.path())?;
+    for name in names {
+        let text = name.to_string_lossy().into_owned();
+        if text.starts_with(".tmp") {
             continue;
         }
-        let path = entry.path();
-        if let Some(mut lock) = LockFile::open_existing(&path)?
-            && lock.try_lock(Mode::Exclusive)? == TryLock::Acquired
-        {
-            tracing::debug!(path = %path.display(), "removing a stale clean announcement");
-            let _ = fs::remove_file(&path);
+        // Not a regular file (a link): not an announcement; left alone.
+        let Ok(Some(mut lock)) = cache::open_lock_at(dir, &text, false) else {
+            continue;
+        };
+        if lock.try_lock(Mode::Exclusive)? == TryLock::Acquired {
+            tracing::debug!(path = %dir.child_path(&name).display(), "removing a stale clean announcement");
+            let _ = dir.remove_file(&name);
         }
     }
     Ok(())

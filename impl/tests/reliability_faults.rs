@@ -82,9 +82,12 @@ fn kill_at_every_step(kind: Kind) {
         cmd.env("CACHELOCK_FAULT", format!("kill-at-step={n}"));
         let mut victim = Proc::spawn(cmd);
         let started = d.file(&format!("{tag}-started"));
+        // A victim killed after `spawn-child` leaves a child that will say it started:
+        // wait for that, or the child is taken for never spawned and left running.
+        let spawned = program[..n].contains(&Step::SpawnChild);
         eventually(
             &format!("{what}: the victim dies or spawns its child"),
-            || !victim.running() || started.exists(),
+            || (!victim.running() && !spawned) || started.exists(),
         );
         let mut orphan = false;
         if started.exists() {
@@ -112,10 +115,20 @@ fn kill_at_every_step(kind: Kind) {
                 d.file(&format!("{tag}-ok")).exists(),
                 "{what}: the orphaned child lost its environment"
             );
-            // Its inherited lock goes when it exits.
+            // Its inherited lock goes when it exits (for `--no-cache`, the temporary
+            // cache's own lock, which it inherited).
             eventually(&format!("{what}: the orphan's lock is released"), || {
-                File::open(d.cache().join("environments/e.lock"))
-                    .is_ok_and(|f| f.try_lock().is_ok())
+                let temp_locks_free = std::fs::read_dir(d.tmp()).is_ok_and(|es| {
+                    es.flatten().all(|e| {
+                        File::open(e.path().join(".lock"))
+                            .is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound)
+                            || File::open(e.path().join(".lock"))
+                                .is_ok_and(|f| f.try_lock().is_ok())
+                    })
+                });
+                temp_locks_free
+                    && File::open(d.cache().join("environments/e.lock"))
+                        .is_ok_and(|f| f.try_lock().is_ok())
             });
         }
         assert_no_lock_held(&d.cache(), &what);
