@@ -44,7 +44,8 @@ pub enum Op {
     StartDaemon(usize),
     /// The process's daemon exits.
     DaemonExit(usize),
-    /// The process's lock wait times out.
+    /// The process's lock wait times out: played only while the model says it waits and
+    /// the lock is busy, as a real blocking wait bounded by a short real timeout.
     Timeout(usize),
 }
 
@@ -261,6 +262,8 @@ impl Lockstep {
                 .arg(&exit_file)
                 .arg(&report_file)
                 .env("TMPDIR", &tmp)
+                // A timed-out wait (`Op::Timeout`) lasts this long, for real.
+                .env("CACHELOCK_LOCK_TIMEOUT", "0.1")
                 .envs(env.iter().copied())
                 .stdin(Stdio::piped())
                 .stdout(Stdio::piped())
@@ -321,6 +324,10 @@ impl Lockstep {
             }
             Op::ChildExit(_) => Event::ChildExits,
             Op::Kill(_) => Event::Killed,
+            // Played for real only while the lock is really busy: a real wait on a free
+            // lock does not time out, it takes the lock (the model's timeout racing a
+            // release is left to the model checker).
+            Op::Timeout(_) if m.step_enabled(s, p) => return None,
             Op::Timeout(_) => Event::LockTimeout,
             Op::StartDaemon(_) => Event::ChildStartsDaemon,
             Op::DaemonExit(_) => Event::DaemonExits,
@@ -455,9 +462,28 @@ impl Lockstep {
                 self.state = self.model.after(&self.state, action);
             }
             Action::Event(_, Event::LockTimeout) => {
-                if let Some(mut d) = self.reals[p].driver.take() {
-                    let _ = writeln!(d.stdin, "timeout").and_then(|()| d.stdin.flush());
+                // The model says the process waits: its real step is tried with a real
+                // blocking wait, which only the real timeout can end (the holder does
+                // not move meanwhile).
+                let step = self.model.next_step(&self.state, p);
+                let answer = self.ask(p, "timeout")?;
+                let detail = answer["detail"].as_str().unwrap_or("").to_string();
+                if let Some(step) = step {
+                    outcomes.push((p, step, format!("timed out: {detail}")));
+                }
+                let exited = answer["exited"].as_bool() == Some(true);
+                if exited && let Some(mut d) = self.reals[p].driver.take() {
                     self.reals[p].exit = d.os.wait().ok().map(shell_code);
+                }
+                if answer["timed_out"].as_bool() != Some(true)
+                    || !detail.starts_with("timed out after")
+                    || self.reals[p].exit != Some(2)
+                {
+                    return Err(self.fail(format!(
+                        "{}: the model's lock wait times out, but the real wait ended with {answer} \
+                         (exit {:?})",
+                        self.model.procs[p].label, self.reals[p].exit
+                    )));
                 }
                 self.state = self.model.after(&self.state, action);
             }
