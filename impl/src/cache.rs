@@ -321,6 +321,7 @@ fn delete_environments(
             TryLock::Acquired => {
                 tracing::debug!(env = %text, "deleting environment under its exclusive lock");
                 remove_env(dir, &path, &text, report)?;
+                crate::faults::pause("env-deleted");
                 // Closing the descriptor releases the lock after the deletion.
                 drop(lock);
             }

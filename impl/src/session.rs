@@ -852,6 +852,7 @@ fn announce(root: &Path) -> Result<Announcement, Error> {
     let file = temp
         .persist_noclobber(&path)
         .map_err(|e| Error::io("publish the clean announcement", &path, e.error))?;
+    faults::pause("announcement-published");
     Ok(Announcement {
         lock: Some(LockFile::from_locked(file, path.clone(), Mode::Exclusive)),
         path,
