@@ -57,7 +57,7 @@ fn as_nobody(d: &Dirs, name: &str, args: &[&str]) -> Command {
              run the tests with TMPDIR set to a directory every user may enter",
             bin.display(),
             dir.display(),
-            mode.unwrap_or(0)
+            mode.unwrap_or(0) & 0o7777
         );
     }
     let mut cmd = d.cmd_of(&bin, name, args);
