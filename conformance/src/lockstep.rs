@@ -15,7 +15,7 @@
 //! A disagreement is reported as the numbered story of the steps so far (the same lines
 //! `cachelock check` prints) followed by the two abstract states.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::fs;
 use std::io::{BufRead, BufReader, Write};
@@ -44,7 +44,8 @@ pub enum Op {
     StartDaemon(usize),
     /// The process's daemon exits.
     DaemonExit(usize),
-    /// The process's lock wait times out.
+    /// The process's lock wait times out: played only while the model says it waits and
+    /// the lock is busy, as a real blocking wait bounded by a short real timeout.
     Timeout(usize),
 }
 
@@ -119,6 +120,36 @@ struct Real {
     /// The daemon the child started, if any.
     daemon_pid: Option<u32>,
     temp_cache: Option<PathBuf>,
+    /// How the driver ended, as a shell shows it (the exit code, or 128 + the signal).
+    exit: Option<i32>,
+}
+
+/// What the harness saw for real around one op: read off `/proc/locks`, the cache
+/// directory and the drivers, independently of the model. The replay test finds each
+/// counterexample's violation in these.
+#[derive(Clone, Debug)]
+pub struct Seen {
+    /// The process the op was about.
+    pub proc: usize,
+    /// The step it took (or tried), for a step.
+    pub step: Option<Step>,
+    /// The event, for an event.
+    pub event: Option<Event>,
+    /// The real outcome of a step, as the driver reported it (`done`, `would-block`, …).
+    pub outcome: String,
+    /// The processes whose driver held a flock on a `.lock` file of the cache (the path's
+    /// inode or one unlinked since), with its mode, per `/proc/locks`, just before the op.
+    pub holders_before: Vec<(usize, Mode)>,
+    /// The same, just after.
+    pub holders_after: Vec<(usize, Mode)>,
+    /// Every path under the cache root, just before the op.
+    pub entries_before: BTreeSet<PathBuf>,
+    /// The same, just after.
+    pub entries_after: BTreeSet<PathBuf>,
+    /// The processes whose driver was alive just after the op.
+    pub alive_after: Vec<bool>,
+    /// The real abstract state just after the op.
+    pub real_after: Abstract,
 }
 
 /// The part of the state both sides can show, compared after every op.
@@ -163,6 +194,8 @@ pub struct Lockstep {
     /// The story so far.
     pub story: Vec<String>,
     driver_exe: PathBuf,
+    /// What was seen for real around each op that meant something.
+    seen: Vec<Seen>,
 }
 
 /// What a case produced.
@@ -176,6 +209,15 @@ pub struct Outcome {
     pub child_reports: Vec<(usize, String)>,
     /// The real outcome of each step, by (process, step).
     pub outcomes: Vec<(usize, Step, String)>,
+    /// What was seen for real around each op, in order.
+    pub seen: Vec<Seen>,
+    /// How each driver had ended when the ops were done (`None`: still running then).
+    pub exits: Vec<Option<i32>>,
+    /// Whether each process's child or daemon still ran when the ops were done.
+    pub children_running: Vec<bool>,
+    /// The temporary caches (`$TMPDIR/.tmp*` directories) on disk once every driver,
+    /// child and daemon had gone.
+    pub leftover_temp: Vec<PathBuf>,
 }
 
 impl Lockstep {
@@ -220,6 +262,8 @@ impl Lockstep {
                 .arg(&exit_file)
                 .arg(&report_file)
                 .env("TMPDIR", &tmp)
+                // A timed-out wait (`Op::Timeout`) lasts this long, for real.
+                .env("CACHELOCK_LOCK_TIMEOUT", "0.1")
                 .envs(env.iter().copied())
                 .stdin(Stdio::piped())
                 .stdout(Stdio::piped())
@@ -241,6 +285,7 @@ impl Lockstep {
                 child_pid: None,
                 daemon_pid: None,
                 temp_cache: None,
+                exit: None,
             });
         }
         let mut inodes = BTreeMap::new();
@@ -257,6 +302,7 @@ impl Lockstep {
             inodes,
             story: Vec::new(),
             driver_exe: driver_exe.to_path_buf(),
+            seen: Vec::new(),
         })
     }
 
@@ -278,6 +324,10 @@ impl Lockstep {
             }
             Op::ChildExit(_) => Event::ChildExits,
             Op::Kill(_) => Event::Killed,
+            // Played for real only while the lock is really busy: a real wait on a free
+            // lock does not time out, it takes the lock (the model's timeout racing a
+            // release is left to the model checker).
+            Op::Timeout(_) if m.step_enabled(s, p) => return None,
             Op::Timeout(_) => Event::LockTimeout,
             Op::StartDaemon(_) => Event::ChildStartsDaemon,
             Op::DaemonExit(_) => Event::DaemonExits,
@@ -300,7 +350,8 @@ impl Lockstep {
         out
     }
 
-    /// Applies one op to both sides and compares them.
+    /// Applies one op to both sides and compares them, recording what was seen for real
+    /// around it.
     pub fn apply(
         &mut self,
         op: Op,
@@ -309,8 +360,44 @@ impl Lockstep {
         let Some(action) = self.action_for(op) else {
             return Ok(());
         };
+        let holders_before = self.root_holders();
+        let entries_before = entries(&self.cache);
+        let known = outcomes.len();
+        self.apply_action(action, outcomes)?;
+        let (step, event) = match action {
+            Action::Step(_, step) => (Some(step), None),
+            Action::Event(_, event) => (None, Some(event)),
+        };
+        let outcome = outcomes
+            .get(known..)
+            .and_then(|o| o.last())
+            .map(|(_, _, o)| o.clone())
+            .unwrap_or_default();
+        let real_after = self.real_abstract()?;
+        self.seen.push(Seen {
+            proc: op.proc(),
+            step,
+            event,
+            outcome,
+            holders_before,
+            holders_after: self.root_holders(),
+            entries_before,
+            entries_after: entries(&self.cache),
+            alive_after: self.reals.iter().map(|r| r.driver.is_some()).collect(),
+            real_after,
+        });
+        Ok(())
+    }
+
+    fn apply_action(
+        &mut self,
+        action: Action,
+        outcomes: &mut Vec<(usize, Step, String)>,
+    ) -> Result<(), String> {
         let before = self.state.clone();
-        let p = op.proc();
+        let p = match action {
+            Action::Step(p, _) | Action::Event(p, _) => p,
+        };
         match action {
             Action::Step(_, step) => {
                 let enabled = self.model.step_enabled(&self.state, p);
@@ -330,7 +417,7 @@ impl Lockstep {
                 if answer["exited"].as_bool() == Some(true)
                     && let Some(mut d) = self.reals[p].driver.take()
                 {
-                    let _ = d.os.wait();
+                    self.reals[p].exit = d.os.wait().ok().map(shell_code);
                 }
                 let blocked = outcome == "would-block";
                 if waiting || (!enabled && step == Step::WaitForChild) {
@@ -370,14 +457,33 @@ impl Lockstep {
             Action::Event(_, Event::Killed) => {
                 if let Some(mut d) = self.reals[p].driver.take() {
                     let _ = d.os.kill();
-                    let _ = d.os.wait();
+                    self.reals[p].exit = d.os.wait().ok().map(shell_code);
                 }
                 self.state = self.model.after(&self.state, action);
             }
             Action::Event(_, Event::LockTimeout) => {
-                if let Some(mut d) = self.reals[p].driver.take() {
-                    let _ = writeln!(d.stdin, "timeout").and_then(|()| d.stdin.flush());
-                    let _ = d.os.wait();
+                // The model says the process waits: its real step is tried with a real
+                // blocking wait, which only the real timeout can end (the holder does
+                // not move meanwhile).
+                let step = self.model.next_step(&self.state, p);
+                let answer = self.ask(p, "timeout")?;
+                let detail = answer["detail"].as_str().unwrap_or("").to_string();
+                if let Some(step) = step {
+                    outcomes.push((p, step, format!("timed out: {detail}")));
+                }
+                let exited = answer["exited"].as_bool() == Some(true);
+                if exited && let Some(mut d) = self.reals[p].driver.take() {
+                    self.reals[p].exit = d.os.wait().ok().map(shell_code);
+                }
+                if answer["timed_out"].as_bool() != Some(true)
+                    || !detail.starts_with("timed out after")
+                    || self.reals[p].exit != Some(2)
+                {
+                    return Err(self.fail(format!(
+                        "{}: the model's lock wait times out, but the real wait ended with {answer} \
+                         (exit {:?})",
+                        self.model.procs[p].label, self.reals[p].exit
+                    )));
                 }
                 self.state = self.model.after(&self.state, action);
             }
@@ -399,6 +505,19 @@ impl Lockstep {
         }
         self.story.push(format!("{}. {line}", self.story.len() + 1));
         self.compare()
+    }
+
+    /// The processes whose driver holds a flock on its descriptor on `<cache>/.lock`
+    /// (whichever inode that is), with the mode, per `/proc/locks`.
+    fn root_holders(&self) -> Vec<(usize, Mode)> {
+        let mut out = Vec::new();
+        for (p, r) in self.reals.iter().enumerate() {
+            let Some(d) = r.driver.as_ref() else { continue };
+            if let Some((dev, ino)) = lock_fd_id(d.pid(), &self.cache) {
+                out.extend(flocks_held(d.pid(), dev, ino).into_iter().map(|m| (p, m)));
+            }
+        }
+        out
     }
 
     fn ask(&mut self, p: ProcId, command: &str) -> Result<Value, String> {
@@ -639,13 +758,27 @@ impl Lockstep {
         let result = ops.iter().try_for_each(|op| self.apply(*op, &mut outcomes));
         let story = self.story.clone();
         let state = self.state.clone();
+        let seen = std::mem::take(&mut self.seen);
+        let exits = self.reals.iter().map(|r| r.exit).collect();
+        let children_running = self
+            .reals
+            .iter()
+            .map(|r| {
+                r.child_pid.is_some_and(process_alive) || r.daemon_pid.is_some_and(process_alive)
+            })
+            .collect();
         let reports = self.teardown();
+        let leftover_temp = temp_caches(&self.dir.path().join("tmp"));
         result?;
         Ok(Outcome {
             story,
             state,
             child_reports: reports,
             outcomes,
+            seen,
+            exits,
+            children_running,
+            leftover_temp,
         })
     }
 
@@ -689,6 +822,74 @@ impl Lockstep {
     }
 }
 
+/// An exit status as a shell shows it: the code, or 128 + the signal.
+fn shell_code(status: std::process::ExitStatus) -> i32 {
+    use std::os::unix::process::ExitStatusExt;
+    status
+        .code()
+        .unwrap_or_else(|| 128 + status.signal().unwrap_or(0))
+}
+
+/// Every path under `root`, relative to it (links are not followed).
+fn entries(root: &Path) -> BTreeSet<PathBuf> {
+    fn walk(root: &Path, dir: &Path, out: &mut BTreeSet<PathBuf>) {
+        let Ok(list) = fs::read_dir(dir) else {
+            return;
+        };
+        for e in list.flatten() {
+            let path = e.path();
+            if let Ok(rel) = path.strip_prefix(root) {
+                out.insert(rel.to_path_buf());
+            }
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                walk(root, &path, out);
+            }
+        }
+    }
+    let mut out = BTreeSet::new();
+    walk(root, root, &mut out);
+    out
+}
+
+/// The temporary caches (`.tmp*` directories) in `tmp`.
+fn temp_caches(tmp: &Path) -> Vec<PathBuf> {
+    let Ok(list) = fs::read_dir(tmp) else {
+        return Vec::new();
+    };
+    list.flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(".tmp"))
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .map(|e| e.path())
+        .collect()
+}
+
+/// The flocks `pid` holds (not waits for) on inode `ino` of device `dev`, per
+/// `/proc/locks` (`1: FLOCK  ADVISORY  WRITE 1234 08:01:5678 0 EOF`; waiters have `->`
+/// after the number).
+pub fn flocks_held(pid: u32, dev: u64, ino: u64) -> Vec<Mode> {
+    let Ok(text) = fs::read_to_string("/proc/locks") else {
+        return Vec::new();
+    };
+    let want_dev = format!("{:02x}:{:02x}", libc::major(dev), libc::minor(dev));
+    text.lines()
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            if f.len() < 6 || f[1] != "FLOCK" || f[4].parse::<u32>().ok() != Some(pid) {
+                return None;
+            }
+            let (d, i) = f[5].rsplit_once(':')?;
+            if d != want_dev || i.parse::<u64>().ok() != Some(ino) {
+                return None;
+            }
+            match f[3] {
+                "READ" => Some(Mode::Shared),
+                "WRITE" => Some(Mode::Exclusive),
+                _ => None,
+            }
+        })
+        .collect()
+}
+
 /// Serialises this process's forks (spawning drivers) with its lock probes. A probe
 /// holds a lock for a moment; a process forked by another test thread in that moment
 /// would hold a copy of the probe's descriptor, and so the lock, until it execs, and a
@@ -711,6 +912,11 @@ fn busy(path: &Path) -> bool {
 /// The inode of the descriptor process `pid` has open on `<cache>/.lock` (whether or
 /// not the path still names it).
 fn lock_fd_inode(pid: u32, cache: &Path) -> Option<u64> {
+    lock_fd_id(pid, cache).map(|(_, ino)| ino)
+}
+
+/// The (device, inode) of the descriptor process `pid` has open on `<cache>/.lock`.
+fn lock_fd_id(pid: u32, cache: &Path) -> Option<(u64, u64)> {
     let want = cache.join(LOCK_FILE);
     let want = want.to_string_lossy();
     let dir = fs::read_dir(format!("/proc/{pid}/fd")).ok()?;
@@ -720,7 +926,7 @@ fn lock_fd_inode(pid: u32, cache: &Path) -> Option<u64> {
         };
         let target = target.to_string_lossy();
         if target == want || target == format!("{want} (deleted)") {
-            return fs::metadata(entry.path()).ok().map(|m| m.ino());
+            return fs::metadata(entry.path()).ok().map(|m| (m.dev(), m.ino()));
         }
     }
     None

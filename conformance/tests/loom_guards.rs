@@ -33,6 +33,8 @@ struct World {
     env_present: bool,
     temp_present: bool,
     child_running: bool,
+    /// A clean's announcement is published (runs that saw it wait for its withdrawal).
+    announced: bool,
     /// What was released, in order.
     events: Vec<&'static str>,
     violations: Vec<String>,
@@ -72,15 +74,28 @@ struct SimEnvLock {
     w: Shared,
 }
 
-/// Either lock: `Held` has one lock type for both slots.
+/// Any lock: `Held` has one lock type for its three lock slots.
 enum SimLock {
     Root(SimRootLock),
     Env(SimEnvLock),
+    /// The temporary cache's own `.lock`, held shared while the cache is in use.
+    Temp(Shared),
 }
 
-/// The temporary cache; dropping it removes it (and the environment inside).
+/// A directory removed on drop: the temporary cache (and the environment inside), or a
+/// build or an overlay (`what` names the event its removal records).
 struct SimDir {
     w: Shared,
+    what: &'static str,
+}
+
+impl SimDir {
+    fn temp(w: &Shared) -> SimDir {
+        SimDir {
+            w: w.clone(),
+            what: "temp-cache-removed",
+        }
+    }
 }
 
 /// A running child; dropping the guard waits for it.
@@ -88,7 +103,26 @@ struct SimChild {
     handle: Option<thread::JoinHandle<()>>,
 }
 
-struct SimAnnouncement;
+/// A clean's announcement; dropping it withdraws it (and wakes the runs waiting on it).
+struct SimAnnouncement {
+    w: Shared,
+}
+
+impl SimAnnouncement {
+    fn publish(w: &Shared) -> SimAnnouncement {
+        with(w, |w| w.announced = true);
+        SimAnnouncement { w: w.clone() }
+    }
+}
+
+impl Drop for SimAnnouncement {
+    fn drop(&mut self) {
+        with(&self.w, |w| {
+            w.announced = false;
+            w.events.push("announcement-withdrawn");
+        });
+    }
+}
 
 impl fmt::Debug for SimLock {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -153,19 +187,31 @@ impl Drop for SimLock {
                 w.env_lock_refs -= 1;
                 w.events.push("env-lock-closed");
             }),
+            SimLock::Temp(w) => with(w, |w| {
+                if w.temp_present {
+                    w.violations.push(
+                        "the temporary cache's lock was released while the cache was still there"
+                            .into(),
+                    );
+                }
+                w.events.push("temp-lock-released");
+            }),
         }
     }
 }
 
 impl Drop for SimDir {
     fn drop(&mut self) {
+        let what = self.what;
         with(&self.w, |w| {
             if w.child_running {
                 w.violations
-                    .push("the temporary cache was removed while its child ran".into());
+                    .push(format!("{what}: removed while its child ran"));
             }
-            w.temp_present = false;
-            w.events.push("temp-cache-removed");
+            if what == "temp-cache-removed" {
+                w.temp_present = false;
+            }
+            w.events.push(what);
         });
     }
 }
@@ -253,7 +299,7 @@ fn temp_cache_is_not_removed_under_its_child_when_the_run_fails_after_spawning()
         // A --no-cache run that errors right after the spawn: everything it holds is
         // dropped at once, in `Held`'s order.
         let held: Held<Sim> = Held {
-            temp_cache: Some(SimDir { w: w.clone() }),
+            temp_cache: Some(SimDir::temp(&w)),
             child: Some(spawn_child(&w, true, false)),
             ..Held::default()
         };
@@ -361,7 +407,17 @@ fn held_releases_in_the_documented_order() {
         held.root_lock = Some(SimLock::Root(SimRootLock::lock(&w, false)));
         with(&w, |w| w.env_lock_refs += 1);
         held.env_lock = Some(SimLock::Env(SimEnvLock { w: w.clone() }));
-        held.temp_cache = Some(SimDir { w: w.clone() });
+        held.temp_cache = Some(SimDir::temp(&w));
+        held.temp_lock = Some(SimLock::Temp(w.clone()));
+        held.build = Some(SimDir {
+            w: w.clone(),
+            what: "build-removed",
+        });
+        held.overlay = Some(SimDir {
+            w: w.clone(),
+            what: "overlay-removed",
+        });
+        held.announcement = Some(SimAnnouncement::publish(&w));
         held.child = Some(spawn_child(&w, true, false));
         drop(held);
         check(&w);
@@ -370,25 +426,124 @@ fn held_releases_in_the_documented_order() {
             g.events,
             [
                 "child-exited",
+                "build-removed",
+                "overlay-removed",
                 "env-lock-closed",
                 "root-lock-released",
-                "temp-cache-removed"
+                "temp-cache-removed",
+                "temp-lock-released",
+                "announcement-withdrawn"
             ]
         );
     });
 }
 
-/// The guard that would break if `Held` dropped its temporary cache before its child:
-/// the same scenario with the fields dropped in the wrong order must be caught.
+/// A run that saw a clean's announcement waits for its withdrawal, then goes on: the
+/// clean must by then hold nothing else (release step 7). Run in a thread beside the
+/// clean's `held`, which is dropped at once, as on the clean's error path.
+fn clean_with_a_waiting_run<P: Platform>(held: impl FnOnce(&Shared) -> Held<P>) {
+    let w = world();
+    let held = held(&w);
+    let run = {
+        let w = w.clone();
+        thread::spawn(move || {
+            let (m, cv) = &*w;
+            let mut g = m.lock().unwrap();
+            while g.announced {
+                g = cv.wait(g).unwrap();
+            }
+            if g.root_exclusive {
+                g.violations.push(
+                    "a run waiting for the clean went on while the clean still held the cache lock"
+                        .into(),
+                );
+            }
+        })
+    };
+    drop(held);
+    run.join().unwrap();
+    check(&w);
+}
+
+#[test]
+fn runs_waiting_for_a_clean_go_on_only_once_it_holds_nothing() {
+    model(|| {
+        clean_with_a_waiting_run(|w| {
+            let mut held: Held<Sim> = Held::default();
+            held.root_lock = Some(SimLock::Root(SimRootLock::lock(w, true)));
+            held.announcement = Some(SimAnnouncement::publish(w));
+            held
+        })
+    });
+}
+
+/// The broken orders go through the real `Held`: a platform that puts a guard in an
+/// earlier slot makes `Held`'s own drop glue release it too early.
+///
+/// The temporary cache in the child's slot: it is removed before the child is waited
+/// for (steps 1 and 5 swapped).
+struct TempFirst;
+
+impl Platform for TempFirst {
+    type Child = SimDir;
+    type Dir = SimChild;
+    type Lock = SimLock;
+    type Announcement = SimAnnouncement;
+}
+
 #[test]
 #[should_panic(expected = "removed while its child ran")]
 fn loom_catches_a_temp_cache_dropped_before_the_child() {
     model(|| {
         let w = world();
-        let temp = SimDir { w: w.clone() };
-        let child = spawn_child(&w, true, false);
-        drop(temp);
-        drop(child);
+        let held: Held<TempFirst> = Held {
+            child: Some(SimDir::temp(&w)),
+            temp_cache: Some(spawn_child(&w, true, false)),
+            ..Held::default()
+        };
+        drop(held);
+        check(&w);
+    });
+}
+
+/// The announcement in the child's slot: withdrawn before the cache lock is released
+/// (step 7 moved first).
+struct AnnouncementFirst;
+
+impl Platform for AnnouncementFirst {
+    type Child = SimAnnouncement;
+    type Dir = SimDir;
+    type Lock = SimLock;
+    type Announcement = SimAnnouncement;
+}
+
+#[test]
+#[should_panic(expected = "went on while the clean still held the cache lock")]
+fn loom_catches_an_announcement_withdrawn_before_the_cache_lock() {
+    model(|| {
+        clean_with_a_waiting_run(|w| {
+            let mut held: Held<AnnouncementFirst> = Held::default();
+            held.root_lock = Some(SimLock::Root(SimRootLock::lock(w, true)));
+            held.child = Some(SimAnnouncement::publish(w));
+            held
+        })
+    });
+}
+
+/// The temporary cache's lock in the root lock's slot: released while the temporary
+/// cache is still there (steps 5 and 6 swapped), which a prune of leaked temporary
+/// caches could take for a leak.
+#[test]
+#[should_panic(expected = "lock was released while the cache was still there")]
+fn loom_catches_a_temp_lock_released_before_its_cache() {
+    model(|| {
+        let w = world();
+        let held: Held<Sim> = Held {
+            root_lock: Some(SimLock::Temp(w.clone())),
+            temp_cache: Some(SimDir::temp(&w)),
+            ..Held::default()
+        };
+        drop(held);
         check(&w);
     });
 }

@@ -461,6 +461,7 @@ fn delete_environments(
             TryLock::Acquired => {
                 tracing::debug!(env = %text, "deleting environment under its exclusive lock");
                 remove_env(root, envs, &name, report)?;
+                crate::faults::pause("env-deleted");
                 // Closing the descriptor releases the lock after the deletion.
                 drop(lock);
             }

@@ -11,6 +11,12 @@
 //! - `skip-lock-step`: `lock-shared`/`lock-exclusive` report success without locking;
 //! - `flock-unsupported`: every lock attempt fails as on a file system without flock(2)
 //!   (`ErrorKind::Unsupported`), to exercise the fallback no local file system here has.
+//!
+//! Pause points, for tests that must look inside one step (`CACHELOCK_PAUSE=POINT:DIR`,
+//! same feature): at [`pause`]`(POINT)` the process writes its pid to `DIR/POINT.reached`
+//! and blocks until the test opens the FIFO `DIR/POINT.go` for writing and closes it.
+//! The points: `announcement-published` (a clean's announcement has just got its final
+//! name) and `env-deleted` (a clean has just deleted an environment, under its lock).
 
 /// One injected fault.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -56,6 +62,33 @@ pub fn active() -> Option<Fault> {
 pub fn active() -> Option<Fault> {
     None
 }
+
+/// Blocks at pause point `point` if `CACHELOCK_PAUSE` names it (see the module doc).
+#[cfg(feature = "faults")]
+pub fn pause(point: &str) {
+    let Ok(value) = std::env::var("CACHELOCK_PAUSE") else {
+        return;
+    };
+    let Some((name, dir)) = value.split_once(':') else {
+        return;
+    };
+    if name != point {
+        return;
+    }
+    let dir = std::path::Path::new(dir);
+    // Written under another name, then renamed: the test never reads it half written.
+    let reached = dir.join(format!("{point}.reached"));
+    let partial = dir.join(format!(".{point}.reached"));
+    if std::fs::write(&partial, std::process::id().to_string()).is_ok() {
+        let _ = std::fs::rename(&partial, &reached);
+    }
+    // Opening a FIFO for reading blocks until a writer opens it; EOF when it closes.
+    let _ = std::fs::read(dir.join(format!("{point}.go")));
+}
+
+/// Pause points: none without the `faults` feature.
+#[cfg(not(feature = "faults"))]
+pub fn pause(_point: &str) {}
 
 /// True if `fault` is the one injected.
 pub fn is(fault: Fault) -> bool {

@@ -916,6 +916,7 @@ fn announce(root: &Path) -> Result<Announcement, Error> {
         let _ = dir.remove_file(&temp);
         return Err(Error::io("publish the clean announcement", &path, e));
     }
+    faults::pause("announcement-published");
     Ok(Announcement {
         lock: Some(LockFile::from_locked(file, path.clone(), Mode::Exclusive)),
         dir,

@@ -1,45 +1,50 @@
 //! cachelock and a real uv on one cache directory exclude each other.
 //!
-//! Needs a uv from PyPI: `CACHELOCK_UV=/path/to/uv`, or the newest
-//! `.uv-versions/*/bin/uv` in the repository (installed by
-//! `bash conformance/scripts/install-uv.sh 0.13.9`). Fails, never skips, without one.
-//! Everything is offline: a private UV_CACHE_DIR, no Python downloads, no config.
+//! Needs a uv from PyPI: `CACHELOCK_UV=/path/to/uv`, or uv 0.13.9, which the first test
+//! that needs it installs (`conformance/scripts/install-uv.sh 0.13.9`: into
+//! `.uv-versions/`, or `$CACHELOCK_UV_VERSIONS_DIR`; once, serialised by the script's
+//! lock, with the machine's `python3`). Fails, never skips, when it cannot.
+//! Everything else is offline: a private UV_CACHE_DIR, no Python downloads, no config.
 
 mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::OnceLock;
 
 use common::{Dirs, Proc, eventually};
 
+/// The uv release these tests install when `CACHELOCK_UV` does not name one.
+const UV_VERSION: &str = "0.13.9";
+
 fn uv() -> PathBuf {
-    if let Some(uv) = std::env::var_os("CACHELOCK_UV") {
-        return PathBuf::from(uv);
-    }
-    let versions = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.uv-versions");
-    let mut found: Vec<(Vec<u64>, PathBuf)> = std::fs::read_dir(&versions)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| {
-            let version: Option<Vec<u64>> = e
-                .file_name()
-                .to_str()?
-                .split('.')
-                .map(|p| p.parse().ok())
-                .collect();
-            let uv = e.path().join("bin/uv");
-            Some((version?, uv)).filter(|(_, uv)| uv.exists())
+    static UV: OnceLock<PathBuf> = OnceLock::new();
+    UV.get_or_init(|| {
+        if let Some(uv) = std::env::var_os("CACHELOCK_UV") {
+            return PathBuf::from(uv);
+        }
+        let script =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../conformance/scripts/install-uv.sh");
+        let out = Command::new("bash")
+            .arg(&script)
+            .arg(UV_VERSION)
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
+        let path = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .last()
+            .map(|l| PathBuf::from(l.trim()))
+            .filter(|p| out.status.success() && p.exists());
+        path.unwrap_or_else(|| {
+            panic!(
+                "could not install uv {UV_VERSION} with {} ({}): {}\nset CACHELOCK_UV to a uv binary instead",
+                script.display(),
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            )
         })
-        .collect();
-    found.sort();
-    match found.pop() {
-        Some((_, uv)) => uv,
-        None => panic!(
-            "no uv found: set CACHELOCK_UV, or run `bash conformance/scripts/install-uv.sh 0.13.9` \
-             in the repository root to install one into .uv-versions/"
-        ),
-    }
+    })
+    .clone()
 }
 
 fn python() -> String {

@@ -35,8 +35,32 @@ fn code(cmd: Command) -> i32 {
 }
 
 /// `d.cmd` as user `nobody` (uid 65534), for permission tests: this suite runs as root.
+/// The binary it runs is a copy in the test directory (opened up with [`open_up`]): the
+/// build's own may lie in a checkout `nobody` cannot enter (a clone under `/root`, or
+/// in a `mktemp -d` directory, mode 0700).
 fn as_nobody(d: &Dirs, name: &str, args: &[&str]) -> Command {
-    let mut cmd = d.cmd(name, args);
+    let bin = d.file("bin/cachelock");
+    if !bin.exists() {
+        let dir = d.file("bin");
+        std::fs::create_dir_all(&dir).expect("mkdir bin");
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        std::fs::copy(env!("CARGO_BIN_EXE_cachelock"), &bin).expect("copy the binary");
+        std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    }
+    // Every directory above the copy must let others through, or `nobody` gets a
+    // confusing "Permission denied" from exec instead of the tests' own checks.
+    for dir in bin.ancestors().skip(1) {
+        let mode = std::fs::metadata(dir).map(|m| m.permissions().mode()).ok();
+        assert!(
+            mode.is_some_and(|m| m & 0o001 != 0),
+            "user nobody cannot reach {} (the test directory's ancestor {} has mode {:o}): \
+             run the tests with TMPDIR set to a directory every user may enter",
+            bin.display(),
+            dir.display(),
+            mode.unwrap_or(0) & 0o7777
+        );
+    }
+    let mut cmd = d.cmd_of(&bin, name, args);
     cmd.uid(65534).gid(65534);
     cmd
 }

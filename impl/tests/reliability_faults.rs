@@ -12,6 +12,7 @@
 mod common;
 
 use std::fs::File;
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 use cachelock::{Kind, Policy, Step};
@@ -82,27 +83,28 @@ fn kill_at_every_step(kind: Kind) {
         cmd.env("CACHELOCK_FAULT", format!("kill-at-step={n}"));
         let mut victim = Proc::spawn(cmd);
         let started = d.file(&format!("{tag}-started"));
-        // A victim killed after `spawn-child` leaves a child that will say it started:
-        // wait for that, or the child is taken for never spawned and left running.
+        // What happened before the kill follows from the program, not from which of the
+        // victim and its child the scheduler ran first: a child spawned before step n
+        // always touches its start file; a victim past `wait-for-child` got there only
+        // because the child exited, which it does once let go.
         let spawned = program[..n].contains(&Step::SpawnChild);
-        eventually(
-            &format!("{what}: the victim dies or spawns its child"),
-            || (!victim.running() && !spawned) || started.exists(),
-        );
-        let mut orphan = false;
-        if started.exists() {
-            if victim.running() {
-                // Killed after the child's end: let the child finish.
+        let waited = program[..n].contains(&Step::WaitForChild);
+        if spawned {
+            eventually(&format!("{what}: the child starts"), || started.exists());
+            if waited {
                 d.set(&format!("{tag}-go"));
-            } else {
-                orphan = true;
             }
         }
+        let orphan = spawned && !waited;
         assert_eq!(
             victim.exit_code(),
             SIGKILL_EXIT,
             "{what}: {}",
             d.stderr("victim")
+        );
+        assert!(
+            spawned || !started.exists(),
+            "{what}: a child started though the victim was killed before spawning it"
         );
         if orphan {
             // The orphan still runs in its environment: a clean must leave it alone.
@@ -199,4 +201,114 @@ fn clean_killed_at_any_step_leaves_no_lock_and_the_next_clean_succeeds() {
 #[test]
 fn prune_killed_at_any_step_leaves_no_lock_and_the_next_clean_succeeds() {
     kill_at_every_step(Kind::Prune);
+}
+
+/// Creates the FIFO `DIR/POINT.go` and returns the `CACHELOCK_PAUSE` value that stops a
+/// process at `point` (see `cachelock::faults`).
+fn pause_at(d: &Dirs, point: &str) -> String {
+    let fifo = std::ffi::CString::new(
+        d.file(&format!("{point}.go"))
+            .into_os_string()
+            .into_encoded_bytes(),
+    )
+    .expect("a path without NUL");
+    // SAFETY: mkfifo(3) with a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0, "mkfifo");
+    format!("{point}:{}", d.dir.path().display())
+}
+
+/// Waits until the process reached `point`; its pid.
+fn reached(d: &Dirs, point: &str, victim: &mut Proc) -> u32 {
+    let file = d.file(&format!("{point}.reached"));
+    eventually(&format!("the process reaches {point}"), || {
+        file.exists() || !victim.running()
+    });
+    std::fs::read_to_string(&file)
+        .ok()
+        .and_then(|t| t.trim().parse().ok())
+        .unwrap_or_else(|| panic!("the process ended before {point}"))
+}
+
+/// Lets a process paused at `point` go on.
+fn resume(d: &Dirs, point: &str) {
+    std::fs::write(d.file(&format!("{point}.go")), b"").expect("open the FIFO");
+}
+
+/// A clean's announcement is never visible under its final name unlocked: paused just
+/// after it got that name, it is already locked (a run that finds it then waits for the
+/// clean instead of taking it for a stale one).
+#[test]
+fn a_clean_announcement_is_locked_as_soon_as_it_has_its_name() {
+    let d = Dirs::new();
+    run_ok(&d, "setup");
+    let point = "announcement-published";
+    let mut cmd = d.cmd("clean", &["clean"]);
+    cmd.env("CACHELOCK_PAUSE", pause_at(&d, point));
+    let mut clean = Proc::spawn(cmd);
+    reached(&d, point, &mut clean);
+    let published: Vec<_> = std::fs::read_dir(d.cache().join(".cleans"))
+        .expect("the announcements directory")
+        .flatten()
+        .filter(|e| !e.file_name().to_string_lossy().starts_with(".tmp"))
+        .map(|e| e.path())
+        .collect();
+    assert_eq!(published.len(), 1, "one announcement: {published:?}");
+    let file = File::open(&published[0]).expect("open the announcement");
+    let unlocked = file.try_lock_shared().is_ok();
+    drop(file);
+    resume(&d, point);
+    assert_eq!(clean.exit_code(), 0, "{}", d.stderr("clean"));
+    assert!(
+        !unlocked,
+        "the announcement {} was visible under its final name before it was locked",
+        published[0].display()
+    );
+}
+
+/// A clean that deletes an environment keeps its lock file: paused just after the
+/// deletion, `environments/<env>.lock` is still the inode the run created and the clean
+/// holds it exclusive (per `/proc/locks`); after the clean it is still there. A clean
+/// that unlinked it would let a run waiting on the old inode and a run on a new one both
+/// believe they hold the environment.
+#[test]
+fn a_clean_keeps_the_lock_file_of_an_environment_it_deletes() {
+    let d = Dirs::new();
+    run_ok(&d, "setup");
+    let lock = d.cache().join("environments/e.lock");
+    let ino = std::fs::metadata(&lock)
+        .expect("the environment's lock file")
+        .ino();
+    let point = "env-deleted";
+    let mut cmd = d.cmd("clean", &["clean"]);
+    cmd.env("CACHELOCK_PAUSE", pause_at(&d, point));
+    let mut clean = Proc::spawn(cmd);
+    let pid = reached(&d, point, &mut clean);
+    let env_gone = !d.cache().join("environments/e").exists();
+    let now = std::fs::metadata(&lock).ok().map(|m| m.ino());
+    let locks = std::fs::read_to_string("/proc/locks").unwrap_or_default();
+    let held = locks.lines().any(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        f.len() > 5
+            && f[1] == "FLOCK"
+            && f[3] == "WRITE"
+            && f[4] == pid.to_string()
+            && f[5].rsplit(':').next() == Some(&ino.to_string())
+    });
+    resume(&d, point);
+    assert_eq!(clean.exit_code(), 0, "{}", d.stderr("clean"));
+    assert!(env_gone, "the clean paused after deleting environment `e`");
+    assert_eq!(
+        now,
+        Some(ino),
+        "while the clean deleted environment `e`, its lock file was unlinked or replaced"
+    );
+    assert!(
+        held,
+        "the clean held `e.lock` exclusive while deleting: {locks}"
+    );
+    assert_eq!(
+        std::fs::metadata(&lock).ok().map(|m| m.ino()),
+        Some(ino),
+        "after the clean, `e.lock` is the same file"
+    );
 }

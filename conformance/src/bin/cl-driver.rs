@@ -9,14 +9,21 @@
 //!   the program, the answer says `"exited": true` and the driver exits as the process
 //!   would: dropping everything the session holds;
 //! - `observe`: what the session holds ([`cachelock::session::SessionView`]);
-//! - `timeout`: the lock wait timed out: drop everything (the error path) and exit 2;
+//! - `timeout`: the step the process waits at, tried for real with [`Wait::Block`] and
+//!   the lock timeout (`CACHELOCK_LOCK_TIMEOUT` seconds, 0.1 by default): the lock is
+//!   held by a process the harness does not move, so the real wait loop ends with its
+//!   real timeout error; the answer says `"timed_out": true` (the error was
+//!   [`Error::LockTimeout`]) and the driver exits as the process would (2);
 //! - `quit`: drop everything and exit 0.
 
 use std::ffi::OsString;
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
 
+use std::time::Duration;
+
 use cachelock::cache::CacheDir;
+use cachelock::error::Error;
 use cachelock::session::{LockView, Session, SessionConfig, StepOutcome, Wait};
 use cachelock_model::{Kind, Mode, Policy};
 use serde_json::json;
@@ -69,7 +76,15 @@ fn main() {
     let mut config = SessionConfig::new(cache, policy, kind);
     config.env_name = text(3);
     config.command = vec![child.into(), args[4].clone(), args[5].clone()];
-    config.lock_timeout = None;
+    // Only a `timeout` command waits; `step` never does (`Wait::NoBlock`).
+    let timeout = std::env::var("CACHELOCK_LOCK_TIMEOUT")
+        .ok()
+        .map(|t| {
+            t.parse::<f64>()
+                .unwrap_or_else(|e| fail(&format!("timeout {t}: {e}")))
+        })
+        .unwrap_or(0.1);
+    config.lock_timeout = Some(Duration::from_secs_f64(timeout));
     let mut session = Session::new(config).unwrap_or_else(|e| fail(&e.to_string()));
 
     let stdin = std::io::stdin();
@@ -105,8 +120,22 @@ fn main() {
                 })
             }
             "timeout" => {
-                drop(session);
-                std::process::exit(2);
+                let mut answer = match session.step(Wait::Block) {
+                    Ok(o) => outcome_json(&o),
+                    Err(e) => json!({
+                        "outcome": "error",
+                        "detail": e.to_string(),
+                        "timed_out": matches!(e, Error::LockTimeout { .. }),
+                    }),
+                };
+                if session.next_step().is_none() {
+                    answer["exited"] = json!(true);
+                    let code = session.exit_code();
+                    let _ = writeln!(out, "{answer}").and_then(|()| out.flush());
+                    drop(session);
+                    std::process::exit(code);
+                }
+                answer
             }
             "quit" => {
                 drop(session);

@@ -62,6 +62,7 @@ pub fn play(runner: &dyn Runner, setup: &Setup, scenario: &str) -> Result<Observ
         },
         started: Instant::now(),
         count: 0,
+        starts: Vec::new(),
     };
     for p in &sc.procs {
         if let Some(s) = runner.stand_in(p.kind) {
@@ -91,6 +92,8 @@ struct Cx<'a> {
     obs: Observation,
     started: Instant,
     count: usize,
+    /// The kinds of the processes started, in order.
+    starts: Vec<Kind>,
 }
 
 impl Cx<'_> {
@@ -104,6 +107,7 @@ impl Cx<'_> {
         extra: &[(OsString, OsString)],
     ) -> Result<Proc, String> {
         self.count += 1;
+        self.starts.push(spec.kind);
         let name = format!("{}#{}", spec.kind.token(), self.count);
         let argv = self.runner.argv(spec.kind, &self.sb);
         let mut env = self.runner.env(&self.sb, spec.timeout);
@@ -190,6 +194,74 @@ impl Cx<'_> {
             p.name, all, on_lock, ino
         ));
         on_lock
+    }
+
+    /// `no-deadlock` as `/proc` shows it now, for the processes the scenario started: it
+    /// fails only if every one still alive is blocked in a lock wait, itself or through
+    /// the processes it waits for (its process group: its child, a nested clean), as
+    /// `/proc/locks` and the waiters' descriptors show ([`sys::lock_wait`]); it holds if
+    /// every process has exited, or one alive is not in any lock wait.
+    fn deadlock_seen(&mut self, procs: &mut [&mut Proc]) -> (Seen, String) {
+        let mut live = Vec::new();
+        let mut blocked = Vec::new();
+        let mut free = Vec::new();
+        for p in procs.iter_mut() {
+            if let Some(code) = p.code() {
+                self.log(format!("{} has exited ({code})", p.name));
+                continue;
+            }
+            live.push(p.name.clone());
+            let members = sys::group_members(p.pid());
+            match members.iter().find_map(|m| sys::lock_wait(*m)) {
+                Some((how, details)) => {
+                    self.log(format!("{}: {details}", p.name));
+                    blocked.push(format!("{} ({how})", p.name));
+                }
+                None => free.push(p.name.clone()),
+            }
+        }
+        self.log(format!("alive {live:?}; blocked {blocked:?}"));
+        if live.is_empty() {
+            (Seen::Holds, "every process exited".to_string())
+        } else if free.is_empty() {
+            (
+                Seen::Fails,
+                format!(
+                    "every live process was blocked in a lock wait: {}",
+                    blocked.join(", ")
+                ),
+            )
+        } else {
+            (
+                Seen::Holds,
+                format!(
+                    "not every live process was blocked: {} in no lock wait",
+                    free.join(", ")
+                ),
+            )
+        }
+    }
+
+    /// How many runs were started after the first clean started: with none, nothing can
+    /// overtake a clean (`no-overtaking` holds vacuously, not forced).
+    fn runs_after_first_clean(&self) -> usize {
+        self.starts
+            .iter()
+            .skip_while(|k| !k.is_clean())
+            .filter(|k| k.is_run())
+            .count()
+    }
+
+    /// `no-overtaking` in a scenario where the suite starts every run before any clean.
+    fn no_overtaking_vacuous(&mut self) {
+        if self.runs_after_first_clean() == 0 {
+            self.see(
+                "no-overtaking",
+                Seen::Holds,
+                false,
+                "no run started after the clean (the window is between a clean's start and its lock call)",
+            );
+        }
     }
 
     fn finish(&mut self, p: &mut Proc, limit: Duration) -> Option<i32> {
@@ -333,6 +405,7 @@ fn run_then_clean(cx: &mut Cx, run_spec: ProcSpec, clean_spec: ProcSpec) -> Resu
     let live: Vec<_> = run.child_env().into_iter().collect();
     let (mut clean, during, during_code) = cx.clean_while(clean_spec, bound, "the child", &live)?;
     let deleted_during = during && during_code == Some(0);
+    let deadlock = cx.deadlock_seen(&mut [&mut run, &mut clean]);
     // A server's clean that is still waiting is ended here: the server never exits.
     let mut clean_code = during_code;
     let mut clean_stuck = false;
@@ -416,22 +489,8 @@ fn run_then_clean(cx: &mut Cx, run_spec: ProcSpec, clean_spec: ProcSpec) -> Resu
             format!("the clean failed (exit {clean_code:?})")
         },
     );
-    cx.see(
-        "no-deadlock",
-        Seen::Holds,
-        true,
-        if clean_stuck {
-            "the clean waited only for a running server (not a deadlock)"
-        } else {
-            "every process finished"
-        },
-    );
-    cx.see(
-        "no-overtaking",
-        Seen::Holds,
-        false,
-        "no run started after the clean (the window is between a clean's start and its lock call)",
-    );
+    cx.see("no-deadlock", deadlock.0, true, deadlock.1);
+    cx.no_overtaking_vacuous();
     if force {
         cx.log("clean --force ran");
     }
@@ -465,6 +524,7 @@ fn daemon_then_clean(cx: &mut Cx, run_spec: ProcSpec, clean_spec: ProcSpec) -> R
     let live: Vec<_> = env.iter().cloned().collect();
     let (mut clean, during, clean_code) = cx.clean_while(clean_spec, WAITS, "the daemon", &live)?;
     let deleted_during = during && clean_code == Some(0);
+    let deadlock = cx.deadlock_seen(&mut [&mut run, &mut clean]);
     run.go();
     let report = run.wait_report(Duration::from_secs(10));
     let clean_code = if during {
@@ -484,11 +544,23 @@ fn daemon_then_clean(cx: &mut Cx, run_spec: ProcSpec, clean_spec: ProcSpec) -> R
         r
     });
     cx.live_env(&run, code, report, false);
+    // The run had exited (its exit code was read) before the clean started; what the
+    // daemon inherited is in `/proc/locks`.
+    let lock_ino = sys::inode(&cx.sb.lock_file());
+    let daemon_holds = daemon_locks.iter().any(|l| Some(l.inode) == lock_ino);
+    let me_fails = deleted_during && daemon_holds;
     cx.see(
         "mutual-exclusion",
-        Seen::Holds,
-        false,
-        "the run had exited: nobody held the cache lock while the clean deleted",
+        if me_fails { Seen::Fails } else { Seen::Holds },
+        daemon_holds,
+        match (code, daemon_holds, deleted_during) {
+            (_, true, true) => "the clean deleted while the daemon held the cache lock".to_string(),
+            (_, true, false) => "the clean did not delete while the daemon held the cache lock".to_string(),
+            (Some(c), false, _) => format!(
+                "the run had exited ({c}) and its daemon held no cache lock: nobody held it while the clean deleted"
+            ),
+            (None, false, _) => "the run had not exited; its daemon held no cache lock".to_string(),
+        },
     );
     cx.see(
         "clean-overlaps-child",
@@ -518,13 +590,8 @@ fn daemon_then_clean(cx: &mut Cx, run_spec: ProcSpec, clean_spec: ProcSpec) -> R
             format!("the clean failed (exit {clean_code:?})")
         },
     );
-    cx.see("no-deadlock", Seen::Holds, true, "every process finished");
-    cx.see(
-        "no-overtaking",
-        Seen::Holds,
-        false,
-        "no run started after the clean (the window is between a clean's start and its lock call)",
-    );
+    cx.see("no-deadlock", deadlock.0, true, deadlock.1);
+    cx.no_overtaking_vacuous();
     Ok(())
 }
 
@@ -534,6 +601,7 @@ fn no_cache(cx: &mut Cx, spec: ProcSpec) -> Result<(), String> {
     let mut run = cx.start(spec)?;
     let started = run.wait_ready(READY);
     let mut code = None;
+    let deadlock = cx.deadlock_seen(&mut [&mut run]);
     if started {
         cx.log(format!(
             "{} child runs; TMPDIR holds {:?}",
@@ -585,7 +653,7 @@ fn no_cache(cx: &mut Cx, spec: ProcSpec) -> Result<(), String> {
         };
         cx.see("no-leaked-temp", seen, true, note);
     }
-    cx.see("no-deadlock", Seen::Holds, true, "every process finished");
+    cx.see("no-deadlock", deadlock.0, true, deadlock.1);
     Ok(())
 }
 
@@ -601,9 +669,14 @@ fn nested_clean(cx: &mut Cx, spec: ProcSpec) -> Result<(), String> {
     )
     .map_err(|e| e.to_string())?;
     let mut run = cx.start_with(spec, &[("CLPROBE_EXEC".into(), json.into())])?;
+    // The child signals before it runs the nested clean: what the run holds then, it
+    // holds while the nested clean runs (the child holds it up until `go`).
+    cx.ready(&mut run)?;
+    let run_locks = cx.lock_held_by(&run);
     run.go();
     let bound = Duration::from_secs(STILL_WAITING_S + u64::from(LOCK_TIMEOUT_S));
     let stuck = run.wait_for(bound).is_none();
+    let deadlock = cx.deadlock_seen(&mut [&mut run]);
     let mut report = None;
     let mut code = None;
     if stuck {
@@ -632,17 +705,20 @@ fn nested_clean(cx: &mut Cx, spec: ProcSpec) -> Result<(), String> {
             .is_some_and(|r| sys::says_timeout(&r.exec_stderr));
     cx.see(
         "no-deadlock",
-        if stuck { Seen::Fails } else { Seen::Holds },
+        deadlock.0,
         true,
-        if stuck {
+        if deadlock.0 == Seen::Fails {
             format!(
-                "still blocked after {}s: the nested clean waits for its own parent's shared lock",
-                bound.as_secs()
+                "{} (the nested clean waits for its own parent's shared lock)",
+                deadlock.1
             )
         } else if timed_out {
-            "the nested clean timed out (exit 2), so the run finished".to_string()
+            format!(
+                "{}: the nested clean timed out (exit 2), so the run finished",
+                deadlock.1
+            )
         } else {
-            "the nested clean did not wait".to_string()
+            format!("{}: the nested clean did not wait", deadlock.1)
         },
     );
     let completes = exec == Some(0) || (spec.timeout && timed_out);
@@ -677,14 +753,15 @@ fn nested_clean(cx: &mut Cx, spec: ProcSpec) -> Result<(), String> {
             "the nested clean never got the cache"
         },
     );
+    let me_fails = exec == Some(0) && !run_locks.is_empty();
     cx.see(
         "mutual-exclusion",
-        Seen::Holds,
+        if me_fails { Seen::Fails } else { Seen::Holds },
         exec == Some(0),
-        if exec == Some(0) {
-            "the parent held no lock while the nested clean deleted"
-        } else {
-            "nothing was deleted"
+        match (exec == Some(0), run_locks.is_empty()) {
+            (true, false) => "the nested clean deleted while its parent held the cache lock",
+            (true, true) => "the parent held no cache lock while the nested clean deleted",
+            (false, _) => "the nested clean did not delete (it did not exit 0)",
         },
     );
     Ok(())
@@ -703,6 +780,7 @@ fn two_runs(cx: &mut Cx) -> Result<(), String> {
     let mut b = cx.start(spec)?;
     let both = b.wait_ready(READY);
     let lb = cx.lock_held_by(&b);
+    let deadlock = cx.deadlock_seen(&mut [&mut a, &mut b]);
     let shared = both && !la.is_empty() && !lb.is_empty();
     cx.see(
         "runs-share-lock",
@@ -736,7 +814,7 @@ fn two_runs(cx: &mut Cx) -> Result<(), String> {
             cx.obs.props.push(p);
         }
     }
-    cx.see("no-deadlock", Seen::Holds, true, "both runs finished");
+    cx.see("no-deadlock", deadlock.0, true, deadlock.1);
     Ok(())
 }
 

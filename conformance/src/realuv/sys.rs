@@ -254,6 +254,95 @@ pub fn flocks() -> Vec<Flock> {
         .collect()
 }
 
+/// The processes waiting for a flock (the `->` lines of `/proc/locks`): pid and inode.
+pub fn flock_waiters() -> Vec<(i32, u64)> {
+    let text = fs::read_to_string("/proc/locks").unwrap_or_default();
+    text.lines()
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            if f.len() < 7 || f[1] != "->" || f[2] != "FLOCK" {
+                return None;
+            }
+            Some((f[5].parse().ok()?, f[6].rsplit(':').next()?.parse().ok()?))
+        })
+        .collect()
+}
+
+/// Whether `pid` waits for a flock, and on what: a `->` line of `/proc/locks` (a
+/// blocking wait), or a descriptor on a lock file (`*.lock`, or under `.cleans/`)
+/// through which it holds no lock (its `/proc/PID/fdinfo` lists none) while some
+/// other open file description holds one on that inode (a wait that polls with
+/// non-blocking attempts, as a wait with a timeout does). `None` if it waits for none;
+/// else how it waits (stable text) and the details (pids, inodes, paths).
+pub fn lock_wait(pid: i32) -> Option<(String, String)> {
+    if let Some((_, ino)) = flock_waiters().into_iter().find(|(p, _)| *p == pid) {
+        return Some((
+            "in a blocking flock (/proc/locks `->`)".to_string(),
+            format!("pid {pid} blocks in flock on inode {ino}"),
+        ));
+    }
+    let held = flocks();
+    let fds = fs::read_dir(format!("/proc/{pid}/fd")).ok()?;
+    for fd in fds.flatten() {
+        let Ok(target) = fs::read_link(fd.path()) else {
+            continue;
+        };
+        let name = target.to_string_lossy();
+        let name = name.trim_end_matches(" (deleted)");
+        if !(name.ends_with(".lock") || name.contains("/.cleans/")) {
+            continue;
+        }
+        let Ok(meta) = fs::metadata(fd.path()) else {
+            continue;
+        };
+        let info = fs::read_to_string(format!(
+            "/proc/{pid}/fdinfo/{}",
+            fd.file_name().to_string_lossy()
+        ))
+        .unwrap_or_default();
+        let holds_through_it = info.lines().any(|l| l.starts_with("lock:"));
+        let others: Vec<i32> = held
+            .iter()
+            .filter(|l| l.inode == meta.ino())
+            .map(|l| l.pid)
+            .collect();
+        if !holds_through_it && !others.is_empty() {
+            return Some((
+                "polling a lock file another process holds (open, unlocked through its descriptor)"
+                    .to_string(),
+                format!(
+                    "pid {pid} has {name} open without a lock on it while pid(s) {others:?} hold one"
+                ),
+            ));
+        }
+    }
+    None
+}
+
+/// The live (not zombie) processes of process group `pgid`: a process the harness
+/// started, its child, and whatever they started and did not move away.
+pub fn group_members(pgid: i32) -> Vec<i32> {
+    let Ok(dir) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                return false;
+            };
+            // After the parenthesised name: state, ppid, pgrp.
+            let rest: Vec<&str> = stat
+                .rsplit(')')
+                .next()
+                .unwrap_or("")
+                .split_whitespace()
+                .collect();
+            rest.len() > 2 && rest[0] != "Z" && rest[2].parse::<i32>().ok() == Some(pgid)
+        })
+        .collect()
+}
+
 /// The flocks held by `pid`.
 pub fn flocks_of(pid: i32) -> Vec<Flock> {
     flocks().into_iter().filter(|l| l.pid == pid).collect()

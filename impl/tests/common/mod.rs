@@ -12,7 +12,12 @@ pub const DEADLINE: Duration = Duration::from_secs(15);
 /// The `cachelock` binary with a clean environment: no inherited cache or timeout
 /// settings, a 20 s lock timeout so that a broken test fails instead of hanging.
 pub fn cachelock(cache: &Path) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_cachelock"));
+    cachelock_at(Path::new(env!("CARGO_BIN_EXE_cachelock")), cache)
+}
+
+/// [`cachelock`] with the binary at `program`.
+pub fn cachelock_at(program: &Path, cache: &Path) -> Command {
+    let mut cmd = Command::new(program);
     cmd.env_remove("CACHELOCK_LOCK_TIMEOUT")
         .env_remove("UV_LOCK_TIMEOUT")
         .env_remove("RUST_LOG")
@@ -63,7 +68,11 @@ impl Dirs {
     /// The `cachelock` command on this test's cache, with TMPDIR inside the test dir
     /// and stderr captured in `<name>.err`.
     pub fn cmd(&self, name: &str, args: &[&str]) -> Command {
-        let mut cmd = cachelock(&self.cache());
+        self.cmd_of(Path::new(env!("CARGO_BIN_EXE_cachelock")), name, args)
+    }
+    /// [`Dirs::cmd`] with another copy of the binary (one another user can run).
+    pub fn cmd_of(&self, program: &Path, name: &str, args: &[&str]) -> Command {
+        let mut cmd = cachelock_at(program, &self.cache());
         cmd.env("TMPDIR", self.tmp()).args(args);
         let err = std::fs::File::create(self.file(&format!("{name}.err"))).expect("stderr file");
         let out = std::fs::File::create(self.file(&format!("{name}.out"))).expect("stdout file");
