@@ -15,8 +15,12 @@
 //!   take exclusive without waiting, and announces itself so later runs do not overtake it.
 //!
 //! Modules: [`session`] (the protocol), [`lockfile`] (one lock descriptor), [`cache`]
-//! (layout, scaffold, deletion), [`child`] (spawn, signals, exit codes), [`status`]
-//! (who holds the locks), [`settings`] (environment variables), [`error`].
+//! (layout, scaffold, deletion), [`child`] (spawn, signals, exit codes), [`hold`],
+//! [`settings`] (environment variables), [`error`].
+//!
+//! The library neither prints nor reads `/proc`: lock waits and a clean's results are
+//! told to a [`lockfile::Observer`]. The command (feature `cli`) prints them and owns the
+//! one `/proc` reader (`procinfo.rs`, behind `cachelock status`).
 
 pub mod cache;
 pub mod child;
@@ -25,10 +29,8 @@ pub mod faults;
 pub mod guards;
 pub mod hold;
 pub mod lockfile;
-pub mod procinfo;
 pub mod session;
 pub mod settings;
-pub mod status;
 
 pub use cache::CacheDir;
 pub use cachelock_model::{Kind, Mode, Policy, Step};

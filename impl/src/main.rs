@@ -2,6 +2,9 @@
 //! protocol (ours by default, or one of uv's releases with `--policy`).
 
 mod check_cmd;
+mod printer;
+mod procinfo;
+mod status;
 mod stress;
 
 use std::ffi::OsString;
@@ -239,7 +242,7 @@ fn init_tracing(verbose: bool) {
 fn session(cache: CacheDir, policy: Policy, kind: Kind) -> anyhow::Result<SessionConfig> {
     let mut config = SessionConfig::new(cache, policy, kind);
     config.lock_timeout = Some(cachelock::settings::lock_timeout_from_env()?);
-    config.progress = true;
+    config.observer = std::sync::Arc::new(printer::Printer::default());
     config.forward_signals = true;
     Ok(config)
 }
@@ -300,7 +303,7 @@ fn prune_leaked_temp_caches() -> anyhow::Result<i32> {
 }
 
 fn status(cache: &CacheArgs) -> anyhow::Result<i32> {
-    let st = cachelock::status::status(&cache.root()?)?;
+    let st = status::status(&cache.root()?)?;
     print!("{st}");
     Ok(0)
 }
@@ -318,7 +321,7 @@ fn hold(args: HoldArgs) -> anyhow::Result<i32> {
         mode,
         &args.command,
         Some(timeout),
-        true,
+        &printer::Printer::default(),
     )?)
 }
 

@@ -148,11 +148,6 @@ pub fn cmdline(pid: u32) -> Option<String> {
     Some(parts.join(" "))
 }
 
-/// True if a process with this pid exists.
-pub fn pid_alive(pid: u32) -> bool {
-    Path::new(&format!("/proc/{pid}")).exists()
-}
-
 /// How long the process has been running (from `/proc/PID/stat` and the boot time).
 pub fn running_for(pid: u32) -> Option<Duration> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
@@ -199,30 +194,6 @@ pub fn describe_holders(path: &Path) -> Vec<String> {
         }
     }
     out
-}
-
-/// "pid 4121" or "pids 4121, 4188".
-pub fn pid_list(pids: &[u32]) -> String {
-    match pids {
-        [] => "another process".to_string(),
-        [pid] => format!("pid {pid}"),
-        _ => format!(
-            "pids {}",
-            pids.iter()
-                .map(u32::to_string)
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
-    }
-}
-
-/// "2 processes (pids 4121, 4188)".
-pub fn process_list(pids: &[u32]) -> String {
-    match pids.len() {
-        0 => "another process".to_string(),
-        1 => format!("1 process ({})", pid_list(pids)),
-        n => format!("{n} processes ({})", pid_list(pids)),
-    }
 }
 
 #[cfg(test)]

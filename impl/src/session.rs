@@ -23,6 +23,7 @@
 use std::ffi::OsString;
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use cachelock_model::protocol::{DropTemp, EnvLock};
@@ -33,8 +34,7 @@ use crate::child;
 use crate::error::{Error, IoContext};
 use crate::faults::{self, Fault};
 use crate::guards::Held;
-use crate::lockfile::{LockFile, TryLock};
-use crate::procinfo::{pid_list, process_list};
+use crate::lockfile::{LockFile, Observer, Silent, TryLock, pid_list, process_list};
 
 /// uv's default lock timeout, used when none is configured.
 pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(300);
@@ -54,8 +54,9 @@ pub struct SessionConfig {
     pub command: Vec<OsString>,
     /// The longest any lock wait may last; `None` waits forever.
     pub lock_timeout: Option<Duration>,
-    /// Print lock waits and clean results to stderr (the command sets it).
-    pub progress: bool,
+    /// Told about lock waits and what a clean did (the command's prints them; the
+    /// library itself never prints).
+    pub observer: Arc<dyn Observer>,
     /// Forward SIGINT, SIGTERM and SIGHUP to the child while it runs (the command sets
     /// it). The handlers are process-wide: set it for one session at a time.
     pub forward_signals: bool,
@@ -76,7 +77,7 @@ impl SessionConfig {
                 .to_string(),
             command: Vec::new(),
             lock_timeout: Some(DEFAULT_LOCK_TIMEOUT),
-            progress: false,
+            observer: Arc::new(Silent),
             forward_signals: false,
         }
     }
@@ -361,9 +362,7 @@ impl Session {
     }
 
     fn notice(&self, text: &str) {
-        if self.config.progress {
-            eprintln!("{text}");
-        }
+        self.config.observer.notice(text);
     }
 
     fn no_cache(&mut self, root: &Path) -> StepOutcome {
@@ -387,7 +386,7 @@ impl Session {
         if wait == Wait::NoBlock {
             return Ok(false);
         }
-        lock.lock_with_progress(mode, timeout, self.config.progress, why)?;
+        lock.lock_observed(mode, timeout, why, self.config.observer.as_ref())?;
         Ok(true)
     }
 

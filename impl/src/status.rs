@@ -14,8 +14,8 @@ use std::time::Duration;
 
 use cachelock_model::Mode;
 
-use crate::error::Error;
 use crate::procinfo;
+use cachelock::error::Error;
 
 /// One process holding or waiting for a lock on a file of the cache.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -68,7 +68,7 @@ pub fn status(root: &Path) -> Result<Status, Error> {
         files: 0,
         available_bytes: None,
         locks: Vec::new(),
-        leaked_temp_caches: crate::cache::leaked_temp_caches(&std::env::temp_dir()),
+        leaked_temp_caches: cachelock::cache::leaked_temp_caches(&std::env::temp_dir()),
     };
     if !st.exists {
         return Ok(st);
