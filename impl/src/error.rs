@@ -78,7 +78,7 @@ pub enum Error {
     },
     /// No cache directory was given and none can be derived from the environment.
     #[error(
-        "no cache directory: neither --cache-dir, CACHELOCK_CACHE_DIR, XDG_CACHE_HOME nor HOME is set; pass --cache-dir"
+        "no cache directory: neither --cache-dir, CACHELOCK_CACHE_DIR, UV_CACHE_DIR (uv's cache), XDG_CACHE_HOME nor HOME is set; pass --cache-dir"
     )]
     NoCacheDir,
     /// A protocol step could not be carried out (the model's "the step fails"): the

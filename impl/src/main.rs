@@ -12,7 +12,8 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
-use cachelock::cache::{CacheDir, default_cache_dir};
+use cachelock::cache::CacheDir;
+use cachelock::settings::{CacheOwner, ResolvedCache, resolve_cache_dir};
 use cachelock::{Kind, Mode, Policy, Session, SessionConfig};
 use cachelock_model::protocol::EnvLock;
 use clap::builder::{PossibleValuesParser, TypedValueParser};
@@ -83,17 +84,26 @@ enum Command {
 
 #[derive(Debug, Args)]
 struct CacheArgs {
-    /// The cache directory [default: $XDG_CACHE_HOME/cachelock or ~/.cache/cachelock].
-    #[arg(long, env = "CACHELOCK_CACHE_DIR", value_name = "DIR")]
+    /// The cache directory [default: uv's cache for `status`, `hold` and `uv-*` policies
+    /// (UV_CACHE_DIR, $XDG_CACHE_HOME/uv, ~/.cache/uv); cachelock's own otherwise
+    /// ($XDG_CACHE_HOME/cachelock, ~/.cache/cachelock)]. CACHELOCK_CACHE_DIR counts as
+    /// --cache-dir.
+    #[arg(long, value_name = "DIR")]
     cache_dir: Option<PathBuf>,
 }
 
 impl CacheArgs {
-    fn root(&self) -> anyhow::Result<PathBuf> {
-        match &self.cache_dir {
-            Some(dir) => Ok(dir.clone()),
-            None => Ok(default_cache_dir()?),
-        }
+    fn resolve(&self, owner: CacheOwner) -> anyhow::Result<ResolvedCache> {
+        Ok(resolve_cache_dir(self.cache_dir.as_deref(), owner)?)
+    }
+}
+
+/// Whose cache a command under `policy` uses by default.
+fn owner_of(policy: Policy) -> CacheOwner {
+    if policy.name().starts_with("uv-") {
+        CacheOwner::Uv
+    } else {
+        CacheOwner::Cachelock
     }
 }
 
@@ -168,6 +178,11 @@ struct PruneArgs {
 struct StatusArgs {
     #[command(flatten)]
     cache: CacheArgs,
+    /// Print the report as JSON (one object per lock, like `lslocks -J`).
+    #[arg(long)]
+    json: bool,
+    #[arg(skip)]
+    verbose: bool,
 }
 
 #[derive(Debug, Args)]
@@ -211,7 +226,10 @@ fn main() -> ExitCode {
                 .and_then(|code| Ok(code.max(prune_leaked_temp_caches()?)))
         }
         Command::Prune(args) => clean(&args.cache, args.policy.policy, Kind::Prune),
-        Command::Status(args) => status(&args.cache),
+        Command::Status(mut args) => {
+            args.verbose |= cli.verbose;
+            status(&args)
+        }
         Command::Hold(args) => hold(args),
     };
     match result {
@@ -239,23 +257,32 @@ fn init_tracing(verbose: bool) {
         .init();
 }
 
-fn session(cache: CacheDir, policy: Policy, kind: Kind) -> anyhow::Result<SessionConfig> {
+fn session(
+    cache: CacheDir,
+    resolved: Option<ResolvedCache>,
+    policy: Policy,
+    kind: Kind,
+) -> anyhow::Result<SessionConfig> {
     let mut config = SessionConfig::new(cache, policy, kind);
     config.lock_timeout = Some(cachelock::settings::lock_timeout_from_env()?);
-    config.observer = std::sync::Arc::new(printer::Printer::default());
+    config.observer = std::sync::Arc::new(printer::Printer::new(resolved));
     config.forward_signals = true;
     Ok(config)
 }
 
 fn run(args: RunArgs) -> anyhow::Result<i32> {
-    let (kind, cache) = if args.no_cache {
-        (Kind::RunNoCache, CacheDir::Temporary)
+    let policy = args.policy.policy;
+    let (kind, resolved) = if args.no_cache {
+        (Kind::RunNoCache, None)
     } else if args.script.is_some() {
-        (Kind::RunScript, CacheDir::Persistent(args.cache.root()?))
+        (Kind::RunScript, Some(args.cache.resolve(owner_of(policy))?))
     } else {
-        (Kind::Run, CacheDir::Persistent(args.cache.root()?))
+        (Kind::Run, Some(args.cache.resolve(owner_of(policy))?))
     };
-    let mut config = session(cache, args.policy.policy, kind)?;
+    let cache = resolved.as_ref().map_or(CacheDir::Temporary, |r| {
+        CacheDir::Persistent(r.root.clone())
+    });
+    let mut config = session(cache, resolved, policy, kind)?;
     let mut command = args.command;
     if let Some(script) = &args.script {
         config.env_name = script_env_name(script)?;
@@ -273,8 +300,9 @@ fn run(args: RunArgs) -> anyhow::Result<i32> {
 }
 
 fn tool_run(args: ToolRunArgs) -> anyhow::Result<i32> {
-    let cache = CacheDir::Persistent(args.cache.root()?);
-    let mut config = session(cache, args.policy.policy, Kind::ToolRun)?;
+    let resolved = args.cache.resolve(owner_of(args.policy.policy))?;
+    let cache = CacheDir::Persistent(resolved.root.clone());
+    let mut config = session(cache, Some(resolved), args.policy.policy, Kind::ToolRun)?;
     config.env_name = format!("tool-{}", args.name);
     config.command = if args.command.is_empty() {
         vec![OsString::from(&args.name)]
@@ -285,7 +313,13 @@ fn tool_run(args: ToolRunArgs) -> anyhow::Result<i32> {
 }
 
 fn clean(cache: &CacheArgs, policy: Policy, kind: Kind) -> anyhow::Result<i32> {
-    let config = session(CacheDir::Persistent(cache.root()?), policy, kind)?;
+    let resolved = cache.resolve(owner_of(policy))?;
+    let config = session(
+        CacheDir::Persistent(resolved.root.clone()),
+        Some(resolved),
+        policy,
+        kind,
+    )?;
     Ok(Session::new(config)?.run_to_completion()?)
 }
 
@@ -302,10 +336,20 @@ fn prune_leaked_temp_caches() -> anyhow::Result<i32> {
     Ok(0)
 }
 
-fn status(cache: &CacheArgs) -> anyhow::Result<i32> {
-    let st = status::status(&cache.root()?)?;
-    print!("{st}");
-    Ok(0)
+fn status(args: &StatusArgs) -> anyhow::Result<i32> {
+    let resolved = args.cache.resolve(CacheOwner::Uv)?;
+    let st = status::status(&resolved.root, resolved.source)?;
+    let mut text = if args.json {
+        format!("{:#}\n", st.to_json())
+    } else {
+        st.to_string()
+    };
+    if args.verbose {
+        text.push_str(&st.verbose());
+    }
+    // A closed pipe (`| head`) is not an error worth a panic.
+    let _ = std::io::Write::write_all(&mut std::io::stdout(), text.as_bytes());
+    Ok(st.exit_code())
 }
 
 fn hold(args: HoldArgs) -> anyhow::Result<i32> {
@@ -315,13 +359,14 @@ fn hold(args: HoldArgs) -> anyhow::Result<i32> {
         Mode::Shared
     };
     let timeout = cachelock::settings::lock_timeout_from_env()?;
-    let root = args.cache.root()?;
+    let resolved = args.cache.resolve(CacheOwner::Uv)?;
+    let root = resolved.root.clone();
     Ok(cachelock::hold::hold(
         &root,
         mode,
         &args.command,
         Some(timeout),
-        &printer::Printer::default(),
+        &printer::Printer::new(Some(resolved)),
     )?)
 }
 

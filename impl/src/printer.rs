@@ -8,17 +8,40 @@ use std::time::Duration;
 
 use cachelock::Mode;
 use cachelock::lockfile::Observer;
+use cachelock::settings::ResolvedCache;
 
 use crate::procinfo;
 
-/// Prints to stderr; shows the time waited on a terminal.
+/// Prints to stderr; shows the time waited on a terminal. Before its first line it says
+/// which cache the command acts on, and why that one.
 #[derive(Debug, Default)]
 pub struct Printer {
+    cache: Option<ResolvedCache>,
+    introduced: AtomicBool,
     ticked: AtomicBool,
+}
+
+impl Printer {
+    /// A printer for a command on `cache` (`None`: a private temporary cache).
+    pub fn new(cache: Option<ResolvedCache>) -> Printer {
+        Printer {
+            cache,
+            ..Printer::default()
+        }
+    }
+
+    fn introduce(&self) {
+        if let Some(cache) = &self.cache
+            && !self.introduced.swap(true, Ordering::Relaxed)
+        {
+            eprintln!("cache: {} (from {})", cache.root.display(), cache.source);
+        }
+    }
 }
 
 impl Observer for Printer {
     fn busy(&self, path: &Path, _mode: Mode, why: &dyn Fn(&[u32]) -> String) {
+        self.introduce();
         let pids: Vec<u32> = procinfo::holders_of(path)
             .into_iter()
             .map(|h| h.pid)
@@ -45,6 +68,7 @@ impl Observer for Printer {
     }
 
     fn notice(&self, text: &str) {
+        self.introduce();
         eprintln!("{text}");
     }
 }

@@ -178,6 +178,12 @@ impl Announcement {
         if let Some(mut lock) = self.lock.take() {
             lock.unlock()?;
         }
+        // `.cleans/` is cachelock's, not uv's: leave none behind on a uv cache. Only an
+        // empty one goes (another clean's announcement keeps it), and a clean announcing
+        // itself meanwhile makes it again (`announce`).
+        if let Some(dir) = self.path.parent() {
+            let _ = fs::remove_dir(dir);
+        }
         Ok(())
     }
 }
@@ -563,6 +569,16 @@ impl Session {
                 for name in &report.skipped {
                     self.notice(&format!("Kept environment `{name}`: it is in use"));
                 }
+                if !scaffold {
+                    let foreign = foreign_entries(&root);
+                    if !foreign.is_empty() {
+                        self.notice(&format!(
+                            "Left alone (not cachelock's layout, which a prune knows): {}; \
+                             to prune a uv cache use `uv cache prune`, to empty it `cachelock clean`",
+                            foreign.join(", ")
+                        ));
+                    }
+                }
                 self.notice(&format!(
                     "Removed {} files ({} bytes)",
                     report.removed_files, report.removed_bytes
@@ -824,6 +840,28 @@ impl Session {
     }
 }
 
+/// The names at the top of a cache that a prune does not know (a uv cache's
+/// `archive-v0`, `wheels-v5`, …), sorted.
+fn foreign_entries(root: &Path) -> Vec<String> {
+    const KNOWN: [&str; 6] = [
+        LOCK_FILE,
+        CLEANS_DIR,
+        ENVIRONMENTS_DIR,
+        cache::BUILDS_DIR,
+        cache::TAG_FILE,
+        ".gitignore",
+    ];
+    let mut names: Vec<String> = fs::read_dir(root)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| !KNOWN.contains(&n.as_str()))
+        .collect();
+    names.sort();
+    names
+}
+
 /// Publishes an announcement: created and locked under a temporary name, then renamed, so
 /// that it is never visible unlocked.
 fn announce(root: &Path) -> Result<Announcement, Error> {
@@ -831,10 +869,20 @@ fn announce(root: &Path) -> Result<Announcement, Error> {
     let dir = root.join(CLEANS_DIR);
     fs::create_dir_all(&dir).ctx("create the directory", &dir)?;
     remove_stale_announcements(&dir)?;
-    let temp = tempfile::Builder::new()
-        .prefix(".tmp")
-        .tempfile_in(&dir)
-        .ctx("create a clean announcement in", &dir)?;
+    // Another clean withdrawing its announcement removes `.cleans/` when it is empty:
+    // make it again and retry (a bounded number of times: each retry means that clean
+    // finished in between).
+    let mut tries = 0;
+    let temp = loop {
+        match tempfile::Builder::new().prefix(".tmp").tempfile_in(&dir) {
+            Ok(temp) => break temp,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && tries < 100 => {
+                tries += 1;
+                fs::create_dir_all(&dir).ctx("create the directory", &dir)?;
+            }
+            Err(e) => return Err(Error::io("create a clean announcement in", dir, e)),
+        }
+    };
     // Readable by all: other users' runs lock it shared to wait for this clean.
     temp.as_file()
         .set_permissions(fs::Permissions::from_mode(0o644))
