@@ -242,8 +242,12 @@ impl LockFile {
         if self.try_lock(mode)? == TryLock::Acquired {
             return Ok(());
         }
-        tracing::info!(path = %self.path.display(), ?mode, "waiting for lock");
-        observer.busy(&self.path, mode, why);
+        // A wait that may not last (a zero timeout, `hold --nonblock`) is no wait to announce.
+        let waits = timeout != Some(Duration::ZERO);
+        if waits {
+            tracing::info!(path = %self.path.display(), ?mode, "waiting for lock");
+            observer.busy(&self.path, mode, why);
+        }
         let result = self.wait(mode, timeout, &mut |waited| observer.tick(waited));
         observer.wait_ended();
         match result {
@@ -252,6 +256,7 @@ impl LockFile {
                 path: self.path.clone(),
                 mode,
                 waited,
+                hint: "",
             }),
             Err(Waited::Failed(e)) => Err(e),
             Ok(()) => Ok(()),
@@ -279,6 +284,7 @@ impl LockFile {
                 mode,
                 waited,
                 holders: Vec::new(),
+                hint: "",
             }),
             Err(Waited::Failed(e)) => Err(e),
         }

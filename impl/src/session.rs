@@ -664,13 +664,29 @@ impl Session {
                 format!("cache is locked by {}; waiting…", pid_list(pids))
             }
         };
-        Ok(
-            if self.acquire(lock, mode, wait, self.lock_timeout(), &why)? {
-                StepOutcome::Done
-            } else {
-                StepOutcome::WouldBlock
-            },
-        )
+        let acquired = match self.acquire(lock, mode, wait, self.lock_timeout(), &why) {
+            Err(Error::LockTimeout {
+                path,
+                mode,
+                waited,
+                holders,
+                ..
+            }) if kind.is_clean() => {
+                return Err(Error::LockTimeout {
+                    path,
+                    mode,
+                    waited,
+                    holders,
+                    hint: ", use `cachelock clean --force`",
+                });
+            }
+            other => other?,
+        };
+        Ok(if acquired {
+            StepOutcome::Done
+        } else {
+            StepOutcome::WouldBlock
+        })
     }
 
     /// Waits for the cleans announced when this step was first tried, and only for
