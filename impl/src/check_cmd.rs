@@ -287,6 +287,11 @@ pub fn explore(args: ExploreArgs) -> ExitCode {
         }
     }
     eprintln!("serving the Explorer for {policy} on {sc} at http://{addr}/ (Ctrl-C to stop)");
-    check::serve_explorer(policy, &sc, addr);
+    let model = match crate::explorer::Explained::new(policy, &sc) {
+        Ok(m) => m,
+        Err(e) => return bad_input(e),
+    };
+    use stateright::Model;
+    model.checker().serve(addr);
     ExitCode::SUCCESS
 }

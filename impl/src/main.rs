@@ -2,6 +2,7 @@
 //! protocol (ours by default, or one of uv's releases with `--policy`).
 
 mod check_cmd;
+mod explorer;
 mod printer;
 mod procinfo;
 mod status;
