@@ -883,20 +883,26 @@ fn foreign_entries(root: &Path) -> Vec<String> {
 fn announce(root: &Path) -> Result<Announcement, Error> {
     use std::os::unix::fs::PermissionsExt;
     let dir = root.join(CLEANS_DIR);
-    fs::create_dir_all(&dir).ctx("create the directory", &dir)?;
-    remove_stale_announcements(&dir)?;
-    // Another clean withdrawing its announcement removes `.cleans/` when it is empty:
-    // make it again and retry (a bounded number of times: each retry means that clean
-    // finished in between).
+    // Another clean withdrawing its announcement removes `.cleans/` when it is empty, at
+    // any moment until our own file is in it: make it again and retry (a bounded number
+    // of times: each retry means another clean finished in between).
     let mut tries = 0;
     let temp = loop {
-        match tempfile::Builder::new().prefix(".tmp").tempfile_in(&dir) {
+        fs::create_dir_all(&dir).ctx("create the directory", &dir)?;
+        let made = remove_stale_announcements(&dir).and_then(|()| {
+            tempfile::Builder::new()
+                .prefix(".tmp")
+                .tempfile_in(&dir)
+                .ctx("create a clean announcement in", &dir)
+        });
+        match made {
             Ok(temp) => break temp,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound && tries < 100 => {
+            Err(Error::Io { source, .. })
+                if source.kind() == std::io::ErrorKind::NotFound && tries < 100 =>
+            {
                 tries += 1;
-                fs::create_dir_all(&dir).ctx("create the directory", &dir)?;
             }
-            Err(e) => return Err(Error::io("create a clean announcement in", dir, e)),
+            Err(e) => return Err(e),
         }
     };
     // Readable by all: other users' runs lock it shared to wait for this clean.

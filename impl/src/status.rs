@@ -402,15 +402,6 @@ impl Status {
         }
         out
     }
-
-    /// The exit code: 0 for a cache or none, 2 when the path is not a directory.
-    pub fn exit_code(&self) -> i32 {
-        if self.found == Found::NotADirectory {
-            2
-        } else {
-            0
-        }
-    }
 }
 
 impl fmt::Display for Status {
