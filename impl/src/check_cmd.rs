@@ -51,6 +51,10 @@ pub struct CheckArgs {
     /// Print docs/protocol.md (the rules, each policy's design choices, the vocabulary).
     #[arg(long, conflicts_with_all = ["policy", "scenario", "json", "markdown", "traces"])]
     pub protocol: bool,
+    /// `-v`: one line per policy and scenario checked (states, time), also when stderr
+    /// is not a terminal.
+    #[arg(skip)]
+    pub verbose: bool,
 }
 
 /// Arguments of `cachelock explore`.
@@ -77,19 +81,32 @@ fn bad_input(msg: impl std::fmt::Display) -> ExitCode {
 /// except one line per policy.
 struct Progress {
     tty: bool,
+    verbose: bool,
     started: Instant,
 }
 
 impl Progress {
-    fn new() -> Progress {
+    fn new(verbose: bool) -> Progress {
         Progress {
             tty: std::io::stderr().is_terminal(),
+            verbose,
             started: Instant::now(),
         }
     }
 
     fn pair(&self, done: usize, total: usize, r: &PairResult) {
-        if self.tty {
+        if self.verbose {
+            if self.tty {
+                eprint!("\r\x1b[2K");
+            }
+            eprintln!(
+                "[{done}/{total}] {} on {}: {} states in {:.2}s",
+                r.policy,
+                r.scenario,
+                r.states,
+                r.elapsed.as_secs_f64()
+            );
+        } else if self.tty {
             let mut err = std::io::stderr();
             let _ = write!(
                 err,
@@ -144,7 +161,7 @@ pub fn check(args: CheckArgs) -> ExitCode {
 
 fn check_ci_set(policies: &[Policy], args: &CheckArgs) -> ExitCode {
     let scenarios = check::ci_scenarios();
-    let progress = Progress::new();
+    let progress = Progress::new(args.verbose);
     let total = policies.len() * scenarios.len();
     let mut done = 0;
     let mut rows = Vec::new();
@@ -259,7 +276,22 @@ pub fn explore(args: ExploreArgs) -> ExitCode {
             "--addr `{addr}` is not a loopback address: the Explorer serves on 127.0.0.1 or [::1] only"
         ));
     }
+    // stateright panics when it cannot bind: find out first, and say it in one line.
+    match std::net::TcpListener::bind(addr) {
+        Ok(listener) => drop(listener),
+        Err(e) => {
+            return bad_input(format!(
+                "cannot serve the Explorer on {addr}: {e}; pick another address with --addr \
+                 (e.g. --addr 127.0.0.1:3001)"
+            ));
+        }
+    }
     eprintln!("serving the Explorer for {policy} on {sc} at http://{addr}/ (Ctrl-C to stop)");
-    check::serve_explorer(policy, &sc, addr);
+    let model = match crate::explorer::Explained::new(policy, &sc) {
+        Ok(m) => m,
+        Err(e) => return bad_input(e),
+    };
+    use stateright::Model;
+    model.checker().serve(addr);
     ExitCode::SUCCESS
 }

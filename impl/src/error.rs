@@ -22,12 +22,13 @@ pub enum Error {
     },
     /// A lock wait exceeded the lock timeout.
     #[error(
-        "timed out after {}s waiting for {} lock on `{}`{}; stop those processes, use `cachelock clean --force`, \
-         or raise CACHELOCK_LOCK_TIMEOUT",
+        "timed out after {}s waiting for {} lock on `{}`{}; stop those processes{}, or raise \
+         CACHELOCK_LOCK_TIMEOUT (or UV_LOCK_TIMEOUT; default 300 s)",
         waited.as_secs_f64().round(),
         mode_name(*mode),
         path.display(),
-        held_by(holders)
+        held_by(holders),
+        hint
     )]
     LockTimeout {
         /// The lock file.
@@ -38,6 +39,9 @@ pub enum Error {
         waited: Duration,
         /// Who held the lock when the wait gave up (pid and command line).
         holders: Vec<String>,
+        /// More advice for the caller's situation (", use `cachelock clean --force`" for
+        /// a clean), or empty.
+        hint: &'static str,
     },
     /// `CACHELOCK_LOCK_TIMEOUT` or `UV_LOCK_TIMEOUT` does not parse.
     #[error(
@@ -78,7 +82,7 @@ pub enum Error {
     },
     /// No cache directory was given and none can be derived from the environment.
     #[error(
-        "no cache directory: neither --cache-dir, CACHELOCK_CACHE_DIR, XDG_CACHE_HOME nor HOME is set; pass --cache-dir"
+        "no cache directory: neither --cache-dir, CACHELOCK_CACHE_DIR, UV_CACHE_DIR (uv's cache), XDG_CACHE_HOME nor HOME is set; pass --cache-dir"
     )]
     NoCacheDir,
     /// A protocol step could not be carried out (the model's "the step fails"): the

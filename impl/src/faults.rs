@@ -51,7 +51,7 @@ pub fn active() -> Option<Fault> {
         let text = std::env::var("CACHELOCK_FAULT").ok()?;
         let fault = Fault::parse(&text);
         if fault.is_none() {
-            eprintln!("cachelock: ignoring unknown CACHELOCK_FAULT `{text}`");
+            tracing::warn!("ignoring unknown CACHELOCK_FAULT `{text}`");
         }
         fault
     })

@@ -14,8 +14,7 @@ use cachelock_model::Mode;
 use crate::cache::LOCK_FILE;
 use crate::child;
 use crate::error::{Error, IoContext};
-use crate::lockfile::LockFile;
-use crate::procinfo;
+use crate::lockfile::{LockFile, Observer, process_list};
 
 /// Holds the root lock of `root` in `mode` while `command` runs; returns its exit code.
 pub fn hold(
@@ -23,18 +22,18 @@ pub fn hold(
     mode: Mode,
     command: &[OsString],
     timeout: Option<Duration>,
-    progress: bool,
+    observer: &dyn Observer,
 ) -> Result<i32, Error> {
     std::fs::create_dir_all(root).ctx("create the cache directory", root)?;
     // Field order of the two locals below does not matter: `child` is waited for
     // explicitly before `lock` goes out of scope, and its guard waits on any early exit.
     let mut lock = LockFile::open_or_create(&root.join(LOCK_FILE))?;
-    lock.lock_with_progress(mode, timeout, progress, &|pids| {
-        format!(
-            "cache is in use by {}; waiting…",
-            procinfo::process_list(pids)
-        )
-    })?;
+    lock.lock_observed(
+        mode,
+        timeout,
+        &|pids| format!("cache is in use by {}; waiting…", process_list(pids)),
+        observer,
+    )?;
     tracing::info!(?mode, "holding the cache lock");
     let mut child = child::spawn(command, &[], None, true)?;
     let code = child.wait()?;

@@ -20,10 +20,14 @@
 //!   (or anything it started) lives. A clean deletes only environments whose lock it can
 //!   take exclusive without waiting, and announces itself so later runs do not overtake it.
 //!
-//! Modules: [`api`] (the front API), [`session`] (the protocol), [`lockfile`] (one lock descriptor), [`cache`]
-//! (layout, scaffold, what a clean deletes), [`safe_fs`] (deletion and renames
-//! through directory descriptors, never through links), [`child`] (spawn, signals, exit codes), [`status`]
-//! (who holds the locks), [`settings`] (environment variables), [`error`].
+//! Modules: [`api`] (the front API), [`session`] (the protocol), [`lockfile`] (one lock
+//! descriptor), [`cache`] (layout, scaffold, what a clean deletes), [`safe_fs`] (deletion
+//! and renames through directory descriptors, never through links), [`child`] (spawn,
+//! signals, exit codes), [`hold`], [`settings`] (environment variables), [`error`].
+//!
+//! The library neither prints nor reads `/proc`: lock waits and a clean's results are
+//! told to a [`lockfile::Observer`]. The command (feature `cli`) prints them and owns the
+//! one `/proc` reader (`procinfo.rs`, behind `cachelock status`).
 
 pub mod api;
 pub mod cache;
@@ -33,11 +37,9 @@ pub mod faults;
 pub mod guards;
 pub mod hold;
 pub mod lockfile;
-pub mod procinfo;
 pub mod safe_fs;
 pub mod session;
 pub mod settings;
-pub mod status;
 
 pub use api::{
     Cache, CacheError, CleanOutcome, CleanReport, ENV_DIR_VAR, ENV_LOCK_FD_VAR, EnvLease, KeptEnv,

@@ -11,38 +11,118 @@
 //! - Dropping a [`LockFile`] closes its descriptor and never unlocks explicitly: a copy
 //!   of the descriptor inherited by a child keeps the lock until the child closes it.
 //!   [`LockFile::unlock`] (`LOCK_UN`) releases it for every copy.
-//! - Waits poll a non-blocking attempt until the deadline, so that a timed-out wait holds
-//!   nothing and leaves no thread behind. Without a deadline the wait blocks in the kernel.
+//! - A wait blocks in flock(2), so that the kernel hands the lock over the moment it is
+//!   released, and `/proc/locks` shows the waiter (a `->` line) to `cachelock status`.
+//!   Without a deadline it blocks on the calling thread (a signal handler's `EINTR` only
+//!   makes it wait again). With one it blocks on a helper thread that owns a duplicate of
+//!   the descriptor (`dup(2)`: the same open file description, whose lock is the
+//!   `LockFile`'s), while the caller waits for the helper's answer until the deadline.
+//! - A wait that times out holds nothing, then or later: the `LockFile` swaps its
+//!   descriptor for a fresh one on the same file and leaves the old description to the
+//!   helper, whose flock(2) may stay blocked until the holder lets go. When it returns,
+//!   granted or not, the helper closes its descriptor, the description's last: a lock it
+//!   got is released at that instant, without the caller ever having held it. Until then
+//!   the abandoned request is still a `->` line of this pid in `/proc/locks`, and a
+//!   granted one is held for the few instructions between the grant and the close.
+//! - This module neither prints nor looks at other processes: a wait reports to an
+//!   [`Observer`] that the command provides (who holds the lock, the time waited).
 
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use cachelock_model::Mode;
 
 use crate::error::{Error, IoContext};
 use crate::faults::{self, Fault};
-use crate::procinfo;
 
 /// The fallback on a file system without flock(2) (some network and FUSE file systems),
-/// as uv and cargo do: warn once, then go on as if the lock had been granted. Nothing
-/// is held (`held()` stays `None`), so processes on such a cache are not protected from
-/// each other: the warning says so.
+/// as uv and cargo do: warn once (through `tracing`, which the command prints), then go on
+/// as if the lock had been granted. Nothing is held (`held()` stays `None`), so processes
+/// on such a cache are not protected from each other: the warning says so.
 fn warn_unsupported(path: &Path) {
     use std::sync::atomic::{AtomicBool, Ordering};
     static WARNED: AtomicBool = AtomicBool::new(false);
     if !WARNED.swap(true, Ordering::SeqCst) {
-        eprintln!(
-            "warning: the file system of `{}` does not support file locks; continuing without \
+        tracing::warn!(
+            "the file system of `{}` does not support file locks; continuing without \
              them, so concurrent cachelock or uv processes on this cache are not protected from \
              each other (a clean may delete what a run uses). Use a local cache directory \
              (--cache-dir) to be safe.",
             path.display()
         );
     }
-    tracing::warn!(path = %path.display(), "file locks unsupported; continuing without");
+}
+
+/// What happens during a lock wait, told to whoever shows it. Every method does nothing
+/// by default: a library user who wants silence passes [`Silent`].
+pub trait Observer: Send + Sync + std::fmt::Debug {
+    /// The first attempt found `path` busy and the wait begins; `why` turns the holders'
+    /// pids into a one-line sentence.
+    fn busy(&self, _path: &Path, _mode: Mode, _why: &dyn Fn(&[u32]) -> String) {}
+    /// About once a second while waiting, with the time waited so far.
+    fn tick(&self, _waited: Duration) {}
+    /// The wait has ended, the lock taken or not.
+    fn wait_ended(&self) {}
+    /// Who holds `path` (pid and command line), for a timeout error.
+    fn holders(&self, _path: &Path) -> Vec<String> {
+        Vec::new()
+    }
+    /// A line for the user (what a clean removed, which cache it acts on, …).
+    fn notice(&self, _text: &str) {}
+}
+
+/// An [`Observer`] that shows nothing.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Silent;
+
+impl Observer for Silent {}
+
+/// How a wait that did not take the lock ended.
+enum Waited {
+    TimedOut(Duration),
+    Failed(Error),
+}
+
+/// flock(2) in `mode`, blocking; a signal handler's `EINTR` only makes it wait again.
+fn blocking_flock(file: &File, mode: Mode) -> io::Result<()> {
+    loop {
+        let result = match mode {
+            Mode::Shared => file.lock_shared(),
+            Mode::Exclusive => file.lock(),
+        };
+        match result {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            other => return other,
+        }
+    }
+}
+
+/// "pid 4121" or "pids 4121, 4188".
+pub fn pid_list(pids: &[u32]) -> String {
+    match pids {
+        [] => "another process".to_string(),
+        [pid] => format!("pid {pid}"),
+        _ => format!(
+            "pids {}",
+            pids.iter()
+                .map(u32::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
+}
+
+/// "2 processes (pids 4121, 4188)".
+pub fn process_list(pids: &[u32]) -> String {
+    match pids.len() {
+        0 => "another process".to_string(),
+        1 => format!("1 process ({})", pid_list(pids)),
+        n => format!("{n} processes ({})", pid_list(pids)),
+    }
 }
 
 /// An open lock file and the mode in which this descriptor holds its lock, if any.
@@ -152,48 +232,48 @@ impl LockFile {
         }
     }
 
-    /// Takes the lock in `mode`, waiting up to `timeout`, as the command does: when the
-    /// first attempt finds it busy and `progress` is on, says once on stderr who holds it
-    /// (`why` turns the holders' pids into the sentence), and on a terminal shows the
-    /// time waited.
-    pub fn lock_with_progress(
+    /// Takes the lock in `mode`, waiting up to `timeout` (forever if `None`) and telling
+    /// `observer` about the wait: [`Observer::busy`] once when the first attempt finds the
+    /// lock busy (`why` turns the holders' pids into the sentence), [`Observer::tick`]
+    /// about once a second, [`Observer::wait_ended`] when it ends, either way, and
+    /// [`Observer::holders`] to name the holders in a timeout error.
+    ///
+    /// The wait blocks in flock(2) (so a waiter shows in `/proc/locks` as a `->` line and
+    /// takes the lock the moment it is released), on this thread without a timeout, and
+    /// on a helper thread with one; see [`LockFile`]'s module documentation for why a
+    /// wait that times out never holds the lock afterwards.
+    pub fn lock_observed(
         &mut self,
         mode: Mode,
         timeout: Option<Duration>,
-        progress: bool,
         why: &dyn Fn(&[u32]) -> String,
+        observer: &dyn Observer,
     ) -> Result<(), Error> {
-        use std::io::{IsTerminal, Write};
-        let tty = progress && std::io::stderr().is_terminal();
-        let mut ticked = false;
-        let result = self.lock(
-            mode,
-            timeout,
-            &mut |path| {
-                tracing::info!(path = %path.display(), ?mode, "waiting for lock");
-                if progress {
-                    let pids: Vec<u32> = procinfo::holders_of(path)
-                        .into_iter()
-                        .map(|h| h.pid)
-                        .collect();
-                    eprintln!("{}", why(&pids));
-                }
-            },
-            &mut |waited| {
-                if tty {
-                    ticked = true;
-                    eprint!("\r  waiting for {}s", waited.as_secs());
-                    let _ = std::io::stderr().flush();
-                }
-            },
-        );
-        if ticked {
-            eprintln!();
+        if self.try_lock(mode)? == TryLock::Acquired {
+            return Ok(());
         }
-        result
+        // A wait that may not last (a zero timeout, `hold --nonblock`) is no wait to announce.
+        let waits = timeout != Some(Duration::ZERO);
+        if waits {
+            tracing::info!(path = %self.path.display(), ?mode, "waiting for lock");
+            observer.busy(&self.path, mode, why);
+        }
+        let result = self.wait(mode, timeout, &mut |waited| observer.tick(waited));
+        observer.wait_ended();
+        match result {
+            Err(Waited::TimedOut(waited)) => Err(Error::LockTimeout {
+                holders: observer.holders(&self.path),
+                path: self.path.clone(),
+                mode,
+                waited,
+                hint: "",
+            }),
+            Err(Waited::Failed(e)) => Err(e),
+            Ok(()) => Ok(()),
+        }
     }
 
-    /// Takes the lock in `mode`, waiting until `deadline` (forever if `None`). `on_busy`
+    /// Takes the lock in `mode`, waiting up to `timeout` (forever if `None`). `on_busy`
     /// is called once, when the first attempt finds the lock busy, and `on_tick` about
     /// once a second while waiting, with the time waited so far.
     pub fn lock(
@@ -207,47 +287,108 @@ impl LockFile {
             return Ok(());
         }
         on_busy(&self.path);
-        let start = Instant::now();
+        match self.wait(mode, timeout, on_tick) {
+            Ok(()) => Ok(()),
+            Err(Waited::TimedOut(waited)) => Err(Error::LockTimeout {
+                path: self.path.clone(),
+                mode,
+                waited,
+                holders: Vec::new(),
+                hint: "",
+            }),
+            Err(Waited::Failed(e)) => Err(e),
+        }
+    }
+
+    /// The blocking wait (after a failed attempt): see the module documentation.
+    fn wait(
+        &mut self,
+        mode: Mode,
+        timeout: Option<Duration>,
+        on_tick: &mut dyn FnMut(Duration),
+    ) -> Result<(), Waited> {
         let Some(timeout) = timeout else {
-            loop {
-                let result = match mode {
-                    Mode::Shared => self.file.lock_shared(),
-                    Mode::Exclusive => self.file.lock(),
-                };
-                match result {
-                    Ok(()) => break,
-                    // A signal handler installed without SA_RESTART interrupted the
-                    // wait (EINTR): nothing is held, wait again.
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(e) => return Err(Error::io("lock", &self.path, e)),
-                }
-            }
-            self.held = Some(mode);
+            blocking_flock(&self.file, mode)
+                .map_err(|e| Waited::Failed(Error::io("lock", &self.path, e)))?;
+            self.acquired(mode);
             return Ok(());
         };
-        let mut pause = Duration::from_millis(2);
-        let mut last_tick = start;
-        loop {
-            if self.try_lock(mode)? == TryLock::Acquired {
-                return Ok(());
-            }
-            let waited = start.elapsed();
-            if waited >= timeout {
-                let holders = procinfo::describe_holders(&self.path);
-                return Err(Error::LockTimeout {
-                    path: self.path.clone(),
-                    mode,
-                    waited,
-                    holders,
-                });
-            }
-            if last_tick.elapsed() >= Duration::from_secs(1) {
-                last_tick = Instant::now();
-                on_tick(waited);
-            }
-            std::thread::sleep(pause.min(timeout - waited));
-            pause = (pause * 2).min(Duration::from_millis(50));
+        if timeout.is_zero() {
+            return Err(Waited::TimedOut(Duration::ZERO));
         }
+        let start = Instant::now();
+        // The helper flocks a duplicate of this descriptor: the same open file
+        // description, so the lock it takes is this `LockFile`'s.
+        let theirs = self
+            .file
+            .try_clone()
+            .map_err(|e| Waited::Failed(Error::io("duplicate the descriptor of", &self.path, e)))?;
+        let (tx, rx) = mpsc::channel();
+        std::thread::Builder::new()
+            .name("cachelock-lock-wait".into())
+            .spawn(move || {
+                let result = blocking_flock(&theirs, mode);
+                // If the waiter gave up, the receiver is gone and this send fails; either
+                // way `theirs` is closed right after, and with it the last descriptor of
+                // an abandoned description (see the module documentation).
+                let _ = tx.send(result);
+                drop(theirs);
+            })
+            .map_err(|e| Waited::Failed(Error::io("start a lock wait on", &self.path, e)))?;
+        let tick = Duration::from_secs(1);
+        loop {
+            let waited = start.elapsed();
+            let left = timeout.saturating_sub(waited);
+            let received = if left.is_zero() {
+                rx.try_recv().map_err(|e| match e {
+                    mpsc::TryRecvError::Empty => mpsc::RecvTimeoutError::Timeout,
+                    mpsc::TryRecvError::Disconnected => mpsc::RecvTimeoutError::Disconnected,
+                })
+            } else {
+                rx.recv_timeout(left.min(tick))
+            };
+            match received {
+                Ok(Ok(())) => {
+                    self.acquired(mode);
+                    return Ok(());
+                }
+                Ok(Err(e)) => return Err(Waited::Failed(Error::io("lock", &self.path, e))),
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    return Err(Waited::Failed(Error::io(
+                        "lock",
+                        &self.path,
+                        io::Error::other("the lock wait ended without an answer"),
+                    )));
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) if left.is_zero() => {
+                    self.abandon();
+                    return Err(Waited::TimedOut(start.elapsed()));
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => on_tick(start.elapsed()),
+            }
+        }
+    }
+
+    fn acquired(&mut self, mode: Mode) {
+        self.held = Some(mode);
+        tracing::trace!(path = %self.path.display(), ?mode, "acquired lock");
+    }
+
+    /// After a timed-out wait: gives the description the helper still waits on over to
+    /// the helper alone, by closing this descriptor and opening the file afresh. When the
+    /// helper's flock(2) returns, it closes the last descriptor of that description, so a
+    /// lock it may get then is released at once and never seen by this `LockFile`.
+    fn abandon(&mut self) {
+        let fresh = File::open(&self.path).or_else(|_| File::open("/dev/null"));
+        match fresh {
+            Ok(file) => self.file = file,
+            // Nothing can be opened at all: keep the descriptor, and drop any lock the
+            // helper got meanwhile (`LOCK_UN` on the shared description).
+            Err(_) => {
+                let _ = self.file.unlock();
+            }
+        }
+        self.held = None;
     }
 
     /// Releases the lock with `LOCK_UN`: for every descriptor sharing this open file
@@ -317,6 +458,70 @@ mod tests {
         drop(holder);
         let held = waiter.join().map_err(|_| Error::Finished)??;
         assert_eq!(held, Some(Mode::Shared));
+        Ok(())
+    }
+
+    #[test]
+    fn a_timed_out_wait_never_holds_the_lock_afterwards() -> Result<(), Error> {
+        let dir = tempfile::tempdir().map_err(|e| Error::io("tempdir", "/tmp", e))?;
+        let path = dir.path().join(".lock");
+        let mut holder = LockFile::open_or_create(&path)?;
+        assert_eq!(holder.try_lock(Mode::Exclusive)?, TryLock::Acquired);
+        let mut waiter = LockFile::open_or_create(&path)?;
+        let err = waiter
+            .lock(
+                Mode::Exclusive,
+                Some(Duration::from_millis(50)),
+                &mut |_| {},
+                &mut |_| {},
+            )
+            .unwrap_err();
+        assert!(matches!(err, Error::LockTimeout { .. }), "{err}");
+        assert_eq!(waiter.held(), None);
+        // The holder lets go: the abandoned helper may get the lock now, but only on a
+        // description nobody else has, which it closes at once. A third descriptor gets
+        // the lock (the deadline only bounds the failure: a leaked lock never goes).
+        drop(holder);
+        let mut third = LockFile::open_or_create(&path)?;
+        third.lock(
+            Mode::Exclusive,
+            Some(Duration::from_secs(30)),
+            &mut |_| {},
+            &mut |_| {},
+        )?;
+        assert_eq!(third.held(), Some(Mode::Exclusive));
+        // `waiter` is still open and holds nothing; its fresh descriptor conflicts.
+        assert_eq!(waiter.try_lock(Mode::Shared)?, TryLock::Busy);
+        Ok(())
+    }
+
+    #[test]
+    fn a_wait_with_a_timeout_gets_the_lock_when_it_is_released() -> Result<(), Error> {
+        let dir = tempfile::tempdir().map_err(|e| Error::io("tempdir", "/tmp", e))?;
+        let path = dir.path().join(".lock");
+        let mut holder = LockFile::open_or_create(&path)?;
+        assert_eq!(holder.try_lock(Mode::Exclusive)?, TryLock::Acquired);
+        let (busy_tx, busy_rx) = std::sync::mpsc::channel();
+        let waiter_path = path.clone();
+        let waiter = std::thread::spawn(move || {
+            let mut lock = LockFile::open_or_create(&waiter_path)?;
+            lock.lock(
+                Mode::Shared,
+                Some(Duration::from_secs(60)),
+                &mut |_| {
+                    let _ = busy_tx.send(());
+                },
+                &mut |_| {},
+            )?;
+            // Held through this descriptor: a conflicting one is refused.
+            let mut other = LockFile::open_or_create(&waiter_path)?;
+            Ok::<_, Error>((lock.held(), other.try_lock(Mode::Exclusive)?, lock))
+        });
+        busy_rx.recv().map_err(|_| Error::Finished)?;
+        drop(holder);
+        let (held, other, _lock) = waiter.join().map_err(|_| Error::Finished)??;
+        assert_eq!(held, Some(Mode::Shared));
+        assert_eq!(other, TryLock::Busy);
         Ok(())
     }
 

@@ -2,6 +2,10 @@
 //! protocol (ours by default, or one of uv's releases with `--policy`).
 
 mod check_cmd;
+mod explorer;
+mod printer;
+mod procinfo;
+mod status;
 mod stress;
 
 use std::ffi::OsString;
@@ -9,7 +13,8 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
-use cachelock::cache::{CacheDir, default_cache_dir};
+use cachelock::cache::CacheDir;
+use cachelock::settings::{CacheOwner, ResolvedCache, resolve_cache_dir};
 use cachelock::{Kind, Mode, Policy, Session, SessionConfig};
 use cachelock_model::protocol::EnvLock;
 use clap::builder::{PossibleValuesParser, TypedValueParser};
@@ -17,7 +22,7 @@ use clap::{Args, Parser, Subcommand};
 
 /// Share a package cache between processes safely: uv's cache-lock protocol, and ours.
 #[derive(Debug, Parser)]
-#[command(name = "cachelock", version, max_term_width = 100)]
+#[command(name = "cachelock", version, max_term_width = 100, after_help = CACHE_AND_TIMEOUT_HELP)]
 struct Cli {
     /// Show each protocol step as it happens (with the model's step names).
     #[arg(short, long, global = true)]
@@ -29,6 +34,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run a command in an environment of the cache (like `uv run --with`).
+    #[command(after_help = CACHE_AND_TIMEOUT_HELP)]
     ///
     /// The environment `<cache>/environments/<NAME>` is built once and reused; the child
     /// finds it in CACHELOCK_ENV. Under the default policy the cache lock is held only while
@@ -39,26 +45,39 @@ enum Command {
     /// SIGHUP are forwarded to it.
     Run(RunArgs),
     /// Run a tool in its cached environment (like `uvx NAME`).
+    #[command(after_help = CACHE_AND_TIMEOUT_HELP)]
     ToolRun(ToolRunArgs),
     /// Delete the cache's contents (like `uv cache clean`).
     ///
-    /// Waits while the cache is in use (up to CACHELOCK_LOCK_TIMEOUT, then exits 2), or
+    /// Waits while the cache is in use (up to CACHELOCK_LOCK_TIMEOUT, else UV_LOCK_TIMEOUT,
+    /// else 300 s; then exits 2), or
     /// with --force goes on without the lock. Under the default policy environments in use
     /// are kept and reported instead of waited for. `.lock` is kept (the uv-0.8.19 and
     /// uv-0.8.20 policies unlink it and remove the root, as those releases did).
+    #[command(after_help = CACHE_AND_TIMEOUT_HELP)]
     Clean(CleanArgs),
     /// Delete environments and builds, keep the scaffold (like `uv cache prune`).
-    Prune(PruneArgs),
-    /// Show who holds or waits for the cache's locks, the cache's size and free space.
     ///
-    /// Reads /proc/locks; never takes a lock. Works on a uv cache too
-    /// (`cachelock status --cache-dir ~/.cache/uv`): it answers "why is `uv cache clean`
-    /// hanging?".
+    /// Only cachelock's layout is pruned: what else is at the top of the cache (a uv
+    /// cache's `archive-v0`, `wheels-v5`, …) is left alone and listed.
+    #[command(after_help = CACHE_AND_TIMEOUT_HELP)]
+    Prune(PruneArgs),
+    /// Show who holds or waits for the cache's locks, and why a clean hangs.
+    ///
+    /// Acts on uv's cache unless told otherwise, and answers "why is `uv cache clean`
+    /// hanging?": each holder with the processes that keep it holding (a `uv run`'s
+    /// `python3` child), each waiter with the holders it waits for, and one line on what
+    /// to stop. Also the cache's size (files and links counted as `clean` counts them) and
+    /// free space. Reads /proc; never takes a lock. `-v` adds the /proc/locks entries read.
+    #[command(after_help = CACHE_AND_TIMEOUT_HELP)]
     Status(StatusArgs),
-    /// Hold the cache lock while a command runs.
+    /// Hold the cache lock while a command runs (like flock(1), on uv's cache by default).
     ///
     /// `--shared` keeps every clean out (uv's included) while, say, the cache is archived;
-    /// `--exclusive` keeps every user out. The lock is released after the command exits.
+    /// `--exclusive` keeps every user out. The lock is released after the command exits,
+    /// whose exit code is passed through; a lock that cannot be had exits 2 (or the
+    /// --conflict-exit-code).
+    #[command(after_help = CACHE_AND_TIMEOUT_HELP)]
     Hold(HoldArgs),
     /// Check the protocol model: every policy against every scenario.
     Check(check_cmd::CheckArgs),
@@ -78,19 +97,37 @@ enum Command {
     CheckEnv(stress::CheckEnvArgs),
 }
 
+/// The cache and timeout rules, shown by every `--help`.
+const CACHE_AND_TIMEOUT_HELP: &str = "\
+Which cache: --cache-dir, else CACHELOCK_CACHE_DIR; else `status`, `hold` and the uv-* policies \
+use uv's cache as uv finds it (UV_CACHE_DIR, else $XDG_CACHE_HOME/uv, else ~/.cache/uv), and \
+cachelock's own policies use cachelock's cache ($XDG_CACHE_HOME/cachelock, else \
+~/.cache/cachelock). A command that waits or deletes says which cache it acts on and why.
+Lock waits: at most CACHELOCK_LOCK_TIMEOUT seconds, else UV_LOCK_TIMEOUT (uv's own variable is \
+honoured), else 300 s (uv's default); then the command exits 2.";
+
 #[derive(Debug, Args)]
 struct CacheArgs {
-    /// The cache directory [default: $XDG_CACHE_HOME/cachelock or ~/.cache/cachelock].
-    #[arg(long, env = "CACHELOCK_CACHE_DIR", value_name = "DIR")]
+    /// The cache directory [default: uv's cache for `status`, `hold` and `uv-*` policies
+    /// (UV_CACHE_DIR, $XDG_CACHE_HOME/uv, ~/.cache/uv); cachelock's own otherwise
+    /// ($XDG_CACHE_HOME/cachelock, ~/.cache/cachelock)]. CACHELOCK_CACHE_DIR counts as
+    /// --cache-dir.
+    #[arg(long, value_name = "DIR")]
     cache_dir: Option<PathBuf>,
 }
 
 impl CacheArgs {
-    fn root(&self) -> anyhow::Result<PathBuf> {
-        match &self.cache_dir {
-            Some(dir) => Ok(dir.clone()),
-            None => Ok(default_cache_dir()?),
-        }
+    fn resolve(&self, owner: CacheOwner) -> anyhow::Result<ResolvedCache> {
+        Ok(resolve_cache_dir(self.cache_dir.as_deref(), owner)?)
+    }
+}
+
+/// Whose cache a command under `policy` uses by default.
+fn owner_of(policy: Policy) -> CacheOwner {
+    if policy.name().starts_with("uv-") {
+        CacheOwner::Uv
+    } else {
+        CacheOwner::Cachelock
     }
 }
 
@@ -165,6 +202,11 @@ struct PruneArgs {
 struct StatusArgs {
     #[command(flatten)]
     cache: CacheArgs,
+    /// Print the report as JSON (one object per lock, like `lslocks -J`).
+    #[arg(long)]
+    json: bool,
+    #[arg(skip)]
+    verbose: bool,
 }
 
 #[derive(Debug, Args)]
@@ -178,6 +220,17 @@ struct HoldArgs {
     /// Hold the lock exclusive, as a clean does: everybody waits.
     #[arg(long, group = "mode")]
     exclusive: bool,
+    /// Do not wait for the lock: if it is busy, exit with the conflict exit code at once.
+    #[arg(short = 'n', long, conflicts_with = "timeout")]
+    nonblock: bool,
+    /// Wait at most this many seconds for the lock [default: CACHELOCK_LOCK_TIMEOUT, else
+    /// UV_LOCK_TIMEOUT, else 300].
+    #[arg(short = 'w', long, value_name = "SECONDS")]
+    timeout: Option<String>,
+    /// The exit code when the lock cannot be had (busy with --nonblock, or timed out), so
+    /// that it is told apart from the command's own [default: 2].
+    #[arg(short = 'E', long, value_name = "CODE", default_value_t = 2)]
+    conflict_exit_code: u8,
     /// The command to run while holding the lock, after `--`.
     #[arg(last = true, required = true, value_name = "CMD")]
     command: Vec<OsString>,
@@ -187,7 +240,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing(cli.verbose);
     let result = match cli.command {
-        Command::Check(args) => return check_cmd::check(args),
+        Command::Check(mut args) => {
+            args.verbose |= cli.verbose;
+            return check_cmd::check(args);
+        }
         Command::Explore(args) => return check_cmd::explore(args),
         Command::Stress(args) => return stress::stress(args),
         Command::CheckEnv(args) => return stress::check_env(args),
@@ -208,16 +264,35 @@ fn main() -> ExitCode {
                 .and_then(|code| Ok(code.max(prune_leaked_temp_caches()?)))
         }
         Command::Prune(args) => clean(&args.cache, args.policy.policy, Kind::Prune),
-        Command::Status(args) => status(&args.cache),
+        Command::Status(mut args) => {
+            args.verbose |= cli.verbose;
+            status(&args)
+        }
         Command::Hold(args) => hold(args),
     };
     match result {
         Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", error_chain(&e));
             ExitCode::from(2)
         }
     }
+}
+
+/// An error and its causes, each said once: a cause whose text the message already
+/// contains (an OS error that the message quotes) is left out.
+fn error_chain(e: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in e.chain() {
+        let cause = cause.to_string();
+        if !text.contains(&cause) {
+            if !text.is_empty() {
+                text.push_str(": ");
+            }
+            text.push_str(&cause);
+        }
+    }
+    text
 }
 
 fn init_tracing(verbose: bool) {
@@ -236,28 +311,48 @@ fn init_tracing(verbose: bool) {
         .init();
 }
 
-fn session(cache: CacheDir, policy: Policy, kind: Kind) -> anyhow::Result<SessionConfig> {
+fn session(
+    cache: CacheDir,
+    resolved: Option<ResolvedCache>,
+    policy: Policy,
+    kind: Kind,
+) -> anyhow::Result<SessionConfig> {
     let mut config = SessionConfig::new(cache, policy, kind);
     config.lock_timeout = Some(cachelock::settings::lock_timeout_from_env()?);
-    config.progress = true;
+    config.observer = std::sync::Arc::new(printer::Printer::new(resolved));
     config.forward_signals = true;
     Ok(config)
 }
 
 fn run(args: RunArgs) -> anyhow::Result<i32> {
-    let (kind, cache) = if args.no_cache {
-        (Kind::RunNoCache, CacheDir::Temporary)
+    let policy = args.policy.policy;
+    let (kind, resolved) = if args.no_cache {
+        (Kind::RunNoCache, None)
     } else if args.script.is_some() {
-        (Kind::RunScript, CacheDir::Persistent(args.cache.root()?))
+        (Kind::RunScript, Some(args.cache.resolve(owner_of(policy))?))
     } else {
-        (Kind::Run, CacheDir::Persistent(args.cache.root()?))
+        (Kind::Run, Some(args.cache.resolve(owner_of(policy))?))
     };
-    let mut config = session(cache, args.policy.policy, kind)?;
+    let cache = resolved.as_ref().map_or(CacheDir::Temporary, |r| {
+        CacheDir::Persistent(r.root.clone())
+    });
+    let mut config = session(cache, resolved, policy, kind)?;
     let mut command = args.command;
     if let Some(script) = &args.script {
+        // Checked before anything is created: a missing script leaves no environment.
+        if !script.is_file() {
+            anyhow::bail!(
+                "the script `{}` does not exist (or is not a file); check the path",
+                script.display()
+            );
+        }
         config.env_name = script_env_name(script)?;
         if command.is_empty() {
-            command.push(script.clone().into_os_string());
+            // By its absolute path: `myscript.sh` is a file here, not a command on PATH.
+            let abs = std::path::absolute(script).with_context(|| {
+                format!("could not resolve the script path `{}`", script.display())
+            })?;
+            command.push(abs.into_os_string());
         }
     } else if let Some(env) = args.env {
         config.env_name = env;
@@ -270,8 +365,9 @@ fn run(args: RunArgs) -> anyhow::Result<i32> {
 }
 
 fn tool_run(args: ToolRunArgs) -> anyhow::Result<i32> {
-    let cache = CacheDir::Persistent(args.cache.root()?);
-    let mut config = session(cache, args.policy.policy, Kind::ToolRun)?;
+    let resolved = args.cache.resolve(owner_of(args.policy.policy))?;
+    let cache = CacheDir::Persistent(resolved.root.clone());
+    let mut config = session(cache, Some(resolved), args.policy.policy, Kind::ToolRun)?;
     config.env_name = format!("tool-{}", args.name);
     config.command = if args.command.is_empty() {
         vec![OsString::from(&args.name)]
@@ -282,7 +378,13 @@ fn tool_run(args: ToolRunArgs) -> anyhow::Result<i32> {
 }
 
 fn clean(cache: &CacheArgs, policy: Policy, kind: Kind) -> anyhow::Result<i32> {
-    let config = session(CacheDir::Persistent(cache.root()?), policy, kind)?;
+    let resolved = cache.resolve(owner_of(policy))?;
+    let config = session(
+        CacheDir::Persistent(resolved.root.clone()),
+        Some(resolved),
+        policy,
+        kind,
+    )?;
     Ok(Session::new(config)?.run_to_completion()?)
 }
 
@@ -299,9 +401,20 @@ fn prune_leaked_temp_caches() -> anyhow::Result<i32> {
     Ok(0)
 }
 
-fn status(cache: &CacheArgs) -> anyhow::Result<i32> {
-    let st = cachelock::status::status(&cache.root()?)?;
-    print!("{st}");
+fn status(args: &StatusArgs) -> anyhow::Result<i32> {
+    let resolved = args.cache.resolve(CacheOwner::Uv)?;
+    let st = status::status(&resolved.root, resolved.source)?;
+    let mut text = if args.json {
+        format!("{:#}\n", st.to_json())
+    } else {
+        st.to_string()
+    };
+    if args.verbose {
+        text.push_str(&st.verbose());
+    }
+    // A closed pipe (`| head`) is not an error worth a panic.
+    let _ = std::io::Write::write_all(&mut std::io::stdout(), text.as_bytes());
+    // A report, whatever it found (a path that is not a directory says so): exit 0.
     Ok(0)
 }
 
@@ -311,15 +424,56 @@ fn hold(args: HoldArgs) -> anyhow::Result<i32> {
     } else {
         Mode::Shared
     };
-    let timeout = cachelock::settings::lock_timeout_from_env()?;
-    let root = args.cache.root()?;
-    Ok(cachelock::hold::hold(
+    let timeout = if args.nonblock {
+        std::time::Duration::ZERO
+    } else if let Some(secs) = &args.timeout {
+        cachelock::settings::parse_timeout("--timeout", secs)?
+    } else {
+        cachelock::settings::lock_timeout_from_env()?
+    };
+    let resolved = args.cache.resolve(CacheOwner::Uv)?;
+    let root = resolved.root.clone();
+    match cachelock::hold::hold(
         &root,
         mode,
         &args.command,
         Some(timeout),
-        true,
-    )?)
+        &printer::Printer::new(Some(resolved)),
+    ) {
+        Ok(code) => Ok(code),
+        Err(cachelock::Error::LockTimeout {
+            path,
+            mode,
+            holders,
+            waited,
+            ..
+        }) => {
+            let mode = match mode {
+                Mode::Shared => "a shared",
+                Mode::Exclusive => "an exclusive",
+            };
+            let held = if holders.is_empty() {
+                String::new()
+            } else {
+                format!(" (held by {})", holders.join(", "))
+            };
+            if args.nonblock {
+                eprintln!(
+                    "error: `{}` is locked{held}, and --nonblock does not wait for {mode} lock",
+                    path.display()
+                );
+            } else {
+                eprintln!(
+                    "error: timed out after {}s waiting for {mode} lock on `{}`{held}; wait for \
+                     those processes to end, or raise --timeout",
+                    waited.as_secs_f64().round(),
+                    path.display()
+                );
+            }
+            Ok(i32::from(args.conflict_exit_code))
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// `<stem>-<hash of the absolute path>`, so that two scripts with one name do not share.

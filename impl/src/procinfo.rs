@@ -132,25 +132,65 @@ pub fn openers(inodes: &HashSet<u64>) -> Vec<(u64, u32)> {
     out
 }
 
-/// The command line of a process, arguments joined by spaces, or `None` if it is gone.
-pub fn cmdline(pid: u32) -> Option<String> {
+/// The arguments of a process (empty ones kept), or `None` if it is gone. Kernel threads
+/// and zombies have none: their name in brackets stands for them.
+pub fn argv(pid: u32) -> Option<Vec<String>> {
     let raw = fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-    let parts: Vec<String> = raw
-        .split(|b| *b == 0)
-        .filter(|p| !p.is_empty())
-        .map(|p| String::from_utf8_lossy(p).into_owned())
-        .collect();
-    if parts.is_empty() {
-        // Kernel threads and zombies have an empty command line.
+    if raw.is_empty() {
         let comm = fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
-        return Some(format!("[{}]", comm.trim()));
+        return Some(vec![format!("[{}]", comm.trim())]);
     }
-    Some(parts.join(" "))
+    let raw = raw.strip_suffix(&[0]).unwrap_or(&raw);
+    Some(
+        raw.split(|b| *b == 0)
+            .map(|p| String::from_utf8_lossy(p).into_owned())
+            .collect(),
+    )
 }
 
-/// True if a process with this pid exists.
-pub fn pid_alive(pid: u32) -> bool {
-    Path::new(&format!("/proc/{pid}")).exists()
+/// The command line of a process quoted as a shell would need it, or `None` if it is
+/// gone.
+pub fn cmdline(pid: u32) -> Option<String> {
+    argv(pid).map(|args| shell_join(&args))
+}
+
+/// Arguments joined by spaces, each quoted for a POSIX shell where it needs it.
+pub fn shell_join(args: &[String]) -> String {
+    args.iter()
+        .map(|a| shell_quote(a))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// One argument as a POSIX shell reads it back: bare when it is made of safe characters
+/// only, else in single quotes (a `'` becomes `'\''`).
+pub fn shell_quote(arg: &str) -> String {
+    let safe = |c: char| c.is_ascii_alphanumeric() || "@%+=:,./_-".contains(c);
+    if !arg.is_empty() && arg.chars().all(safe) {
+        arg.to_string()
+    } else {
+        format!("'{}'", arg.replace('\'', r"'\''"))
+    }
+}
+
+/// Every process's parent: (pid, ppid), from `/proc/PID/stat`.
+pub fn parents() -> Vec<(u32, u32)> {
+    let Ok(procs) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    procs
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter_map(|pid| Some((pid, parent_of(pid)?)))
+        .collect()
+}
+
+/// A process's parent pid.
+pub fn parent_of(pid: u32) -> Option<u32> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The name may contain spaces and parentheses: fields start after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// How long the process has been running (from `/proc/PID/stat` and the boot time).
@@ -201,33 +241,20 @@ pub fn describe_holders(path: &Path) -> Vec<String> {
     out
 }
 
-/// "pid 4121" or "pids 4121, 4188".
-pub fn pid_list(pids: &[u32]) -> String {
-    match pids {
-        [] => "another process".to_string(),
-        [pid] => format!("pid {pid}"),
-        _ => format!(
-            "pids {}",
-            pids.iter()
-                .map(u32::to_string)
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
-    }
-}
-
-/// "2 processes (pids 4121, 4188)".
-pub fn process_list(pids: &[u32]) -> String {
-    match pids.len() {
-        0 => "another process".to_string(),
-        1 => format!("1 process ({})", pid_list(pids)),
-        n => format!("{n} processes ({})", pid_list(pids)),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn arguments_are_quoted_as_a_shell_reads_them() {
+        let args: Vec<String> = ["sh", "-c", "sleep 3; echo 'hi'", "", "a/b.c=d"]
+            .map(String::from)
+            .to_vec();
+        assert_eq!(
+            shell_join(&args),
+            r#"sh -c 'sleep 3; echo '\''hi'\''' '' a/b.c=d"#
+        );
+    }
 
     #[test]
     fn parses_held_and_waiting_flock_lines() {

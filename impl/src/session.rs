@@ -23,6 +23,7 @@
 use std::ffi::OsString;
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use cachelock_model::protocol::{DropTemp, EnvLock};
@@ -33,8 +34,7 @@ use crate::child;
 use crate::error::{Error, IoContext};
 use crate::faults::{self, Fault};
 use crate::guards::Held;
-use crate::lockfile::{LockFile, TryLock};
-use crate::procinfo::{pid_list, process_list};
+use crate::lockfile::{LockFile, Observer, Silent, TryLock, pid_list, process_list};
 use crate::safe_fs::{DirFd, OwnedTree};
 
 /// uv's default lock timeout, used when none is configured.
@@ -55,8 +55,9 @@ pub struct SessionConfig {
     pub command: Vec<OsString>,
     /// The longest any lock wait may last; `None` waits forever.
     pub lock_timeout: Option<Duration>,
-    /// Print lock waits and clean results to stderr (the command sets it).
-    pub progress: bool,
+    /// Told about lock waits and what a clean did (the command's prints them; the
+    /// library itself never prints).
+    pub observer: Arc<dyn Observer>,
     /// Forward SIGINT, SIGTERM and SIGHUP to the child while it runs (the command sets
     /// it). The handlers are process-wide: set it for one session at a time.
     pub forward_signals: bool,
@@ -77,7 +78,7 @@ impl SessionConfig {
                 .to_string(),
             command: Vec::new(),
             lock_timeout: Some(DEFAULT_LOCK_TIMEOUT),
-            progress: false,
+            observer: Arc::new(Silent),
             forward_signals: false,
         }
     }
@@ -178,6 +179,14 @@ impl Announcement {
             .ctx("remove the clean announcement", &self.path)?;
         if let Some(mut lock) = self.lock.take() {
             lock.unlock()?;
+        }
+        // `.cleans/` is cachelock's, not uv's: leave none behind on a uv cache. Only an
+        // empty one goes (another clean's announcement keeps it), and a clean announcing
+        // itself meanwhile makes it again (`announce`).
+        if let Some(root) = self.path.parent().and_then(Path::parent)
+            && let Ok(root) = DirFd::open_root(root)
+        {
+            let _ = root.remove_empty_dir(CLEANS_DIR);
         }
         Ok(())
     }
@@ -387,9 +396,7 @@ impl Session {
     }
 
     fn notice(&self, text: &str) {
-        if self.config.progress {
-            eprintln!("{text}");
-        }
+        self.config.observer.notice(text);
     }
 
     fn no_cache(&mut self, root: &Path) -> StepOutcome {
@@ -413,7 +420,7 @@ impl Session {
         if wait == Wait::NoBlock {
             return Ok(false);
         }
-        lock.lock_with_progress(mode, timeout, self.config.progress, why)?;
+        lock.lock_observed(mode, timeout, why, self.config.observer.as_ref())?;
         Ok(true)
     }
 
@@ -599,6 +606,16 @@ impl Session {
                 for name in &report.skipped {
                     self.notice(&format!("Kept environment `{name}`: it is in use"));
                 }
+                if !scaffold {
+                    let foreign = foreign_entries(&root);
+                    if !foreign.is_empty() {
+                        self.notice(&format!(
+                            "Left alone (not cachelock's layout, which a prune knows): {}; \
+                             to prune a uv cache use `uv cache prune`, to empty it `cachelock clean`",
+                            foreign.join(", ")
+                        ));
+                    }
+                }
                 self.notice(&format!(
                     "Removed {} files ({} bytes)",
                     report.removed_files, report.removed_bytes
@@ -689,13 +706,29 @@ impl Session {
                 format!("cache is locked by {}; waiting…", pid_list(pids))
             }
         };
-        Ok(
-            if self.acquire(lock, mode, wait, self.lock_timeout(), &why)? {
-                StepOutcome::Done
-            } else {
-                StepOutcome::WouldBlock
-            },
-        )
+        let acquired = match self.acquire(lock, mode, wait, self.lock_timeout(), &why) {
+            Err(Error::LockTimeout {
+                path,
+                mode,
+                waited,
+                holders,
+                ..
+            }) if kind.is_clean() => {
+                return Err(Error::LockTimeout {
+                    path,
+                    mode,
+                    waited,
+                    holders,
+                    hint: ", use `cachelock clean --force`",
+                });
+            }
+            other => other?,
+        };
+        Ok(if acquired {
+            StepOutcome::Done
+        } else {
+            StepOutcome::WouldBlock
+        })
     }
 
     /// Waits for the cleans announced when this step was first tried, and only for
@@ -889,16 +922,65 @@ fn remove_root(root: &Path) -> std::io::Result<bool> {
     DirFd::open_root(parent)?.remove_empty_dir(name)
 }
 
+/// The names at the top of a cache that a prune does not know (a uv cache's
+/// `archive-v0`, `wheels-v5`, …), sorted.
+fn foreign_entries(root: &Path) -> Vec<String> {
+    const KNOWN: [&str; 6] = [
+        LOCK_FILE,
+        CLEANS_DIR,
+        ENVIRONMENTS_DIR,
+        cache::BUILDS_DIR,
+        cache::TAG_FILE,
+        ".gitignore",
+    ];
+    let mut names: Vec<String> = fs::read_dir(root)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| !KNOWN.contains(&n.as_str()))
+        .collect();
+    names.sort();
+    names
+}
+
 /// Publishes an announcement: created and locked under a temporary name, then renamed, so
 /// that it is never visible unlocked. Everything happens relative to the descriptor of
 /// `.cleans/`, opened from the root's without following a link.
 fn announce(root: &Path) -> Result<Announcement, Error> {
+    // Another clean withdrawing its announcement removes `.cleans/` when it is empty, at
+    // any moment until our own file is in it. An announcement made in a directory removed
+    // meanwhile is visible to nobody, so it is made again in the one `.cleans` names now
+    // (a bounded number of times: each retry means another clean finished in between).
+    let mut tries = 0;
+    loop {
+        match announce_once(root)? {
+            Some(announcement) => {
+                faults::pause("announcement-published");
+                return Ok(announcement);
+            }
+            None if tries < 100 => tries += 1,
+            None => {
+                return Err(Error::io(
+                    "publish the clean announcement in",
+                    root.join(CLEANS_DIR),
+                    std::io::Error::other("the directory kept being removed by other cleans"),
+                ));
+            }
+        }
+    }
+}
+
+/// One try of [`announce`]; `None` if `.cleans/` was removed under it.
+fn announce_once(root: &Path) -> Result<Option<Announcement>, Error> {
     let dir = open_cache_dir(root, CLEANS_DIR)?;
     remove_stale_announcements(&dir)?;
     // Readable by all: other users' runs lock it shared to wait for this clean.
-    let (file, temp) = dir
-        .create_unique_file(".tmp", 0o644)
-        .ctx("create a clean announcement in", dir.path())?;
+    let (file, temp) = match dir.create_unique_file(".tmp", 0o644) {
+        Ok(made) => made,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::io("create a clean announcement in", dir.path(), e)),
+    };
     file.try_lock().map_err(|e| {
         Error::io(
             "lock the clean announcement",
@@ -914,15 +996,27 @@ fn announce(root: &Path) -> Result<Announcement, Error> {
     let path = dir.child_path(&name);
     if let Err(e) = dir.rename_noreplace(&temp, &dir, &name) {
         let _ = dir.remove_file(&temp);
+        if e.kind() == std::io::ErrorKind::NotFound {
+            return Ok(None);
+        }
         return Err(Error::io("publish the clean announcement", &path, e));
     }
-    faults::pause("announcement-published");
-    Ok(Announcement {
+    // Published only if `.cleans` still names the directory it is in.
+    let live = DirFd::open_root(root)
+        .and_then(|r| r.stat_entry(CLEANS_DIR))
+        .ok()
+        .zip(dir.stat().ok())
+        .is_some_and(|(now, ours)| now.st_dev == ours.st_dev && now.st_ino == ours.st_ino);
+    if !live {
+        let _ = dir.remove_file(&name);
+        return Ok(None);
+    }
+    Ok(Some(Announcement {
         lock: Some(LockFile::from_locked(file, path.clone(), Mode::Exclusive)),
         dir,
         name,
         path,
-    })
+    }))
 }
 
 /// Removes announcements whose clean has gone without withdrawing them (killed): an

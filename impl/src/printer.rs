@@ -1,0 +1,74 @@
+//! The command's [`Observer`]: prints lock waits and a clean's results on stderr, and
+//! names the holders of a busy lock from `/proc` (through `procinfo`, the one reader).
+
+use std::io::{IsTerminal, Write};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use cachelock::Mode;
+use cachelock::lockfile::Observer;
+use cachelock::settings::ResolvedCache;
+
+use crate::procinfo;
+
+/// Prints to stderr; shows the time waited on a terminal. Before its first line it says
+/// which cache the command acts on, and why that one.
+#[derive(Debug, Default)]
+pub struct Printer {
+    cache: Option<ResolvedCache>,
+    introduced: AtomicBool,
+    ticked: AtomicBool,
+}
+
+impl Printer {
+    /// A printer for a command on `cache` (`None`: a private temporary cache).
+    pub fn new(cache: Option<ResolvedCache>) -> Printer {
+        Printer {
+            cache,
+            ..Printer::default()
+        }
+    }
+
+    fn introduce(&self) {
+        if let Some(cache) = &self.cache
+            && !self.introduced.swap(true, Ordering::Relaxed)
+        {
+            eprintln!("cache: {} (from {})", cache.root.display(), cache.source);
+        }
+    }
+}
+
+impl Observer for Printer {
+    fn busy(&self, path: &Path, _mode: Mode, why: &dyn Fn(&[u32]) -> String) {
+        self.introduce();
+        let pids: Vec<u32> = procinfo::holders_of(path)
+            .into_iter()
+            .map(|h| h.pid)
+            .collect();
+        eprintln!("{}", why(&pids));
+    }
+
+    fn tick(&self, waited: Duration) {
+        if std::io::stderr().is_terminal() {
+            self.ticked.store(true, Ordering::Relaxed);
+            eprint!("\r  waiting for {}s", waited.as_secs());
+            let _ = std::io::stderr().flush();
+        }
+    }
+
+    fn wait_ended(&self) {
+        if self.ticked.swap(false, Ordering::Relaxed) {
+            eprintln!();
+        }
+    }
+
+    fn holders(&self, path: &Path) -> Vec<String> {
+        procinfo::describe_holders(path)
+    }
+
+    fn notice(&self, text: &str) {
+        self.introduce();
+        eprintln!("{text}");
+    }
+}
