@@ -99,7 +99,7 @@ fn json_has_the_promised_fields() {
     let props = pair["properties"].as_array().unwrap();
     let cc = props
         .iter()
-        .find(|p| p["property"] == "clean-completes")
+        .find(|p| p["property"] == "clean-terminates")
         .unwrap();
     assert_eq!(cc["verdict"], "fails");
     let steps = cc["counterexample"].as_array().unwrap();
@@ -108,6 +108,17 @@ fn json_has_the_promised_fields() {
             .unwrap()
             .contains("lock-exclusive -> busy: waits")
     }));
+    let cs = props
+        .iter()
+        .find(|p| p["property"] == "clean-succeeds")
+        .unwrap();
+    assert_eq!(cs["verdict"], "fails");
+    assert_eq!(cs["kind"], "eventually");
+    assert!(
+        cs["counterexample"]
+            .as_array()
+            .is_some_and(|a| !a.is_empty())
+    );
     let me = props
         .iter()
         .find(|p| p["property"] == "mutual-exclusion")

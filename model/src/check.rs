@@ -19,7 +19,7 @@ use crate::story;
 
 /// The scenarios CI checks every policy against. Each is small enough to be checked
 /// exhaustively in well under a second; each pins at least one fact.
-pub const CI_SCENARIOS: [&str; 19] = [
+pub const CI_SCENARIOS: [&str; 27] = [
     "run-no-cache",
     "run-daemon",
     "run,run,clean",
@@ -39,6 +39,14 @@ pub const CI_SCENARIOS: [&str; 19] = [
     "run,run-script,clean",
     "run-daemon+crash,clean,run",
     "run+crash+timeout,clean+timeout,clean-force,run-no-cache",
+    "run-nested-clean,clean",
+    "run-server+crash,clean",
+    "run-nested-clean+crash",
+    "run+crash,clean,run",
+    "run+crash,clean,clean",
+    "run-daemon+crash,clean",
+    "run-script+crash,clean-force",
+    "run-nested-clean+crash,clean",
 ];
 
 /// The CI scenarios, parsed.
@@ -173,11 +181,7 @@ pub fn shortest_traces(policy: Policy, scenario: &Scenario, wanted: &[Property])
                 let shows = match p.expectation() {
                     Kind3::Always => !p.holds(&probe, last),
                     Kind3::Sometimes => p.holds(&probe, last),
-                    Kind3::Eventually => {
-                        let mut actions = Vec::new();
-                        probe.actions(last, &mut actions);
-                        actions.is_empty() && !p.holds(&probe, last)
-                    }
+                    Kind3::Eventually => !p.holds(&probe, last) && p.settled(&probe, last),
                 };
                 if shows {
                     done.push((*p, path.clone()));
