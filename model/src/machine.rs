@@ -240,6 +240,9 @@ pub struct CacheModel {
     pub design: Design,
     pub scenario: Scenario,
     pub procs: Vec<ProcInfo>,
+    /// The properties handed to the checker: every one that applies to the scenario,
+    /// unless narrowed with [`CacheModel::checking`].
+    pub checked: Vec<PropertyName>,
 }
 
 fn env_index(env: EnvName) -> Option<usize> {
@@ -288,7 +291,18 @@ impl CacheModel {
             design: policy.design(),
             scenario: scenario.clone(),
             procs,
+            checked: properties::ALL
+                .iter()
+                .filter(|p| p.applies_to(scenario))
+                .copied()
+                .collect(),
         }
+    }
+
+    /// The same model, checking only those of `wanted` that apply.
+    pub fn checking(mut self, wanted: &[PropertyName]) -> CacheModel {
+        self.checked.retain(|p| wanted.contains(p));
+        self
     }
 
     /// The initial state: an existing cache with its scaffold and `.lock`, no
@@ -933,11 +947,7 @@ impl Model for CacheModel {
     }
 
     fn properties(&self) -> Vec<Property<Self>> {
-        properties::ALL
-            .iter()
-            .filter(|p| p.applies_to(&self.scenario))
-            .map(|p| p.to_stateright())
-            .collect()
+        self.checked.iter().map(|p| p.to_stateright()).collect()
     }
 }
 
@@ -964,11 +974,7 @@ impl CacheModel {
 
     /// The names of the properties this model checks.
     pub fn property_names(&self) -> Vec<PropertyName> {
-        properties::ALL
-            .iter()
-            .filter(|p| p.applies_to(&self.scenario))
-            .copied()
-            .collect()
+        self.checked.clone()
     }
 }
 
