@@ -23,8 +23,8 @@ fn check_of_one_policy_prints_its_row_and_exits_0_when_as_declared() {
         .lines()
         .find(|l| l.starts_with("cachelock "))
         .unwrap();
-    assert!(row.contains("fails: run-script,clean-force (+1)"), "{row}");
-    assert_eq!(row.matches("holds").count(), 8, "{row}");
+    assert!(row.contains("fails: run-script,clean-force (+2)"), "{row}");
+    assert_eq!(row.matches("holds").count(), 9, "{row}");
     assert!(
         text(&out.stderr).contains("checked cachelock"),
         "progress line"
