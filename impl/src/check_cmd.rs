@@ -163,16 +163,38 @@ fn check_ci_set(policies: &[Policy], args: &CheckArgs) -> ExitCode {
     let scenarios = check::ci_scenarios();
     let progress = Progress::new(args.verbose);
     let total = policies.len() * scenarios.len();
-    let mut done = 0;
-    let mut rows = Vec::new();
-    for policy in policies {
-        let row = check::check_policy(*policy, &scenarios, &mut |r| {
-            done += 1;
-            progress.pair(done, total, r);
-        });
-        progress.policy_done(&row);
-        rows.push(row);
-    }
+    // Policies are checked on two threads (each check is single-threaded and
+    // independent); the rows keep the policies' order.
+    let done = std::sync::atomic::AtomicUsize::new(0);
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let slots: std::sync::Mutex<Vec<Option<check::Row>>> =
+        std::sync::Mutex::new(vec![None; policies.len()]);
+    std::thread::scope(|s| {
+        for _ in 0..2 {
+            s.spawn(|| {
+                while let Some(policy) =
+                    policies.get(next.fetch_add(1, std::sync::atomic::Ordering::SeqCst))
+                {
+                    let row = check::check_policy(*policy, &scenarios, &mut |r| {
+                        let n = done.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+                        progress.pair(n, total, r);
+                    });
+                    progress.policy_done(&row);
+                    let i = policies
+                        .iter()
+                        .position(|p| p == policy)
+                        .unwrap_or_default();
+                    slots.lock().unwrap_or_else(|e| e.into_inner())[i] = Some(row);
+                }
+            });
+        }
+    });
+    let rows: Vec<check::Row> = slots
+        .into_inner()
+        .unwrap_or_else(|e| e.into_inner())
+        .into_iter()
+        .flatten()
+        .collect();
     if args.json {
         let all: Vec<_> = rows
             .iter()

@@ -23,8 +23,8 @@ fn check_of_one_policy_prints_its_row_and_exits_0_when_as_declared() {
         .lines()
         .find(|l| l.starts_with("cachelock "))
         .unwrap();
-    assert!(row.contains("fails: run-script,clean-force (+1)"), "{row}");
-    assert_eq!(row.matches("holds").count(), 8, "{row}");
+    assert!(row.contains("fails: run-script,clean-force (+2)"), "{row}");
+    assert_eq!(row.matches("holds").count(), 9, "{row}");
     assert!(
         text(&out.stderr).contains("checked cachelock"),
         "progress line"
@@ -99,7 +99,7 @@ fn json_has_the_promised_fields() {
     let props = pair["properties"].as_array().unwrap();
     let cc = props
         .iter()
-        .find(|p| p["property"] == "clean-completes")
+        .find(|p| p["property"] == "clean-terminates")
         .unwrap();
     assert_eq!(cc["verdict"], "fails");
     let steps = cc["counterexample"].as_array().unwrap();
@@ -108,6 +108,17 @@ fn json_has_the_promised_fields() {
             .unwrap()
             .contains("lock-exclusive -> busy: waits")
     }));
+    let cs = props
+        .iter()
+        .find(|p| p["property"] == "clean-succeeds")
+        .unwrap();
+    assert_eq!(cs["verdict"], "fails");
+    assert_eq!(cs["kind"], "eventually");
+    assert!(
+        cs["counterexample"]
+            .as_array()
+            .is_some_and(|a| !a.is_empty())
+    );
     let me = props
         .iter()
         .find(|p| p["property"] == "mutual-exclusion")

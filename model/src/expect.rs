@@ -78,6 +78,7 @@ const NO_RUN_AND_CLEAN: &[&str] = &[
     "run-nested-clean",
     "run-nested-clean+timeout",
     "run-no-cache+crash",
+    "run-nested-clean+crash",
 ];
 
 /// Scenarios where a clean can only reach the cache after every child has exited,
@@ -93,6 +94,7 @@ const CLEAN_AFTER_CHILDREN: &[&str] = &[
     "run,clean,run",
     "tool-run,prune",
     "run,run-script,clean",
+    "run-nested-clean,clean",
 ];
 
 /// A `--force` clean, a killed parent, or a daemon outliving its run (which loses
@@ -105,9 +107,51 @@ const FORCE_CRASH_DAEMON: &[&str] = &[
     "run-daemon,clean",
     "run-daemon+crash,clean,run",
     BIG,
+    "run-server+crash,clean",
+    "run-nested-clean+crash",
+    "run+crash,clean,run",
+    "run+crash,clean,clean",
+    "run-daemon+crash,clean",
+    "run-script+crash,clean-force",
+    "run-nested-clean+crash,clean",
 ];
 
-const CLEAN_FORCE: &[&str] = &["run-script,clean-force", BIG];
+const CLEAN_FORCE: &[&str] = &[
+    "run-script,clean-force",
+    BIG,
+    "run-script+crash,clean-force",
+];
+
+/// Where a clean can wait for ever: beside a server, or as the nested clean of a run
+/// (or beside one), whose parent holds the lock until its child exits.
+const CLEAN_BLOCKED: &[&str] = &[
+    "run-server,clean",
+    "run-nested-clean",
+    "run-nested-clean,clean",
+    "run-server+crash,clean",
+    "run-nested-clean+crash",
+    "run-nested-clean+crash,clean",
+];
+
+/// [`CLEAN_BLOCKED`] and the same scenarios with a lock timeout.
+const CLEAN_BLOCKED_OR_TIMED_OUT: &[&str] = &[
+    "run-server,clean",
+    "run-server,clean+timeout",
+    "run-nested-clean",
+    "run-nested-clean+timeout",
+    "run-nested-clean,clean",
+    "run-server+crash,clean",
+    "run-nested-clean+crash",
+    "run-nested-clean+crash,clean",
+];
+
+/// The nested-clean deadlock: `uv run uv cache clean` without a timeout.
+const NESTED_DEADLOCK: &[&str] = &[
+    "run-nested-clean",
+    "run-nested-clean,clean",
+    "run-nested-clean+crash",
+    "run-nested-clean+crash,clean",
+];
 
 const FORCE_REASON: &str =
     "clean --force deletes without the lock by definition while a run holds it";
@@ -125,13 +169,22 @@ pub fn expected(policy: Policy, property: P) -> Expected {
             "the handle is dropped before spawning: --no-cache children fail to spawn, and any clean may delete a running child's env",
         ),
         (Uv0819, P::MutualExclusion) => fails(
-            &["run,clean,clean", "run-script,clean-force", BIG],
+            &[
+                "run,clean,clean",
+                "run-script,clean-force",
+                BIG,
+                "run+crash,clean,clean",
+                "run-script+crash,clean-force",
+            ],
             "clean unlinks .lock: a run that opened it before locks an orphaned inode and a second clean locks a fresh one",
         ),
         (Uv0819, P::NoDeadlock) => {
             holds("the run releases the lock before its child runs a nested clean")
         }
-        (Uv0819, P::CleanCompletes) => fails_all_but(
+        (Uv0819, P::CleanTerminates) => holds(
+            "the lock is released before spawning, so no clean waits for a child; a clean that fails on a root that is not empty (exit 2) has ended",
+        ),
+        (Uv0819, P::CleanSucceeds) => fails_all_but(
             &[
                 "run-no-cache",
                 "run-daemon",
@@ -139,8 +192,9 @@ pub fn expected(policy: Policy, property: P) -> Expected {
                 "run-nested-clean+timeout",
                 "tool-run,prune",
                 "run-no-cache+crash",
+                "run-nested-clean+crash",
             ],
-            "a run that starts while the clean deletes recreates files, and removing the root then fails (exit 2) on 0.8.19",
+            "a run that starts while the clean deletes recreates files, and removing the root then fails (exit 2) on 0.8.19; a prune keeps the root, and a nested clean runs after its own run has set up",
         ),
         (Uv0819 | Uv0820 | Uv013 | UvPr15977 | UvAutoprune | Serial, P::NoOvertaking) => {
             fails_all_but(NO_RUN_AND_CLEAN, OVERTAKE_REASON)
@@ -169,33 +223,54 @@ pub fn expected(policy: Policy, property: P) -> Expected {
                 "run-daemon,clean",
                 "run-daemon+crash,clean,run",
                 BIG,
+                "run-nested-clean,clean",
+                "run-server+crash,clean",
+                "run-nested-clean+crash",
+                "run+crash,clean,run",
+                "run+crash,clean,clean",
+                "run-daemon+crash,clean",
+                "run-script+crash,clean-force",
+                "run-nested-clean+crash,clean",
             ],
-            "the orphaned-.lock race (run,clean,clean), --force, a killed parent and a daemon each let a clean delete a live env; a daemon loses the run's overlay anyway",
+            "the orphaned-.lock race (run,clean,clean; a nested clean that locks a fresh inode), --force, a killed parent and a daemon each let a clean delete a live env; a daemon loses the run's overlay anyway",
         ),
         (Uv0820, P::MutualExclusion) => fails(
-            &["run,clean,clean", "run-script,clean-force", BIG],
-            "clean unlinks .lock: a run locks the orphaned inode and a second clean locks a fresh one",
+            &[
+                "run,clean,clean",
+                "run-script,clean-force",
+                BIG,
+                "run-nested-clean,clean",
+                "run+crash,clean,clean",
+                "run-script+crash,clean-force",
+                "run-nested-clean+crash,clean",
+            ],
+            "clean unlinks .lock: a run locks the orphaned inode and a second (or nested) clean locks a fresh one",
         ),
         (Uv0820, P::NoDeadlock) => fails(
-            &["run-nested-clean", "run-nested-clean+timeout"],
+            &[
+                "run-nested-clean",
+                "run-nested-clean+timeout",
+                "run-nested-clean,clean",
+                "run-nested-clean+crash",
+                "run-nested-clean+crash,clean",
+            ],
             "uv run uv cache clean: the nested clean waits for the lock its own parent holds until the child exits; no lock timeout before 0.9.16",
         ),
         (Uv013 | Serial, P::NoDeadlock) => fails(
-            &["run-nested-clean"],
-            "uv run uv cache clean: the nested clean waits for the lock its own parent holds until the child exits (+timeout: exit 2)",
+            NESTED_DEADLOCK,
+            "uv run uv cache clean: the nested clean waits for the lock its own parent holds until the child exits (+timeout: exit 2); a possible kill of the parent is no way out",
         ),
-        (Uv0820, P::CleanCompletes) => fails(
-            &[
-                "run-server,clean",
-                "run-server,clean+timeout",
-                "run-nested-clean",
-                "run-nested-clean+timeout",
-            ],
-            "a run holds the lock until its child exits, so a server (or the nested clean's own parent) blocks clean forever; no lock timeout before 0.9.16",
+        (Uv0820, P::CleanTerminates) => fails(
+            CLEAN_BLOCKED_OR_TIMED_OUT,
+            "a run holds the lock until its child exits, so a server (or the nested clean's own parent) blocks clean forever, unless the run is killed, which need not happen; no lock timeout before 0.9.16",
         ),
-        (Uv013 | Serial, P::CleanCompletes) => fails(
-            &["run-server,clean", "run-nested-clean"],
-            "a run holds the lock until its child exits, so a server (or the nested clean's own parent) blocks clean forever (+timeout: exit 2)",
+        (Uv013 | Serial, P::CleanTerminates) => fails(
+            CLEAN_BLOCKED,
+            "a run holds the lock until its child exits, so a server (or the nested clean's own parent) blocks clean forever, unless the run is killed, which need not happen (+timeout: exit 2 ends it)",
+        ),
+        (Uv0820 | Uv013 | Serial, P::CleanSucceeds) => fails(
+            CLEAN_BLOCKED_OR_TIMED_OUT,
+            "a server (or the nested clean's own parent) holds the lock for ever: the clean waits for ever, or ends with exit 2 on its timeout, whatever the timeout",
         ),
         (Uv0820, P::CleanOverlapsChild) => fails(
             &[
@@ -230,16 +305,29 @@ pub fn expected(policy: Policy, property: P) -> Expected {
         (UvPr15977, P::NoDeadlock) => {
             holds("the lock is released before the child runs its nested clean")
         }
-        (UvPr15977, P::CleanCompletes) => holds("no lock is held while a child runs"),
+        (UvPr15977, P::CleanTerminates) => holds("no lock is held while a child runs"),
+        (UvPr15977, P::CleanSucceeds) => holds(
+            "no lock is held while a child runs, and clear keeps .lock and the root as in 0.13",
+        ),
         (UvPr15977, P::CleanOverlapsChild) => holds("the lock is released before spawning"),
 
         // ---- autoprune
         (UvAutoprune, P::NoDeadlock) => {
             holds("a nested clean that finds the lock busy gives up instead of waiting")
         }
-        (UvAutoprune, P::CleanCompletes) => {
+        (UvAutoprune, P::CleanTerminates) => {
             holds("a clean never waits: it gives up when the lock is busy")
         }
+        (UvAutoprune, P::CleanSucceeds) => fails_all_but(
+            &[
+                "run-no-cache",
+                "run-daemon",
+                "run-script,clean-force",
+                "run-no-cache+crash",
+                "run-script+crash,clean-force",
+            ],
+            "a clean that finds the lock busy gives up: exit 0 with nothing deleted (--force goes on without the lock instead)",
+        ),
         (UvAutoprune, P::CleanRemovesUnused) => fails(
             &[
                 "run,run,clean",
@@ -248,6 +336,8 @@ pub fn expected(policy: Policy, property: P) -> Expected {
                 "run,run-script,clean",
                 "run-daemon+crash,clean,run",
                 BIG,
+                "run+crash,clean,run",
+                "run+crash,clean,clean",
             ],
             "a clean that finds the lock busy gives up and leaves a finished run's environment behind",
         ),
@@ -263,6 +353,7 @@ pub fn expected(policy: Policy, property: P) -> Expected {
                 "run,clean,run",
                 "run,run-script,clean",
                 "run-daemon+crash,clean,run",
+                "run+crash,clean,run",
             ],
             "runs lock exclusive: one at a time",
         ),
@@ -284,7 +375,11 @@ pub fn expected(policy: Policy, property: P) -> Expected {
             "between releasing the root lock and taking the env lock, a clean can lock and delete the env",
         ),
         (CachelockUnlock, P::LiveEnvIntact) => fails(
-            &["run-daemon,clean", "run-daemon+crash,clean,run"],
+            &[
+                "run-daemon,clean",
+                "run-daemon+crash,clean,run",
+                "run-daemon+crash,clean",
+            ],
             "LOCK_UN releases the lock for the daemon that inherited the descriptor too",
         ),
         (CachelockCloexec, P::LiveEnvIntact) => fails(
@@ -294,6 +389,13 @@ pub fn expected(policy: Policy, property: P) -> Expected {
                 "run-daemon,clean",
                 "run-daemon+crash,clean,run",
                 BIG,
+                "run-server+crash,clean",
+                "run-nested-clean+crash",
+                "run+crash,clean,run",
+                "run+crash,clean,clean",
+                "run-daemon+crash,clean",
+                "run-script+crash,clean-force",
+                "run-nested-clean+crash,clean",
             ],
             "the env lock dies with the run: a killed parent's child and a daemon are unprotected",
         ),
@@ -307,9 +409,16 @@ pub fn expected(policy: Policy, property: P) -> Expected {
         (
             Cachelock | CachelockLateEnvLock | CachelockUnlock | CachelockCloexec
             | CachelockNoAnnounce | CachelockKeepTemp,
-            P::CleanCompletes,
+            P::CleanTerminates,
         ) => holds(
             "the root lock is released before spawning and clean skips locked environments instead of waiting",
+        ),
+        (
+            Cachelock | CachelockLateEnvLock | CachelockUnlock | CachelockCloexec
+            | CachelockNoAnnounce | CachelockKeepTemp,
+            P::CleanSucceeds,
+        ) => holds(
+            "a clean waits for the root lock only while runs set up, then deletes what no lock protects and keeps .lock and the root; a timeout that cuts a finite wait short is judged like a kill",
         ),
         (
             Cachelock | CachelockLateEnvLock | CachelockUnlock | CachelockCloexec

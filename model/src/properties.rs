@@ -1,13 +1,46 @@
 //! The protocol's promises, as named predicates over the model's state.
 //!
 //! `always` properties must hold in every reachable state; `eventually` ones on every
-//! complete run; `sometimes` ones are witnesses that a scenario is not trivial (the
+//! fair behaviour; `sometimes` ones are witnesses that a scenario is not trivial (the
 //! interesting situation is reachable at all).
+//!
+//! Fairness: which events a behaviour may assume will happen.
+//! - Fair (weak fairness: an action that stays enabled is eventually taken): a process's
+//!   enabled step (it does not stall for ever between two steps, and a lock wait returns
+//!   once the lock can be granted); `child-exits` where the child's kind exits (a
+//!   server's child never does, a nested clean's only once its clean has finished);
+//!   `child-starts-daemon` and `daemon-exits`; `lock-timeout`, which is enabled only
+//!   where the policy has a lock timeout and the process is `+timeout` (for
+//!   `clean-terminates`: a wait with a timeout does end).
+//! - Not fair: `killed`. A fault *may* happen; a behaviour in which it never fires is a
+//!   behaviour of the scenario as if the fault did not exist, so `+crash` only adds
+//!   behaviours and can never turn a failing `always` or `eventually` property into a
+//!   holding one. For `clean-succeeds`, `lock-timeout` is not fair either: the model has
+//!   no clock, so a timeout may fire during any wait, even one that will end (a run
+//!   setting up slowly); a clean cut short by it is excused like a killed one, and a
+//!   wait that only the timeout can end (beside a server) is a failure.
+//!
+//! How `eventually` is checked: the model is acyclic (every action moves a process, a
+//! child or a daemon forward), so every path is finite, and a fair behaviour is a path
+//! that ends in a *quiescent* state ([`CacheModel::quiescent`]): one in which no fair
+//! action is enabled (only unfair ones, or nothing), and stays there. Each `eventually`
+//! goal is monotone (once reached, no action undoes it: see each goal's comment), so
+//! "every fair behaviour eventually reaches the goal" is exactly "the goal holds in every
+//! reachable quiescent state". The checker is given that as an invariant, `goal || !
+//! quiescent` ([`PropertyName::settled`]), and the shortest counterexample is the
+//! shortest path to a quiescent state that misses the goal: where a failure needs no
+//! fault, a story with no kill in it. (stateright's own `eventually` judges only states
+//! with no action at all: a kill that stays enabled beside a clean waiting for ever made
+//! the failure invisible.)
+//!
+//! `no-deadlock` is an `always` property and makes the same choice: a waiting process is
+//! stuck unless its lock can be granted or its wait can time out (`+timeout`, under a
+//! policy with a timeout); a possible kill is never counted as a way out.
 
 use stateright::{Expectation, Property};
 
 use crate::machine::{CacheModel, Child, Daemon, Life, Outcome, State, Temp};
-use crate::protocol::{Kind, Mode, Scenario};
+use crate::protocol::{Event, Kind, Mode, Scenario};
 
 /// A property, by its fixed name.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -15,7 +48,8 @@ pub enum PropertyName {
     LiveEnvIntact,
     MutualExclusion,
     NoDeadlock,
-    CleanCompletes,
+    CleanTerminates,
+    CleanSucceeds,
     NoOvertaking,
     NoLeakedTemp,
     CleanRemovesUnused,
@@ -24,11 +58,12 @@ pub enum PropertyName {
 }
 
 /// Every property, in table order.
-pub const ALL: [PropertyName; 9] = [
+pub const ALL: [PropertyName; 10] = [
     PropertyName::LiveEnvIntact,
     PropertyName::MutualExclusion,
     PropertyName::NoDeadlock,
-    PropertyName::CleanCompletes,
+    PropertyName::CleanTerminates,
+    PropertyName::CleanSucceeds,
     PropertyName::NoOvertaking,
     PropertyName::NoLeakedTemp,
     PropertyName::CleanRemovesUnused,
@@ -51,7 +86,8 @@ impl PropertyName {
             PropertyName::LiveEnvIntact => "live-env-intact",
             PropertyName::MutualExclusion => "mutual-exclusion",
             PropertyName::NoDeadlock => "no-deadlock",
-            PropertyName::CleanCompletes => "clean-completes",
+            PropertyName::CleanTerminates => "clean-terminates",
+            PropertyName::CleanSucceeds => "clean-succeeds",
             PropertyName::NoOvertaking => "no-overtaking",
             PropertyName::NoLeakedTemp => "no-leaked-temp",
             PropertyName::CleanRemovesUnused => "clean-removes-unused",
@@ -80,9 +116,14 @@ impl PropertyName {
                 "No reachable state in which unfinished processes exist and every one of them is blocked: waiting \
                  for a lock with no timeout, or for a child that is itself blocked."
             }
-            PropertyName::CleanCompletes => {
-                "Every clean finishes (or fails with its timeout) on every complete run, even while a child runs \
-                 forever; a clean that fails otherwise (exit 2 on a root that is not empty) has not finished its job."
+            PropertyName::CleanTerminates => {
+                "Every clean ends on every fair behaviour, even while a child runs forever: no hang. Exit 0, exit 2 \
+                 on its lock timeout or any other failure exit all count as ended, and so does a killed clean."
+            }
+            PropertyName::CleanSucceeds => {
+                "Every clean that is not killed ends with exit 0 having deleted what its policy deletes, on every fair \
+                 behaviour, even beside a server, a daemon or a nested clean. \"No cache found\" (exit 0, nothing to \
+                 delete) counts; a timeout, a failure or giving up on a busy lock does not."
             }
             PropertyName::NoOvertaking => {
                 "A run that starts (takes its first step) after a clean has started does not get the cache lock \
@@ -108,7 +149,7 @@ impl PropertyName {
     /// How the property is checked.
     pub fn expectation(self) -> Kind3 {
         match self {
-            PropertyName::CleanCompletes => Kind3::Eventually,
+            PropertyName::CleanTerminates | PropertyName::CleanSucceeds => Kind3::Eventually,
             PropertyName::CleanOverlapsChild | PropertyName::RunsShareLock => Kind3::Sometimes,
             _ => Kind3::Always,
         }
@@ -125,7 +166,8 @@ impl PropertyName {
         match self {
             PropertyName::LiveEnvIntact => sc.has(Kind::is_run),
             PropertyName::MutualExclusion
-            | PropertyName::CleanCompletes
+            | PropertyName::CleanTerminates
+            | PropertyName::CleanSucceeds
             | PropertyName::CleanRemovesUnused => cleans,
             PropertyName::NoDeadlock => true,
             PropertyName::NoOvertaking => cleans && shared_runs > 0,
@@ -142,13 +184,31 @@ impl PropertyName {
             PropertyName::LiveEnvIntact => live_env_intact(m, s),
             PropertyName::MutualExclusion => !s.history.deleted_under_lock_holder,
             PropertyName::NoDeadlock => !deadlocked(m, s),
-            PropertyName::CleanCompletes => cleans_finished(m, s),
+            PropertyName::CleanTerminates => cleans_ended(m, s),
+            PropertyName::CleanSucceeds => cleans_succeeded(m, s),
             PropertyName::NoOvertaking => !s.history.overtook_clean,
             PropertyName::NoLeakedTemp => no_leaked_temp(m, s),
             PropertyName::CleanRemovesUnused => !s.history.left_unused_env,
             PropertyName::CleanOverlapsChild => clean_overlaps_child(m, s),
             PropertyName::RunsShareLock => runs_share_lock(s),
         }
+    }
+
+    /// The events an `eventually` property does not assume will happen: `killed` for
+    /// both; for `clean-succeeds` also `lock-timeout`, which the model (it has no clock)
+    /// lets fire during any wait, even one that will end: a clean cut short by it is
+    /// judged like a killed one, and a wait that only the timeout can end is a failure.
+    pub fn unfair_events(self) -> &'static [Event] {
+        match self {
+            PropertyName::CleanSucceeds => &[Event::Killed, Event::LockTimeout],
+            _ => &[Event::Killed],
+        }
+    }
+
+    /// True if `s` ends a fair behaviour for this property: no action is enabled but
+    /// the [`PropertyName::unfair_events`].
+    pub fn settled(self, m: &CacheModel, s: &State) -> bool {
+        m.quiescent_with(s, self.unfair_events())
     }
 
     /// The property as stateright wants it. Conditions are plain `fn`s, so each
@@ -159,16 +219,24 @@ impl PropertyName {
             PropertyName::LiveEnvIntact => |m, s| PropertyName::LiveEnvIntact.holds(m, s),
             PropertyName::MutualExclusion => |m, s| PropertyName::MutualExclusion.holds(m, s),
             PropertyName::NoDeadlock => |m, s| PropertyName::NoDeadlock.holds(m, s),
-            PropertyName::CleanCompletes => |m, s| PropertyName::CleanCompletes.holds(m, s),
+            PropertyName::CleanTerminates => |m, s| {
+                PropertyName::CleanTerminates.holds(m, s)
+                    || !PropertyName::CleanTerminates.settled(m, s)
+            },
+            PropertyName::CleanSucceeds => |m, s| {
+                PropertyName::CleanSucceeds.holds(m, s)
+                    || !PropertyName::CleanSucceeds.settled(m, s)
+            },
             PropertyName::NoOvertaking => |m, s| PropertyName::NoOvertaking.holds(m, s),
             PropertyName::NoLeakedTemp => |m, s| PropertyName::NoLeakedTemp.holds(m, s),
             PropertyName::CleanRemovesUnused => |m, s| PropertyName::CleanRemovesUnused.holds(m, s),
             PropertyName::CleanOverlapsChild => |m, s| PropertyName::CleanOverlapsChild.holds(m, s),
             PropertyName::RunsShareLock => |m, s| PropertyName::RunsShareLock.holds(m, s),
         };
+        // `eventually` goals are checked as the invariant "goal, or not quiescent" (see
+        // the module doc): sound here, where stateright's `Eventually` is not.
         let expectation = match self.expectation() {
-            Kind3::Always => Expectation::Always,
-            Kind3::Eventually => Expectation::Eventually,
+            Kind3::Always | Kind3::Eventually => Expectation::Always,
             Kind3::Sometimes => Expectation::Sometimes,
         };
         Property {
@@ -217,11 +285,34 @@ fn deadlocked(m: &CacheModel, s: &State) -> bool {
     agents > 0
 }
 
-/// Every clean has finished, and none failed (a timeout is an allowed way to finish).
-fn cleans_finished(m: &CacheModel, s: &State) -> bool {
+/// Every clean has ended, however: done with any outcome, killed, or moot (a nested
+/// clean whose host's child will never run it).
+///
+/// Monotone: `Done` and `Killed` are final, and each way of being moot is permanent
+/// (a failed spawn stays failed, a dead host never spawns, an exited child never runs
+/// its clean).
+fn cleans_ended(m: &CacheModel, s: &State) -> bool {
+    (0..m.procs.len()).all(|p| !m.procs[p].kind.is_clean() || m.finished(s, p))
+}
+
+/// Every clean that was neither killed nor cut short by its lock timeout has ended
+/// with exit 0 having done its deletion (`Ok`), or found no cache to clean (`NoCache`:
+/// exit 0, nothing left to delete); a moot nested clean was never invoked and counts as
+/// nothing to answer for. A failure (exit 2 on a root that is not empty) or giving up
+/// on a busy lock (exit 0, nothing deleted) does not count. A timeout is excused like a
+/// kill because `lock-timeout` is unfair for this property: a wait that only the timeout
+/// could end leaves a settled state with the clean still waiting, which fails.
+///
+/// Monotone for the same reasons as [`cleans_ended`]: it speaks only of final lives and
+/// permanent mootness.
+fn cleans_succeeded(m: &CacheModel, s: &State) -> bool {
     (0..m.procs.len()).all(|p| {
         !m.procs[p].kind.is_clean()
-            || (m.finished(s, p) && s.procs[p].life != Life::Done(Outcome::RootNotEmpty))
+            || matches!(
+                s.procs[p].life,
+                Life::Killed | Life::Done(Outcome::Ok | Outcome::NoCache | Outcome::TimedOut)
+            )
+            || (m.alive(s, p) && m.finished(s, p))
     })
 }
 

@@ -27,8 +27,8 @@
 //! `mutual-exclusion` under `clean --force`, which deletes without the lock by
 //! definition. Its rules, and the failure each one prevents:
 //! - A run holds the root lock shared only while it sets up, and releases it before
-//!   spawning: a server or a nested `clean` never blocks a clean (`clean-completes`,
-//!   `no-deadlock`).
+//!   spawning: a server or a nested `clean` never blocks a clean (`clean-terminates`,
+//!   `clean-succeeds`, `no-deadlock`).
 //! - What keeps an environment alive is its own lock file, `environments/<env>.lock`,
 //!   locked shared *before* the environment is built or reused, while the root lock is
 //!   still held: there is no window in which a clean can take it (`live-env-intact`).

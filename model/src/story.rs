@@ -284,16 +284,50 @@ fn verdict_line(m: &CacheModel, s: &State, property: PropertyName) -> String {
         PropertyName::NoDeadlock => {
             format!("violated: every process is blocked ({})", stuck.join("; "))
         }
-        PropertyName::CleanCompletes => {
-            let failed: Vec<String> = (0..m.procs.len())
-                .filter(|&p| s.procs[p].life == Life::Done(Outcome::RootNotEmpty))
-                .map(|p| format!("{} failed (exit 2)", who(m, p)))
+        PropertyName::CleanTerminates | PropertyName::CleanSucceeds => {
+            let unfair: Vec<&str> = property
+                .unfair_events()
+                .iter()
+                .filter(|e| (0..m.procs.len()).any(|p| m.event_enabled(s, p, **e)))
+                .map(|e| match e {
+                    Event::Killed => "a kill",
+                    Event::LockTimeout => "a lock timeout",
+                    _ => e.name(),
+                })
                 .collect();
-            let why: Vec<String> = failed.into_iter().chain(stuck).collect();
-            format!(
-                "violated: nothing more can happen and a clean never finishes ({})",
-                why.join("; ")
-            )
+            let rest = if unfair.is_empty() {
+                "nothing more can happen".to_string()
+            } else {
+                format!("nothing more can happen but {}", unfair.join(" or "))
+            };
+            let ended: Vec<String> = (0..m.procs.len())
+                .filter(|&p| m.procs[p].kind.is_clean())
+                .filter_map(|p| {
+                    let how = match s.procs[p].life {
+                        Life::Done(Outcome::RootNotEmpty) => {
+                            "failed: the root was not empty (exit 2)"
+                        }
+                        Life::Done(Outcome::TimedOut) => "timed out (exit 2)",
+                        Life::Done(Outcome::GaveUp) => {
+                            "gave up on the busy lock (exit 0, deleted nothing)"
+                        }
+                        _ => return None,
+                    };
+                    Some(format!("{} {how}", who(m, p)))
+                })
+                .collect();
+            if property == PropertyName::CleanTerminates {
+                format!(
+                    "violated: {rest} and a clean never ends ({})",
+                    stuck.join("; ")
+                )
+            } else {
+                let why: Vec<String> = ended.into_iter().chain(stuck).collect();
+                format!(
+                    "violated: {rest} and a clean did not succeed ({})",
+                    why.join("; ")
+                )
+            }
         }
         PropertyName::NoOvertaking => {
             "violated: a run that started after a clean got the cache before it".into()

@@ -104,24 +104,165 @@ fn uv_0_13_loses_live_envs_to_force_kill_and_daemons() {
 #[test]
 fn uv_0_13_clean_waits_forever_behind_a_server() {
     assert_eq!(
-        verdict(Policy::Uv013, "run-server,clean", Property::CleanCompletes),
+        verdict(Policy::Uv013, "run-server,clean", Property::CleanTerminates),
         Verdict::Fails
     );
+    // The lock timeout ends the wait (exit 2): the clean terminates, but does not succeed.
     assert_eq!(
         verdict(
             Policy::Uv013,
             "run-server,clean+timeout",
-            Property::CleanCompletes
+            Property::CleanTerminates
         ),
         Verdict::Holds
     );
-    let s = story(Policy::Uv013, "run-server,clean", Property::CleanCompletes);
+    for sc in ["run-server,clean", "run-server,clean+timeout"] {
+        assert_eq!(
+            verdict(Policy::Uv013, sc, Property::CleanSucceeds),
+            Verdict::Fails,
+            "{sc}"
+        );
+    }
+    let s = story(Policy::Uv013, "run-server,clean", Property::CleanTerminates);
     assert!(
         s.ends_with(
             "8. clean#1: lock-exclusive -> busy: waits (.lock inode 0)\n\
-             => clean-completes: violated: nothing more can happen and a clean never finishes \
+             => clean-terminates: violated: nothing more can happen and a clean never ends \
              (run-server#1 waits for its child; clean#1 waits at lock-exclusive)"
         ),
+        "{s}"
+    );
+    let s = story(
+        Policy::Uv013,
+        "run-server,clean+timeout",
+        Property::CleanSucceeds,
+    );
+    assert!(
+        s.ends_with(
+            "=> clean-succeeds: violated: nothing more can happen but a lock timeout and a clean \
+             did not succeed (run-server#1 waits for its child; clean#1 waits at lock-exclusive)"
+        ),
+        "{s}"
+    );
+}
+
+/// A kill may happen; it need not. A server's run that may be killed still blocks the
+/// clean on the behaviour where it is not, and the counterexample has no kill in it.
+#[test]
+fn a_possible_kill_does_not_rescue_a_clean_behind_a_server() {
+    for policy in [Policy::Uv0820, Policy::Uv013] {
+        for sc in [
+            "run-server+crash,clean",
+            "run-server,clean+crash",
+            "run-nested-clean+crash",
+        ] {
+            for p in [Property::CleanTerminates, Property::CleanSucceeds] {
+                assert_eq!(verdict(policy, sc, p), Verdict::Fails, "{policy} {sc} {p}");
+                let s = story(policy, sc, p);
+                assert!(!s.contains("killed"), "{policy} {sc} {p}:\n{s}");
+            }
+        }
+    }
+    assert_eq!(
+        story(
+            Policy::Uv013,
+            "run-server+crash,clean",
+            Property::CleanTerminates
+        ),
+        "\
+1. run-server#1: open-lock-file -> opens .lock (inode 0)
+2. run-server#1: lock-shared -> acquired shared on .lock inode 0
+3. run-server#1: create-scaffold -> creates the cache root and scaffold
+4. run-server#1: build-env -> starts building environment `with`
+5. run-server#1: persist-env -> environment `with` is in place
+6. run-server#1: spawn-child -> the child runs
+7. clean#1: open-lock-file -> opens .lock (inode 0)
+8. clean#1: lock-exclusive -> busy: waits (.lock inode 0)
+=> clean-terminates: violated: nothing more can happen but a kill and a clean never ends \
+(run-server#1 waits for its child; clean#1 waits at lock-exclusive)"
+    );
+}
+
+#[test]
+fn uv_0_8_20_nested_clean_escapes_its_deadlock_through_a_fresh_lock_inode() {
+    assert_eq!(
+        verdict(
+            Policy::Uv0820,
+            "run-nested-clean,clean",
+            Property::LiveEnvIntact
+        ),
+        Verdict::Fails
+    );
+    // No crash, no --force: the other clean unlinks .lock after the run locked it, and
+    // the nested clean creates and locks a fresh inode nobody else holds.
+    assert_eq!(
+        story(
+            Policy::Uv0820,
+            "run-nested-clean,clean",
+            Property::LiveEnvIntact
+        ),
+        "\
+1. run-nested-clean#1: create-scaffold -> creates the cache root and scaffold
+2. run-nested-clean#1: open-lock-file -> opens .lock (inode 0)
+3. clean#1: open-lock-file -> opens .lock (inode 0)
+4. clean#1: lock-exclusive -> acquired exclusive on .lock inode 0
+5. clean#1: delete-entries -> deletes the scaffold (no environment)
+6. clean#1: release-root-lock -> releases the lock on .lock
+7. run-nested-clean#1: lock-shared -> acquired shared on .lock inode 0
+8. run-nested-clean#1: build-env -> starts building environment `with`
+9. run-nested-clean#1: persist-env -> environment `with` is in place
+10. run-nested-clean#1: spawn-child -> the child runs
+11. clean#1: unlink-lock-file -> unlinks .lock (inode 0)
+12. nested-clean#1: open-lock-file -> creates .lock (inode 1)
+13. nested-clean#1: lock-exclusive -> acquired exclusive on .lock inode 1
+14. nested-clean#1: delete-entries -> deletes environment with while run-nested-clean#1 holds the lock
+=> live-env-intact: violated: run-nested-clean#1 lost environment `with`"
+    );
+    // uv 0.13 keeps .lock: the nested clean deadlocks instead.
+    assert_eq!(
+        verdict(
+            Policy::Uv013,
+            "run-nested-clean,clean",
+            Property::LiveEnvIntact
+        ),
+        Verdict::Holds
+    );
+}
+
+#[test]
+fn cachelock_cleans_succeed_beside_a_server_a_daemon_and_a_nested_clean() {
+    for sc in [
+        "run-server,clean",
+        "run-server,clean+timeout",
+        "run-daemon,clean",
+        "run-nested-clean",
+        "run-nested-clean,clean",
+        "run-server+crash,clean",
+    ] {
+        for p in [Property::CleanTerminates, Property::CleanSucceeds] {
+            assert_eq!(
+                verdict(Policy::Cachelock, sc, p),
+                Verdict::Holds,
+                "{sc} {p}"
+            );
+        }
+    }
+}
+
+#[test]
+fn uv_0_8_19_clean_ends_but_fails_when_a_run_refills_the_root() {
+    assert_eq!(
+        verdict(Policy::Uv0819, "run,clean,run", Property::CleanTerminates),
+        Verdict::Holds
+    );
+    assert_eq!(
+        verdict(Policy::Uv0819, "run,clean,run", Property::CleanSucceeds),
+        Verdict::Fails
+    );
+    let s = story(Policy::Uv0819, "run,clean,run", Property::CleanSucceeds);
+    assert!(
+        s.contains("fails: the cache root is not empty (exit 2)")
+            && s.contains("failed: the root was not empty (exit 2)"),
         "{s}"
     );
 }

@@ -38,6 +38,7 @@ fn cachelock_keeps_every_property_but_mutual_exclusion_under_clean_force() {
             &[
                 "run-script,clean-force",
                 "run+crash+timeout,clean+timeout,clean-force,run-no-cache",
+                "run-script+crash,clean-force",
             ]
         } else {
             &[]

@@ -216,7 +216,7 @@ pub fn table(all: &[Compared], runners: &[String], scenarios: &[&str]) -> String
     );
     s.push_str(
         "## Notes\n\n\
-         - `clean-completes` under `uv-0.8.19` fails in the model because a run that sets up\n  \
+         - `clean-succeeds` under `uv-0.8.19` fails in the model because a run that sets up\n  \
          (scaffold, environment) between the clean's delete and its remove-root makes the\n  \
          root non-empty and the clean exit 2. `clean,run,clean` forces that window (a large\n  \
          cache); the other scenarios start the clean after the run has set up, so their\n  \
@@ -323,7 +323,7 @@ fn row_note(c: &Compared) -> String {
         .props
         .iter()
         .find(|p| p.seen == Seen::Fails && !WITNESSES.contains(&p.property))
-        .or_else(|| c.obs.get("clean-completes"))
+        .or_else(|| c.obs.get("clean-terminates"))
         .or_else(|| c.obs.get("live-env-intact"));
     let mut note = first_fail.map(|p| p.note.clone()).unwrap_or_default();
     if let Some(r) = c.obs.remarks.first() {

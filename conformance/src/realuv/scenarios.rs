@@ -162,6 +162,22 @@ impl Cx<'_> {
         });
     }
 
+    /// What was seen of the cleans' ends, as the two clean liveness properties:
+    /// `clean-terminates` (every clean ended: any exit, its timeout included) and
+    /// `clean-succeeds` (every clean exited 0).
+    fn see_clean_end(
+        &mut self,
+        terminated: bool,
+        succeeded: bool,
+        forced: bool,
+        note: impl Into<String>,
+    ) {
+        let note = note.into();
+        let seen = |b: bool| if b { Seen::Holds } else { Seen::Fails };
+        self.see("clean-terminates", seen(terminated), forced, note.clone());
+        self.see("clean-succeeds", seen(succeeded), forced, note);
+    }
+
     /// Waits for a run's child to signal; an error with its stderr if it never does.
     fn ready(&mut self, run: &mut Proc) -> Result<(), String> {
         if run.wait_ready(READY) {
@@ -472,9 +488,9 @@ fn run_then_clean(cx: &mut Cx, run_spec: ProcSpec, clean_spec: ProcSpec) -> Resu
     // waited exercised nothing of that. (Nor did it meet a run filling the root between
     // its delete and its remove-root: the run had set up before the clean started.)
     let waited = !deleted_during;
-    cx.see(
-        "clean-completes",
-        if completes { Seen::Holds } else { Seen::Fails },
+    cx.see_clean_end(
+        !clean_stuck && clean_code.is_some(),
+        clean_code == Some(0),
         waited,
         if clean_stuck {
             format!("the clean was still waiting for the server after {STILL_WAITING_S}s (no lock timeout)")
@@ -576,13 +592,9 @@ fn daemon_then_clean(cx: &mut Cx, run_spec: ProcSpec, clean_spec: ProcSpec) -> R
             "the clean did not get the cache while the daemon ran"
         },
     );
-    cx.see(
-        "clean-completes",
-        if clean_code == Some(0) {
-            Seen::Holds
-        } else {
-            Seen::Fails
-        },
+    cx.see_clean_end(
+        clean_code.is_some(),
+        clean_code == Some(0),
         !deleted_during,
         if clean_code == Some(0) {
             "the clean finished (exit 0); no run set up while it deleted".to_string()
@@ -722,9 +734,9 @@ fn nested_clean(cx: &mut Cx, spec: ProcSpec) -> Result<(), String> {
         },
     );
     let completes = exec == Some(0) || (spec.timeout && timed_out);
-    cx.see(
-        "clean-completes",
-        if completes { Seen::Holds } else { Seen::Fails },
+    cx.see_clean_end(
+        !stuck && exec.is_some(),
+        exec == Some(0),
         true,
         if stuck {
             "the nested clean never finished".to_string()
@@ -900,13 +912,9 @@ fn overtaking(cx: &mut Cx) -> Result<(), String> {
         cx.remark_cache_after_clean();
         cx.removes_unused(&[], "once both children had exited");
     }
-    cx.see(
-        "clean-completes",
-        if cc == Some(0) {
-            Seen::Holds
-        } else {
-            Seen::Fails
-        },
+    cx.see_clean_end(
+        cc.is_some(),
+        cc == Some(0),
         // A clean that got the cache at once did not meet the later run setting up
         // between its delete and its remove-root.
         !early,
@@ -983,16 +991,7 @@ fn orphaned_lock_attempt(cx: &mut Cx, trigger: usize) -> Result<bool, String> {
     if !ready {
         let code = cx.finish(&mut run, FINISH);
         cx.live_env(&run, code, None, false);
-        cx.see(
-            "clean-completes",
-            if c1_code == Some(0) {
-                Seen::Holds
-            } else {
-                Seen::Fails
-            },
-            true,
-            "first clean",
-        );
+        cx.see_clean_end(c1_code.is_some(), c1_code == Some(0), true, "first clean");
         return Ok(true);
     }
     let now = sys::inode(&lock);
@@ -1028,13 +1027,9 @@ fn orphaned_lock_attempt(cx: &mut Cx, trigger: usize) -> Result<bool, String> {
         },
     );
     let c1_ok = c1_code == Some(0);
-    cx.see(
-        "clean-completes",
-        if c1_ok && c2_code == Some(0) {
-            Seen::Holds
-        } else {
-            Seen::Fails
-        },
+    cx.see_clean_end(
+        c1_code.is_some() && c2_code.is_some(),
+        c1_ok && c2_code == Some(0),
         true,
         if !c1_ok {
             let why = if c1_err.contains("not empty") {
