@@ -57,7 +57,10 @@ fn real_evidence(model: &CacheModel, property: Property, out: &Outcome) -> Optio
         }
         Property::MutualExclusion => deleted_under_holder(out),
         Property::NoDeadlock => all_blocked(out),
-        Property::CleanCompletes => clean_waiting(model, out).or_else(|| clean_failed(model, out)),
+        Property::CleanTerminates => clean_waiting(model, out),
+        Property::CleanSucceeds => clean_waiting(model, out)
+            .or_else(|| clean_failed(model, out))
+            .or_else(|| clean_gave_up(model, out)),
         Property::NoOvertaking => run_overtook(model, out),
         Property::NoLeakedTemp => temp_leaked(out),
         Property::CleanRemovesUnused => unused_env_left(model, out),
@@ -158,6 +161,20 @@ fn clean_failed(model: &CacheModel, out: &Outcome) -> Option<String> {
                 .find(|s| s.proc == c)
                 .map_or(String::new(), |s| s.outcome.clone());
             format!("clean (process {c}) exited {code}: {how}")
+        })
+    })
+}
+
+/// A real clean that gave up on a busy lock (its lock step answered gave-up): it exits
+/// 0 having deleted nothing.
+fn clean_gave_up(model: &CacheModel, out: &Outcome) -> Option<String> {
+    out.seen.iter().find_map(|s| {
+        (model.procs[s.proc].kind.is_clean() && s.outcome == "gave-up").then(|| {
+            format!(
+                "clean (process {}) gave up at {} and deleted nothing",
+                s.proc,
+                s.step.map_or("?", Step::name)
+            )
         })
     })
 }
