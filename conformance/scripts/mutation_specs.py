@@ -9,6 +9,8 @@ breaks exactly one rule.
 SESSION = "impl/src/session.rs"
 GUARDS = "impl/src/guards.rs"
 CHILD = "impl/src/child.rs"
+CACHE = "impl/src/cache.rs"
+SAFE_FS = "impl/src/safe_fs.rs"
 
 SPECS = [
     dict(
@@ -55,9 +57,10 @@ SPECS = [
         id="announce-before-lock",
         rule="a clean's announcement is already locked when it appears",
         file=SESSION,
-        old="    temp.as_file()\n        .try_lock()\n        .map_err(|e| Error::io(\"lock the clean announcement\", temp.path(), e.into()))?;\n",
+        old="    file.try_lock().map_err(|e| {\n        Error::io(\n            \"lock the clean announcement\",\n            dir.child_path(&temp),\n            e.into(),\n        )\n    })?;\n",
         new="",
-        change="the announcement is published unlocked (and locked only by nobody)",
+        change="the announcement is locked only after it got its final name",
+        after=("    Ok(Some(Announcement {", "    file.try_lock().map_err(|e| Error::io(\"lock\", &path, e.into()))?;\n    Ok(Some(Announcement {"),
     ),
     dict(
         id="skip-await-cleans",
@@ -116,5 +119,29 @@ SPECS = [
         new="    /// A clean's announcement.\n    pub announcement: Option<P::Announcement>,\n    /// The child (its guard waits for it on drop).\n    pub child: Option<P::Child>,\n",
         change="`Held.announcement` drops first",
         after=("    /// A clean's announcement.\n    pub announcement: Option<P::Announcement>,\n}", "}"),
+    ),
+    dict(
+        id="unlink-env-lock",
+        rule="no lock file is ever unlinked (an environment's lock file outlives its environment)",
+        file=CACHE,
+        old="remove_env(root, envs, &name, report)?;\n                crate::faults::pause(\"env-deleted\");",
+        new="remove_env(root, envs, &name, report)?;\n                let _ = envs.remove_file(&lock_name);\n                crate::faults::pause(\"env-deleted\");",
+        change="a clean unlinks `environments/<env>.lock` with the environment",
+    ),
+    dict(
+        id="builds-not-spared",
+        rule="a build is spared while its environment's lock is held",
+        file=CACHE,
+        old="if lock.try_lock(Mode::Exclusive)? == TryLock::Acquired {\n                    remove_tree(builds, &name, report)?;",
+        new="if lock.try_lock(Mode::Exclusive)? == TryLock::Acquired || true {\n                    remove_tree(builds, &name, report)?;",
+        change="`delete-entries` removes builds whatever their environment's lock",
+    ),
+    dict(
+        id="follow-links",
+        rule="deletion never follows a link (directories are opened with O_NOFOLLOW)",
+        file=SAFE_FS,
+        old="    .union(OFlags::NOFOLLOW)\n    .union(OFlags::CLOEXEC);",
+        new="    .union(OFlags::CLOEXEC);",
+        change="directories are opened without `O_NOFOLLOW`",
     ),
 ]

@@ -955,10 +955,7 @@ fn announce(root: &Path) -> Result<Announcement, Error> {
     let mut tries = 0;
     loop {
         match announce_once(root)? {
-            Some(announcement) => {
-                faults::pause("announcement-published");
-                return Ok(announcement);
-            }
+            Some(announcement) => return Ok(announcement),
             None if tries < 100 => tries += 1,
             None => {
                 return Err(Error::io(
@@ -1001,6 +998,7 @@ fn announce_once(root: &Path) -> Result<Option<Announcement>, Error> {
         }
         return Err(Error::io("publish the clean announcement", &path, e));
     }
+    faults::pause("announcement-published");
     // Published only if `.cleans` still names the directory it is in.
     let live = DirFd::open_root(root)
         .and_then(|r| r.stat_entry(CLEANS_DIR))
