@@ -970,7 +970,14 @@ fn announce(root: &Path) -> Result<Announcement, Error> {
 
 /// One try of [`announce`]; `None` if `.cleans/` was removed under it.
 fn announce_once(root: &Path) -> Result<Option<Announcement>, Error> {
-    let dir = open_cache_dir(root, CLEANS_DIR)?;
+    fs::create_dir_all(root).ctx("create the cache directory", root)?;
+    let top = DirFd::open_root(root).ctx("open the cache directory", root)?;
+    let dir = match top.open_or_create_dir(CLEANS_DIR) {
+        Ok(dir) => dir,
+        // Made, then removed by a clean withdrawing its own announcement.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::io("create the directory", root.join(CLEANS_DIR), e)),
+    };
     remove_stale_announcements(&dir)?;
     // Readable by all: other users' runs lock it shared to wait for this clean.
     let (file, temp) = match dir.create_unique_file(".tmp", 0o644) {
@@ -1000,8 +1007,8 @@ fn announce_once(root: &Path) -> Result<Option<Announcement>, Error> {
     }
     faults::pause("announcement-published");
     // Published only if `.cleans` still names the directory it is in.
-    let live = DirFd::open_root(root)
-        .and_then(|r| r.stat_entry(CLEANS_DIR))
+    let live = top
+        .stat_entry(CLEANS_DIR)
         .ok()
         .zip(dir.stat().ok())
         .is_some_and(|(now, ours)| now.st_dev == ours.st_dev && now.st_ino == ours.st_ino);
