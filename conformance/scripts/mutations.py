@@ -4,8 +4,8 @@
 Each mutation below is one small change to the implementation that breaks one rule
 stated in `model/src/protocol.rs`'s module doc or in `impl/src/guards.rs`'s drop order.
 For each, the script copies the repository to a scratch directory, applies the change
-there (never in the checkout), runs `cargo test --workspace` and records which test
-failed first. A mutation that no test catches is a hole in the suite: the script then
+there (never in the checkout), runs the tests of `cargo test --workspace` (every test
+binary, quick ones first, then the doctests) and records which test binary failed first. A mutation that no test catches is a hole in the suite: the script then
 exits 1.
 
 Usage:
@@ -26,6 +26,7 @@ incremental. This is not part of `.ci/run`: it runs the whole suite once per mut
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import re
@@ -81,9 +82,14 @@ def copy_tree(dest: Path) -> None:
 
 
 FAILED_TEST = re.compile(r"^test (\S+) \.\.\. FAILED", re.M)
-RERUN = re.compile(r"error: test failed, to rerun pass `([^`]*)`")
 DOCTEST_FAILED = re.compile(r"^---- (\S+ - \S+) stdout ----", re.M)
-COMPILE_ERROR = re.compile(r"^error(\[E\d+\])?: (?!test failed)", re.M)
+
+
+# The suite's binaries in the order they run here: the quick ones first, so that a
+# mutation is usually caught in seconds; the long ones last. The set of tests is exactly
+# `cargo test --workspace`'s (every test binary of every member, then the doctests):
+# only the order differs, and a suite fails in one order if and only if it fails in any.
+SLOW_LAST = ["loom_guards", "replay", "metamorphic", "fidelity", "secure_delete"]
 
 
 def run_suite(scratch: Path, log: Path) -> tuple[str, list[str], float]:
@@ -91,29 +97,47 @@ def run_suite(scratch: Path, log: Path) -> tuple[str, list[str], float]:
     env["CARGO_TARGET_DIR"] = str(scratch / "target")
     env.setdefault("CARGO_TERM_COLOR", "never")
     start = time.monotonic()
+    deadline = start + SUITE_TIMEOUT_S
     with open(log, "w") as out:
-        try:
-            proc = subprocess.run(
-                ["cargo", "test", "--workspace"],
-                cwd=scratch,
-                env=env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                timeout=SUITE_TIMEOUT_S,
-            )
-        except subprocess.TimeoutExpired:
-            return "hung", [f"(the suite did not finish in {SUITE_TIMEOUT_S} s)"], time.monotonic() - start
-    seconds = time.monotonic() - start
-    text = log.read_text(errors="replace")
-    if proc.returncode == 0:
-        return "passed", [], seconds
-    binaries = RERUN.findall(text)
-    tests = FAILED_TEST.findall(text) or DOCTEST_FAILED.findall(text)
-    if not binaries and COMPILE_ERROR.search(text):
-        return "does not compile", [], seconds
-    where = binaries[0] if binaries else "?"
-    caught = [f"{where}: {t}" for t in tests] or [where]
-    return "failed", caught, seconds
+        build = subprocess.run(
+            ["cargo", "test", "--workspace", "--no-run", "--message-format=json"],
+            cwd=scratch, env=env, stdout=subprocess.PIPE, stderr=out, text=True,
+        )
+        if build.returncode != 0:
+            return "does not compile", [], time.monotonic() - start
+        binaries = []
+        for line in build.stdout.splitlines():
+            try:
+                msg = json.loads(line)
+            except ValueError:
+                continue
+            if msg.get("reason") == "compiler-artifact" and msg.get("executable") and msg["profile"]["test"]:
+                pkg_dir = Path(msg["manifest_path"]).parent
+                binaries.append((msg["target"]["name"], msg["target"]["kind"][0], msg["executable"], pkg_dir))
+        rank = lambda b: (SLOW_LAST.index(b[0]) + 1) if b[0] in SLOW_LAST else 0
+        binaries.sort(key=rank)
+        for name, kind, exe, pkg_dir in binaries:
+            out.write(f"\n== {kind} {name} ({exe})\n")
+            out.flush()
+            run_env = dict(env, CARGO_MANIFEST_DIR=str(pkg_dir))
+            try:
+                proc = subprocess.run([exe], cwd=pkg_dir, env=run_env, stdout=subprocess.PIPE,
+                                      stderr=subprocess.STDOUT, text=True, errors="replace",
+                                      timeout=max(1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                return "hung", [f"{name} (the suite did not finish in {SUITE_TIMEOUT_S} s)"], time.monotonic() - start
+            out.write(proc.stdout)
+            if proc.returncode != 0:
+                tests = FAILED_TEST.findall(proc.stdout)
+                where = f"{pkg_dir.name}/{name}" if kind == "test" else f"{pkg_dir.name} ({kind} {name})"
+                return "failed", [f"{where}: {t}" for t in tests] or [where], time.monotonic() - start
+        doc = subprocess.run(["cargo", "test", "--workspace", "--doc"], cwd=scratch, env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace")
+        out.write(doc.stdout)
+        if doc.returncode != 0:
+            tests = DOCTEST_FAILED.findall(doc.stdout)
+            return "failed", [f"doctest: {t}" for t in tests] or ["doctests"], time.monotonic() - start
+    return "passed", [], time.monotonic() - start
 
 
 def apply(scratch: Path, m: Mutation) -> str | None:
@@ -152,9 +176,9 @@ def write_docs(results: list[Result], baseline: Result | None) -> None:
         "<!-- generated by conformance/scripts/mutations.py --write-docs; do not edit -->",
         "",
         "Each row breaks one rule of the protocol on purpose, with one small change to the",
-        "implementation, and runs `cargo test --workspace` on a scratch copy. *Caught by* is",
-        "the first test that failed (cargo stops at the first failing test binary, so later",
-        "binaries may catch it too). The rules are those of `model/src/protocol.rs`'s module",
+        "implementation, and runs the tests of `cargo test --workspace` on a scratch copy (the",
+        "same test binaries and doctests, the quick binaries first). *Caught by* is the first",
+        "test binary that failed, and its failing tests; later binaries may catch it too. The rules are those of `model/src/protocol.rs`'s module",
         "doc and of `impl/src/guards.rs`'s drop order. Re-run with",
         "`python3 conformance/scripts/mutations.py --write-docs`.",
         "",
