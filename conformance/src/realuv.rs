@@ -13,8 +13,15 @@
 //! - a clean starts only once the child has signalled; a kill lands only after the
 //!   child runs (the lock, where the version holds it, is then taken: `/proc/locks`
 //!   shows it and the evidence says so);
-//! - a version without a lock timeout is bounded by the suite's own: "clean still
-//!   waiting after N s" is an observation, not a hang.
+//! - a clean's wait is observed, not timed: the harness waits until the clean exits or
+//!   `/proc/locks` shows it blocked in its lock wait (one of them must happen), so a
+//!   version without a lock timeout is seen waiting, not waited for;
+//! - a process that must be caught at a point (the first clean of `clean,run,clean`,
+//!   holding the exclusive lock while it deletes) is stopped there with SIGSTOP, checked
+//!   again once stopped, and continued once the next process is seen blocked on it.
+//!
+//! No duration decides an order or a verdict: a deadline only bounds a failure, and
+//! reaching it fails the suite saying what was not seen.
 //!
 //! Each observation is a verdict per model property ([`PropSeen`]), marked *forced* when
 //! the run exercised the interleaving that would break it. The [`compare`] module puts

@@ -40,8 +40,9 @@ fn real_uv_agrees_with_the_model() {
     if let Some(list) = &only_runners {
         runners.retain(|r| list.split(';').any(|l| l.trim() == r.label()));
     }
-    // (runner, scenario) jobs, taken by a few workers: every scenario is timed by the
-    // harness, so the machine must not be so loaded that a process misses its window.
+    // (runner, scenario) jobs, taken by a few workers. No verdict depends on how fast a
+    // scenario runs (orders are observed in /proc or controlled by signals and the
+    // probe's go file), so the worker count only trades time for load.
     let jobs: Vec<(usize, &str)> = (0..runners.len())
         .flat_map(|r| scenarios.iter().map(move |s| (r, *s)))
         .collect();

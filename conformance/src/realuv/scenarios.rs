@@ -3,23 +3,30 @@
 //! Every driver follows the same pattern: start the processes in the order that breaks
 //! the scenario's properties if anything does, wait for the signals that prove the
 //! order happened (`ready` files, `/proc/locks`), observe, and let everything finish.
+//!
+//! No duration decides an order. "Did the clean finish while the child ran?" is answered
+//! by waiting until the clean exits or is seen blocked in a lock wait (`/proc/locks`);
+//! one of them must happen. A process that must be held at a point is stopped there
+//! (SIGSTOP once `/proc` shows it at the point, checked again once it is stopped) and
+//! continued once the next process is seen where it must be. The deadlines below only
+//! bound a failure: reaching one fails the scenario, saying what was not seen.
 
 use std::ffi::OsString;
 use std::time::{Duration, Instant};
 
 use cachelock_model::{Kind, ProcSpec, Scenario};
 
-use super::sys::{self, Proc, Report};
+use super::sys::{self, Outcome, Proc, Report};
 use super::{LOCK_TIMEOUT_S, Observation, PropSeen, Runner, Sandbox, Seen, Setup};
 
-/// How long a run may take to build its environment and start its child.
-const READY: Duration = Duration::from_secs(30);
-/// How long a clean is given before the harness concludes that it waits.
-const WAITS: Duration = Duration::from_millis(1500);
-/// The suite's own bound for a wait that the version cannot time out.
-pub const STILL_WAITING_S: u64 = 5;
-/// How long any process is given to finish once it may.
-const FINISH: Duration = Duration::from_secs(30);
+/// Bounds a run that never starts its child (a failure, not a verdict).
+const READY: Duration = Duration::from_secs(180);
+/// Bounds a process that neither exits nor blocks in a lock wait, or that does not exit
+/// once it may (a failure, not a verdict).
+const FINISH: Duration = Duration::from_secs(180);
+/// How many times `clean,run,clean` is tried when the point it must hold the first
+/// clean at was not reached (the clean got past it before it stopped).
+const ATTEMPTS: usize = 5;
 
 /// The model's `sometimes` properties: "fails" means the situation never arose.
 pub const WITNESSES: [&str; 2] = ["clean-overlaps-child", "runs-share-lock"];
@@ -117,28 +124,37 @@ impl Cx<'_> {
         Ok(p)
     }
 
-    /// Starts a clean while `what` runs (using the environments `live`), waits up to
-    /// `bound` for it and logs what it did; a clean that finished successfully meanwhile
-    /// has its leftovers recorded. Returns the clean, whether it finished, and its code.
+    /// Starts a clean while `what` runs (using the environments `live`) and waits until
+    /// it exits or is seen blocked in a lock wait: one of them must happen. A clean whose
+    /// lock wait times out by itself (`+timeout` on a runner that has a lock timeout) is
+    /// waited for until it exits. A clean that finished successfully meanwhile has its
+    /// leftovers recorded. Returns the clean, whether it exited, and its code.
     fn clean_while(
         &mut self,
         spec: ProcSpec,
-        bound: Duration,
         what: &str,
         live: &[std::path::PathBuf],
     ) -> Result<(Proc, bool, Option<i32>), String> {
         let mut clean = self.start(spec)?;
-        let during = clean.wait_for(bound).is_some();
-        let code = clean.code();
-        self.log(format!(
-            "{} {} while {what} runs",
-            clean.name,
-            if during {
-                format!("exited {code:?}")
-            } else {
-                format!("still waiting after {:.1}s", bound.as_secs_f32())
+        let outcome = if spec.timeout && self.runner.has_lock_timeout() {
+            Outcome::Exited(clean.wait_exit(FINISH)?)
+        } else {
+            clean.exit_or_block(FINISH, false)?
+        };
+        let (during, code) = match &outcome {
+            Outcome::Exited(c) => {
+                self.log(format!("{} exited {c} while {what} runs", clean.name));
+                (true, Some(*c))
             }
-        ));
+            Outcome::Blocked(_, details) => {
+                self.log(format!(
+                    "{} blocked while {what} runs: {details}",
+                    clean.name
+                ));
+                (false, None)
+            }
+            Outcome::Ready => unreachable!("a clean has no probe child"),
+        };
         if during && code == Some(0) {
             self.remark_cache_after_clean();
             self.removes_unused(live, &format!("while {what} ran"));
@@ -180,7 +196,7 @@ impl Cx<'_> {
 
     /// Waits for a run's child to signal; an error with its stderr if it never does.
     fn ready(&mut self, run: &mut Proc) -> Result<(), String> {
-        if run.wait_ready(READY) {
+        if run.wait_ready(READY) && run.ready.exists() {
             let pid = run.child_pid().unwrap_or_default();
             self.log(format!("{} child runs (pid {pid})", run.name));
             Ok(())
@@ -227,8 +243,13 @@ impl Cx<'_> {
                 continue;
             }
             live.push(p.name.clone());
+            // Seen blocked just before (and nothing let go since), or blocked now.
             let members = sys::group_members(p.pid());
-            match members.iter().find_map(|m| sys::lock_wait(*m)) {
+            let wait = p
+                .seen_blocked
+                .clone()
+                .or_else(|| members.iter().find_map(|m| sys::lock_wait(*m)));
+            match wait {
                 Some((how, details)) => {
                     self.log(format!("{}: {details}", p.name));
                     blocked.push(format!("{} ({how})", p.name));
@@ -280,9 +301,19 @@ impl Cx<'_> {
         }
     }
 
-    fn finish(&mut self, p: &mut Proc, limit: Duration) -> Option<i32> {
-        p.wait_for(limit);
-        let code = p.code();
+    /// Waits until `p` exits (it must: everything it waits for has been let go) and logs
+    /// its code and stderr tail; an error if it does not exit within `limit`.
+    fn finish(&mut self, p: &mut Proc, limit: Duration) -> Result<Option<i32>, String> {
+        let code = match p.wait_exit(limit) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                return Err(format!(
+                    "{e} (blocked: {:?}); stderr:\n{}",
+                    p.blocked(),
+                    p.stderr()
+                ));
+            }
+        };
         let err = p.stderr();
         let tail: Vec<&str> = err.lines().rev().take(4).collect();
         self.log(format!(
@@ -291,7 +322,7 @@ impl Cx<'_> {
             code,
             tail.into_iter().rev().collect::<Vec<_>>()
         ));
-        code
+        Ok(code)
     }
 
     /// The cached environments left in the cache, other than `live` (the environments
@@ -413,13 +444,8 @@ fn run_then_clean(cx: &mut Cx, run_spec: ProcSpec, clean_spec: ProcSpec) -> Resu
             run.name
         ));
     }
-    let bound = if clean_spec.timeout {
-        Duration::from_secs(STILL_WAITING_S)
-    } else {
-        WAITS
-    };
     let live: Vec<_> = run.child_env().into_iter().collect();
-    let (mut clean, during, during_code) = cx.clean_while(clean_spec, bound, "the child", &live)?;
+    let (mut clean, during, during_code) = cx.clean_while(clean_spec, "the child", &live)?;
     let deleted_during = during && during_code == Some(0);
     let deadlock = cx.deadlock_seen(&mut [&mut run, &mut clean]);
     // A server's clean that is still waiting is ended here: the server never exits.
@@ -434,11 +460,11 @@ fn run_then_clean(cx: &mut Cx, run_spec: ProcSpec, clean_spec: ProcSpec) -> Resu
     let code = if run_spec.crash {
         None
     } else {
-        cx.finish(&mut run, FINISH)
+        cx.finish(&mut run, FINISH)?
     };
-    let report = run.wait_report(Duration::from_secs(10));
+    let report = run.wait_report(FINISH)?;
     if !during && !clean_stuck {
-        clean_code = cx.finish(&mut clean, FINISH);
+        clean_code = cx.finish(&mut clean, FINISH)?;
         if clean_code == Some(0) {
             cx.remark_cache_after_clean();
             cx.removes_unused(&[], "once the child had exited");
@@ -493,7 +519,8 @@ fn run_then_clean(cx: &mut Cx, run_spec: ProcSpec, clean_spec: ProcSpec) -> Resu
         clean_code == Some(0),
         waited,
         if clean_stuck {
-            format!("the clean was still waiting for the server after {STILL_WAITING_S}s (no lock timeout)")
+            "the clean was blocked in its lock wait while the server ran (no lock timeout)"
+                .to_string()
         } else if timed_out {
             format!("the clean timed out after {LOCK_TIMEOUT_S}s (exit 2) while the server ran")
         } else if completes && waited {
@@ -526,7 +553,7 @@ fn daemon_then_clean(cx: &mut Cx, run_spec: ProcSpec, clean_spec: ProcSpec) -> R
     cx.ready(&mut run)?;
     let daemon = run.child_pid().unwrap_or_default();
     let env = run.child_env();
-    let code = cx.finish(&mut run, FINISH);
+    let code = cx.finish(&mut run, FINISH)?;
     let daemon_locks = sys::flocks_of(daemon);
     let prefix_before = env.as_ref().is_some_and(|e| e.exists());
     cx.log(format!(
@@ -538,15 +565,15 @@ fn daemon_then_clean(cx: &mut Cx, run_spec: ProcSpec, clean_spec: ProcSpec) -> R
         cx.obs.remarks.push(s);
     }
     let live: Vec<_> = env.iter().cloned().collect();
-    let (mut clean, during, clean_code) = cx.clean_while(clean_spec, WAITS, "the daemon", &live)?;
+    let (mut clean, during, clean_code) = cx.clean_while(clean_spec, "the daemon", &live)?;
     let deleted_during = during && clean_code == Some(0);
     let deadlock = cx.deadlock_seen(&mut [&mut run, &mut clean]);
     run.go();
-    let report = run.wait_report(Duration::from_secs(10));
+    let report = run.wait_report(FINISH)?;
     let clean_code = if during {
         clean_code
     } else {
-        cx.finish(&mut clean, FINISH)
+        cx.finish(&mut clean, FINISH)?
     };
     if let Some(r) = &report {
         cx.log(format!(
@@ -626,13 +653,13 @@ fn no_cache(cx: &mut Cx, spec: ProcSpec) -> Result<(), String> {
         }
         run.go();
         if !spec.crash {
-            code = cx.finish(&mut run, FINISH);
+            code = cx.finish(&mut run, FINISH)?;
         }
     } else {
-        code = cx.finish(&mut run, FINISH);
+        code = cx.finish(&mut run, FINISH)?;
     }
     let report = if started {
-        run.wait_report(Duration::from_secs(10))
+        run.wait_report(FINISH)?
     } else {
         None
     };
@@ -686,22 +713,28 @@ fn nested_clean(cx: &mut Cx, spec: ProcSpec) -> Result<(), String> {
     cx.ready(&mut run)?;
     let run_locks = cx.lock_held_by(&run);
     run.go();
-    let bound = Duration::from_secs(STILL_WAITING_S + u64::from(LOCK_TIMEOUT_S));
-    let stuck = run.wait_for(bound).is_none();
+    // The run exits once the nested clean has ended, or the nested clean is seen blocked
+    // in a lock wait; one of them must happen. A nested clean whose wait times out by
+    // itself is waited for.
+    let outcome = if spec.timeout && cx.runner.has_lock_timeout() {
+        Outcome::Exited(run.wait_exit(FINISH)?)
+    } else {
+        run.exit_or_block(FINISH, false)?
+    };
+    let stuck = matches!(outcome, Outcome::Blocked(..));
     let deadlock = cx.deadlock_seen(&mut [&mut run]);
     let mut report = None;
     let mut code = None;
-    if stuck {
+    if let Outcome::Blocked(_, details) = &outcome {
         cx.log(format!(
-            "{} still running after {}s; locks: {:?}",
+            "{} blocked with its nested clean: {details}; locks: {:?}",
             run.name,
-            bound.as_secs(),
             sys::flocks_of(run.pid())
         ));
         run.kill_group();
     } else {
-        code = cx.finish(&mut run, FINISH);
-        report = run.wait_report(Duration::from_secs(5));
+        code = cx.finish(&mut run, FINISH)?;
+        report = run.wait_report(FINISH)?;
     }
     let exec = report.as_ref().and_then(|r| r.exec_code);
     if let Some(r) = &report {
@@ -790,7 +823,10 @@ fn two_runs(cx: &mut Cx) -> Result<(), String> {
     cx.ready(&mut a)?;
     let la = cx.lock_held_by(&a);
     let mut b = cx.start(spec)?;
-    let both = b.wait_ready(READY);
+    // The second child starts, or the second run is seen waiting for a lock (or exits).
+    let second = b.exit_or_block(READY, true)?;
+    cx.log(format!("{} while run#1's child runs: {second:?}", b.name));
+    let both = second == Outcome::Ready;
     let lb = cx.lock_held_by(&b);
     let deadlock = cx.deadlock_seen(&mut [&mut a, &mut b]);
     let shared = both && !la.is_empty() && !lb.is_empty();
@@ -810,12 +846,9 @@ fn two_runs(cx: &mut Cx) -> Result<(), String> {
     );
     a.go();
     b.go();
-    let ca = cx.finish(&mut a, FINISH);
-    let cb = cx.finish(&mut b, FINISH);
-    let (ra, rb) = (
-        a.wait_report(Duration::from_secs(5)),
-        b.wait_report(Duration::from_secs(5)),
-    );
+    let ca = cx.finish(&mut a, FINISH)?;
+    let cb = cx.finish(&mut b, FINISH)?;
+    let (ra, rb) = (a.wait_report(FINISH)?, b.wait_report(FINISH)?);
     cx.live_env(&a, ca, ra, false);
     let first = cx.obs.props.pop();
     cx.live_env(&b, cb, rb, false);
@@ -844,7 +877,13 @@ fn overtaking(cx: &mut Cx) -> Result<(), String> {
         kind: Kind::Clean,
         ..run
     })?;
-    let early = clean.wait_for(WAITS).is_some();
+    // The clean exits (the first run held nothing it waits for) or is seen blocked.
+    let first = clean.exit_or_block(FINISH, false)?;
+    cx.log(format!(
+        "{} while run#1's child runs: {first:?}",
+        clean.name
+    ));
+    let early = matches!(first, Outcome::Exited(_));
     // Looked at before the later run starts: that run may rebuild the environment at
     // the same path (cachelock names environments, uv does not), hiding the loss.
     let a_env = a.child_env();
@@ -856,12 +895,16 @@ fn overtaking(cx: &mut Cx) -> Result<(), String> {
         ));
     }
     let mut b = cx.start(run)?;
-    let b_ready = b.wait_ready(READY);
+    // The later run's child starts (it overtook the waiting clean), or the later run is
+    // seen blocked in a lock wait (or exits).
+    let later = b.exit_or_block(READY, true)?;
+    cx.log(format!("{} while the clean waits: {later:?}", b.name));
+    let b_ready = later == Outcome::Ready;
     let clean_done_before_b = early || clean.poll().is_some();
     cx.log(format!(
         "clean {} when run#3 started; run#3 child {}",
         if early { "had finished" } else { "was waiting" },
-        if b_ready { "runs" } else { "never ran" }
+        if b_ready { "runs" } else { "did not run" }
     ));
     if early {
         cx.see(
@@ -885,11 +928,11 @@ fn overtaking(cx: &mut Cx) -> Result<(), String> {
     }
     a.go();
     b.go();
-    let ca = cx.finish(&mut a, FINISH);
-    let cb = cx.finish(&mut b, FINISH);
-    let cc = cx.finish(&mut clean, FINISH);
-    let ra = a.wait_report(Duration::from_secs(5));
-    let rb = b.wait_report(Duration::from_secs(5));
+    let ca = cx.finish(&mut a, FINISH)?;
+    let cb = cx.finish(&mut b, FINISH)?;
+    let cc = cx.finish(&mut clean, FINISH)?;
+    let ra = a.wait_report(FINISH)?;
+    let rb = b.wait_report(FINISH)?;
     cx.live_env(&a, ca, ra, false);
     if cx
         .obs
@@ -927,30 +970,33 @@ fn overtaking(cx: &mut Cx) -> Result<(), String> {
     Ok(())
 }
 
-/// `clean,run,clean`: the first clean deletes a large cache; the run starts while it
-/// holds the exclusive lock; the second clean starts once the run's child runs.
+/// `clean,run,clean`: the first clean is held (SIGSTOP) in the middle of deleting a
+/// large cache, holding the exclusive lock; the run starts and is seen blocked on that
+/// lock (the run has opened `.lock` and made its scaffold while the clean deletes); the
+/// clean goes on, and the second clean starts once the run's child runs.
+///
+/// An attempt in which the first clean got past the point before it stopped (it had
+/// finished, or let go of the lock) did not force anything: it is detected, never
+/// judged, and tried again, up to [`ATTEMPTS`] times.
 fn orphaned_lock(cx: &mut Cx) -> Result<(), String> {
-    // The run must open `.lock` while the first clean still holds it, late enough that
-    // its files are not deleted under it. The trigger is how many filler directories the
-    // clean has still to delete; a run whose files vanished is a real failure, but not
-    // the one this scenario is after, so it is retried a little later.
-    for (attempt, trigger) in [12, 5, 2, 0].into_iter().enumerate() {
+    let mut why = String::new();
+    for attempt in 1..=ATTEMPTS {
         let before = cx.obs.props.len();
-        let vanished = orphaned_lock_attempt(cx, trigger)?;
-        if !vanished || trigger == 0 {
-            return Ok(());
+        match orphaned_lock_attempt(cx)? {
+            None => return Ok(()),
+            Some(w) => why = w,
         }
-        cx.log(format!(
-            "attempt {attempt}: the run's files vanished; again, later"
-        ));
+        cx.log(format!("attempt {attempt} not forced: {why}; again"));
         cx.obs.props.truncate(before);
         let _ = std::fs::remove_dir_all(&cx.sb.cache);
     }
-    Ok(())
+    Err(format!(
+        "the first clean could not be held at its point in {ATTEMPTS} attempts: {why}"
+    ))
 }
 
-/// One try of `clean,run,clean`; true if the run failed before its child started.
-fn orphaned_lock_attempt(cx: &mut Cx, trigger: usize) -> Result<bool, String> {
+/// One try of `clean,run,clean`: `Some(why)` if the interleaving was not forced.
+fn orphaned_lock_attempt(cx: &mut Cx) -> Result<Option<String>, String> {
     fill(&cx.sb.cache).map_err(|e| e.to_string())?;
     let clean_spec = ProcSpec {
         kind: Kind::Clean,
@@ -961,56 +1007,120 @@ fn orphaned_lock_attempt(cx: &mut Cx, trigger: usize) -> Result<bool, String> {
         kind: Kind::Run,
         ..clean_spec
     };
-    let mut c1 = cx.start(clean_spec)?;
     let lock = cx.sb.lock_file();
-    let pid = c1.pid();
-    let got = sys::wait_until(Duration::from_secs(10), || {
-        sys::flocks_of(pid).iter().any(|l| l.exclusive)
-    });
     let ino = sys::inode(&lock);
-    cx.log(format!(
-        "clean#1 holds exclusive: {got}, .lock inode {ino:?}"
-    ));
-    if !got {
-        return Err(format!(
-            "clean#1 never took the exclusive lock: {}",
-            c1.stderr()
-        ));
-    }
     let filler = cx.sb.cache.join("wheels-v5").join("filler");
-    sys::wait_until(Duration::from_secs(20), || {
+    let left = || {
         (0..FILL_DIRS)
             .filter(|d| filler.join(format!("d{d:03}")).exists())
             .count()
-            <= trigger
-    });
+    };
+    // The point: clean#1 holds the exclusive lock on `.lock` and is deleting (some of
+    // the filler is gone, some is left).
+    let at_point = |pid: i32| {
+        let now = sys::inode(&lock);
+        let held = sys::flocks_of(pid)
+            .iter()
+            .any(|l| l.exclusive && Some(l.inode) == now);
+        let n = left();
+        held && n > 0 && n < FILL_DIRS
+    };
+    let mut c1 = cx.start(clean_spec)?;
+    let pid = c1.pid();
+    let reached = sys::observe(
+        FINISH,
+        || "clean#1 deleting the cache while it holds the exclusive lock, or exiting".into(),
+        || {
+            if at_point(pid) {
+                c1.stop();
+                return Some(true);
+            }
+            c1.poll().map(|_| false)
+        },
+    )?;
+    if !reached {
+        let code = c1.code();
+        return Ok(Some(format!(
+            "clean#1 exited ({code:?}) before it was seen deleting under the lock"
+        )));
+    }
+    sys::observe(
+        FINISH,
+        || "clean#1 stopped by SIGSTOP".into(),
+        || (c1.is_stopped() || c1.poll().is_some()).then_some(()),
+    )?;
+    // Checked again once stopped: it may have gone on between the look and the stop.
+    if c1.poll().is_some() || !at_point(pid) {
+        c1.cont();
+        let code = cx.finish(&mut c1, FINISH)?;
+        return Ok(Some(format!(
+            "clean#1 got past the point before it stopped (exit {code:?}, {} filler directories left)",
+            left()
+        )));
+    }
+    let locked = sys::inode(&lock);
+    cx.log(format!(
+        "clean#1 stopped holding the exclusive lock on .lock (inode {locked:?}; before it ran: {ino:?}) with {} of {FILL_DIRS} filler directories left",
+        left()
+    ));
     let mut run = cx.start(run_spec)?;
-    let c1_code = cx.finish(&mut c1, FINISH);
+    let first = run.exit_or_block(READY, true);
+    // What the run waits for must be a lock clean#1 holds (`.lock`, or under cachelock
+    // an announcement of the clean).
+    let waited = sys::waited_inodes(&sys::group_members(run.pid()));
+    let c1_holds: Vec<u64> = sys::flocks_of(pid).iter().map(|l| l.inode).collect();
+    let on_old = waited.iter().any(|i| c1_holds.contains(i));
+    cx.log(format!(
+        "{} while clean#1 is stopped: {first:?}; waits on {waited:?}, clean#1 holds {c1_holds:?}",
+        run.name
+    ));
+    c1.cont();
+    let first = first?;
+    let c1_code = cx.finish(&mut c1, FINISH)?;
     let c1_err = c1.stderr();
-    let ready = run.wait_ready(READY);
+    let blocked_on_c1 = matches!(first, Outcome::Blocked(..)) && on_old;
+    let ready = run.wait_ready(READY) && run.ready.exists();
     if !ready {
-        let code = cx.finish(&mut run, FINISH);
+        let code = cx.finish(&mut run, FINISH)?;
+        cx.log(format!(
+            "{} never started its child (exit {code:?}); stderr:\n{}",
+            run.name,
+            run.stderr()
+        ));
+        // Judged as it is: a run that lost its files is a real failure of the
+        // environment it was setting up.
         cx.live_env(&run, code, None, false);
-        cx.see_clean_end(c1_code.is_some(), c1_code == Some(0), true, "first clean");
-        return Ok(true);
+        cx.see_clean_end(
+            c1_code.is_some(),
+            c1_code == Some(0),
+            blocked_on_c1,
+            "first clean",
+        );
+        return Ok(None);
     }
     let now = sys::inode(&lock);
     // Locks on `.lock`, the inode clean#1 locked or the one there now; not cachelock's
     // environment locks.
     let run_locks: Vec<_> = sys::flocks_of(run.pid())
         .into_iter()
-        .filter(|l| Some(l.inode) == ino || Some(l.inode) == now)
+        .filter(|l| Some(l.inode) == locked || Some(l.inode) == now)
         .collect();
     let orphan = run_locks.iter().any(|l| Some(l.inode) != now);
     cx.log(format!(
         "run child runs; run holds {run_locks:?}; .lock now inode {now:?} (orphaned: {orphan})"
     ));
     let mut c2 = cx.start(clean_spec)?;
-    let c2_during = c2.wait_for(WAITS).is_some() && c2.code() == Some(0);
+    // The second clean exits (nothing it waits for is held) or is seen blocked.
+    let second = c2.exit_or_block(FINISH, false)?;
+    cx.log(format!(
+        "{} while the run's child runs: {second:?}",
+        c2.name
+    ));
+    let c2_during = second == Outcome::Exited(0);
     run.go();
-    let code = cx.finish(&mut run, FINISH);
-    let report = run.wait_report(Duration::from_secs(5));
-    let c2_code = cx.finish(&mut c2, FINISH);
+    let code = cx.finish(&mut run, FINISH)?;
+    let report = run.wait_report(FINISH)?;
+    let c2_code = cx.finish(&mut c2, FINISH)?;
     cx.live_env(&run, code, report, false);
     let holder = !run_locks.is_empty();
     let me_fails = c2_during && holder;
@@ -1030,7 +1140,8 @@ fn orphaned_lock_attempt(cx: &mut Cx, trigger: usize) -> Result<bool, String> {
     cx.see_clean_end(
         c1_code.is_some() && c2_code.is_some(),
         c1_ok && c2_code == Some(0),
-        true,
+        // The window that stops a clean is a run setting up while it deletes.
+        blocked_on_c1,
         if !c1_ok {
             let why = if c1_err.contains("not empty") {
                 "Directory not empty"
@@ -1044,10 +1155,10 @@ fn orphaned_lock_attempt(cx: &mut Cx, trigger: usize) -> Result<bool, String> {
             "the second clean failed".to_string()
         },
     );
-    Ok(false)
+    Ok(None)
 }
 
-/// Makes the cache large enough that deleting it takes a while.
+/// Makes the cache large enough that the clean is seen deleting it.
 fn fill(cache: &std::path::Path) -> std::io::Result<()> {
     let base = cache.join("wheels-v5").join("filler");
     for d in 0..FILL_DIRS {
@@ -1063,5 +1174,7 @@ fn fill(cache: &std::path::Path) -> std::io::Result<()> {
     )
 }
 
-const FILL_DIRS: usize = 150;
-const FILL_FILES: usize = 200;
+// Enough that the clean is still deleting when the harness looks (it stops it there);
+// the size decides nothing else.
+const FILL_DIRS: usize = 100;
+const FILL_FILES: usize = 40;

@@ -1,5 +1,11 @@
 //! The operating-system side of the harness: processes in their own process groups,
 //! `/proc/locks`, and what a cache directory holds.
+//!
+//! Nothing here decides an order by waiting a while. The harness *observes* (a process
+//! exited, the probe signalled, `/proc/locks` shows a process blocked in a lock wait) or
+//! *controls* (SIGSTOP/SIGCONT, the probe's go file). Every wait polls for an
+//! observable condition; its deadline only bounds a failure, and reaching it is an
+//! error that says what was not seen, never a verdict.
 
 use std::ffi::OsString;
 use std::fs;
@@ -12,6 +18,39 @@ use std::time::{Duration, Instant};
 
 /// How often the harness polls files, processes and `/proc/locks`.
 pub const POLL: Duration = Duration::from_millis(20);
+
+/// Polls `what` until it yields a value; an error naming `what` after `limit` (a bound on
+/// a failure: the condition must come true, the deadline only stops a hang).
+pub fn observe<T>(
+    limit: Duration,
+    what: impl FnOnce() -> String,
+    mut cond: impl FnMut() -> Option<T>,
+) -> Result<T, String> {
+    let end = Instant::now() + limit;
+    loop {
+        if let Some(v) = cond() {
+            return Ok(v);
+        }
+        if Instant::now() >= end {
+            return Err(format!("not seen within {}s: {}", limit.as_secs(), what()));
+        }
+        sleep(POLL);
+    }
+}
+
+/// What a process was seen doing while the harness waited for it to exit or block.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// It exited with this code (signal n: 128+n).
+    Exited(i32),
+    /// It (or a process of its group) was blocked in a lock wait: how, and the details.
+    Blocked(String, String),
+    /// The probe child signalled that it runs.
+    Ready,
+}
+
+/// How long a SIGKILLed process is given to be reaped (a bound on a failure).
+const KILLED: Duration = Duration::from_secs(60);
 
 /// A process the harness started: its own process group (so that a nested clean or an
 /// orphaned child can be reaped), stdout and stderr in files (so that nothing blocks on
@@ -28,6 +67,10 @@ pub struct Proc {
     pub go: PathBuf,
     /// The probe child's report (JSON).
     pub report: PathBuf,
+    /// The lock wait [`Proc::exit_or_block`] last saw it in. It stays true while the
+    /// harness lets nothing go (the holder it waits for is held by the harness), even
+    /// when a wait that polls is caught between its sleeps by a later look.
+    pub seen_blocked: Option<(String, String)>,
 }
 
 impl Proc {
@@ -50,6 +93,9 @@ impl Proc {
             .env("CLPROBE_READY", &ready)
             .env("CLPROBE_GO", &go)
             .env("CLPROBE_REPORT", &report)
+            // The probe waits for the harness's go file and nothing else: no time limit
+            // of its own lets it go (a scenario that fails kills its process group).
+            .env("CLPROBE_HOLD", "forever")
             .stdin(Stdio::null())
             .stdout(fs::File::create(&out).map_err(|e| format!("{}: {e}", out.display()))?)
             .stderr(fs::File::create(&err).map_err(|e| format!("{}: {e}", err.display()))?)
@@ -65,6 +111,7 @@ impl Proc {
             ready,
             go,
             report,
+            seen_blocked: None,
         })
     }
 
@@ -121,6 +168,87 @@ impl Proc {
         }
     }
 
+    /// Waits until the process exits; an error after `limit` (a bound on a failure).
+    pub fn wait_exit(&mut self, limit: Duration) -> Result<i32, String> {
+        let name = self.name.clone();
+        observe(limit, || format!("{name} exiting"), || self.code())
+    }
+
+    /// The lock wait that this process, or a process of its group (its child, a nested
+    /// clean), is blocked in now ([`lock_wait`]).
+    pub fn blocked(&self) -> Option<(String, String)> {
+        group_members(self.pid()).into_iter().find_map(lock_wait)
+    }
+
+    /// Waits until the process exits or is seen blocked in a lock wait (one of them must
+    /// happen: a process that neither finishes nor waits for a lock is a failure, not a
+    /// verdict); `ready` also ends the wait when the probe child signals.
+    pub fn exit_or_block(&mut self, limit: Duration, ready: bool) -> Result<Outcome, String> {
+        let name = self.name.clone();
+        observe(
+            limit,
+            || {
+                format!(
+                    "{name} neither exited{} nor blocked in a lock wait",
+                    if ready { ", started its child" } else { "" }
+                )
+            },
+            || {
+                if ready && self.ready.exists() {
+                    return Some(Outcome::Ready);
+                }
+                if let Some(c) = self.code() {
+                    return Some(Outcome::Exited(c));
+                }
+                if let Some((how, details)) = self.blocked() {
+                    // Exited meanwhile: the exit is what happened.
+                    if let Some(c) = self.code() {
+                        return Some(Outcome::Exited(c));
+                    }
+                    self.seen_blocked = Some((how.clone(), details.clone()));
+                    return Some(Outcome::Blocked(how, details));
+                }
+                None
+            },
+        )
+    }
+
+    /// SIGSTOP to this process (all its threads stop; its locks stay held).
+    pub fn stop(&self) {
+        // SAFETY: kill(2) with a pid we own; no memory is involved.
+        unsafe { libc::kill(self.pid(), libc::SIGSTOP) };
+    }
+
+    /// SIGCONT to this process.
+    pub fn cont(&self) {
+        // SAFETY: as above.
+        unsafe { libc::kill(self.pid(), libc::SIGCONT) };
+    }
+
+    /// True once every thread of the process is stopped (`T` in its tasks' `stat`).
+    pub fn is_stopped(&self) -> bool {
+        let Ok(tasks) = fs::read_dir(format!("/proc/{}/task", self.pid())) else {
+            return false;
+        };
+        let mut any = false;
+        for t in tasks.flatten() {
+            let Ok(stat) = fs::read_to_string(t.path().join("stat")) else {
+                continue;
+            };
+            any = true;
+            let state = stat
+                .rsplit(')')
+                .next()
+                .unwrap_or("")
+                .split_whitespace()
+                .next();
+            if state != Some("T") {
+                return false;
+            }
+        }
+        any
+    }
+
     /// The probe child's pid, once it has signalled.
     pub fn child_pid(&self) -> Option<i32> {
         fs::read_to_string(&self.ready)
@@ -140,36 +268,60 @@ impl Proc {
     }
 
     /// Lets the probe child check its environment and exit.
-    pub fn go(&self) {
+    pub fn go(&mut self) {
+        self.seen_blocked = None;
         let _ = fs::write(&self.go, b"go");
     }
 
-    /// Waits up to `limit` for the probe child's report (it may outlive this process).
-    pub fn wait_report(&self, limit: Duration) -> Option<Report> {
-        let end = Instant::now() + limit;
-        loop {
-            if let Ok(text) = fs::read_to_string(&self.report) {
-                return Some(Report::parse(&text));
-            }
-            if Instant::now() >= end {
-                return None;
-            }
-            sleep(POLL);
-        }
+    /// Waits for the probe child's report (it may outlive this process): until it is
+    /// there, or until the child (its pid from the ready file) is gone without writing
+    /// one (`None`). An error after `limit` (a bound on a failure).
+    pub fn wait_report(&self, limit: Duration) -> Result<Option<Report>, String> {
+        let child = self.child_pid();
+        observe(
+            limit,
+            || format!("{}'s child reporting or exiting", self.name),
+            || {
+                if let Ok(text) = fs::read_to_string(&self.report) {
+                    return Some(Some(Report::parse(&text)));
+                }
+                let alive = child.is_some_and(|pid| {
+                    fs::read_to_string(format!("/proc/{pid}/stat"))
+                        .ok()
+                        .and_then(|s| {
+                            s.rsplit(')')
+                                .next()?
+                                .split_whitespace()
+                                .next()
+                                .map(|st| st != "Z" && st != "X")
+                        })
+                        .unwrap_or(false)
+                });
+                if alive {
+                    return None;
+                }
+                // Gone: a report written just before it exited is read now.
+                Some(
+                    fs::read_to_string(&self.report)
+                        .ok()
+                        .map(|t| Report::parse(&t)),
+                )
+            },
+        )
     }
 
     /// SIGKILL to this process only (its child lives on, as after a crash).
     pub fn kill_self(&mut self) {
         // SAFETY: kill(2) with a pid we own; no memory is involved.
         unsafe { libc::kill(self.pid(), libc::SIGKILL) };
-        self.wait_for(Duration::from_secs(5));
+        self.wait_for(KILLED);
     }
 
     /// SIGKILL to the whole process group (this process, its child, nested processes).
     pub fn kill_group(&mut self) {
         // SAFETY: as above; a negative pid names our own process group.
         unsafe { libc::kill(-self.pid(), libc::SIGKILL) };
-        self.wait_for(Duration::from_secs(5));
+        self.wait_for(KILLED);
     }
 }
 
@@ -272,7 +424,8 @@ pub fn flock_waiters() -> Vec<(i32, u64)> {
 /// blocking wait), or a descriptor on a lock file (`*.lock`, or under `.cleans/`)
 /// through which it holds no lock (its `/proc/PID/fdinfo` lists none) while some
 /// other open file description holds one on that inode (a wait that polls with
-/// non-blocking attempts, as a wait with a timeout does). `None` if it waits for none;
+/// non-blocking attempts, as a wait with a timeout does, and is seen asleep between
+/// attempts: a thread in nanosleep, see [`asleep`]). `None` if it waits for none;
 /// else how it waits (stable text) and the details (pids, inodes, paths).
 pub fn lock_wait(pid: i32) -> Option<(String, String)> {
     if let Some((_, ino)) = flock_waiters().into_iter().find(|(p, _)| *p == pid) {
@@ -306,9 +459,12 @@ pub fn lock_wait(pid: i32) -> Option<(String, String)> {
             .filter(|l| l.inode == meta.ino())
             .map(|l| l.pid)
             .collect();
-        if !holds_through_it && !others.is_empty() {
+        // Having the file open unlocked is also what a process does between its open and
+        // its flock, or what `clean --force` does while it deletes without the lock: only
+        // a process asleep between attempts (a thread in nanosleep) is waiting.
+        if !holds_through_it && !others.is_empty() && asleep(pid) {
             return Some((
-                "polling a lock file another process holds (open, unlocked through its descriptor)"
+                "polling a lock file another process holds (open, unlocked through its descriptor, asleep between attempts)"
                     .to_string(),
                 format!(
                     "pid {pid} has {name} open without a lock on it while pid(s) {others:?} hold one"
@@ -317,6 +473,58 @@ pub fn lock_wait(pid: i32) -> Option<(String, String)> {
         }
     }
     None
+}
+
+/// True if a thread of `pid` is in `nanosleep`/`clock_nanosleep` now
+/// (`/proc/PID/task/TID/syscall`): a wait that polls sleeps there between attempts.
+pub fn asleep(pid: i32) -> bool {
+    let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else {
+        return false;
+    };
+    tasks.flatten().any(|t| {
+        fs::read_to_string(t.path().join("syscall"))
+            .ok()
+            .and_then(|s| s.split_whitespace().next()?.parse::<i64>().ok())
+            .is_some_and(|n| n == libc::SYS_nanosleep || n == libc::SYS_clock_nanosleep)
+    })
+}
+
+/// The inodes `pids` wait for a flock on: those of their `->` lines in `/proc/locks`,
+/// and those of lock files they have open without holding a lock through the descriptor
+/// while asleep between attempts (a polling wait; see [`lock_wait`]).
+pub fn waited_inodes(pids: &[i32]) -> Vec<u64> {
+    let mut out: Vec<u64> = flock_waiters()
+        .into_iter()
+        .filter(|(p, _)| pids.contains(p))
+        .map(|(_, i)| i)
+        .collect();
+    for pid in pids {
+        let Ok(fds) = fs::read_dir(format!("/proc/{pid}/fd")) else {
+            continue;
+        };
+        for fd in fds.flatten() {
+            let Ok(target) = fs::read_link(fd.path()) else {
+                continue;
+            };
+            let name = target.to_string_lossy();
+            let name = name.trim_end_matches(" (deleted)");
+            if !(name.ends_with(".lock") || name.contains("/.cleans/")) {
+                continue;
+            }
+            let info = fs::read_to_string(format!(
+                "/proc/{pid}/fdinfo/{}",
+                fd.file_name().to_string_lossy()
+            ))
+            .unwrap_or_default();
+            if info.lines().any(|l| l.starts_with("lock:")) || !asleep(*pid) {
+                continue;
+            }
+            if let Ok(meta) = fs::metadata(fd.path()) {
+                out.push(meta.ino());
+            }
+        }
+    }
+    out
 }
 
 /// The live (not zombie) processes of process group `pgid`: a process the harness
