@@ -179,7 +179,7 @@ def write_docs(results: list[Result], baseline: Result | None) -> None:
         "implementation, and runs the tests of `cargo test --workspace` on a scratch copy (the",
         "same test binaries and doctests, the quick binaries first). *Caught by* is the first",
         "test binary that failed, and its failing tests; later binaries may catch it too. The rules are those of `model/src/protocol.rs`'s module",
-        "doc and of `impl/src/guards.rs`'s drop order. Re-run with",
+        "doc, of `impl/src/guards.rs`'s drop order and of `impl/src/safe_fs.rs`. Re-run with",
         "`python3 conformance/scripts/mutations.py --write-docs`.",
         "",
         f"Machine: {machine()}.",
