@@ -8,7 +8,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{Dirs, Proc, eventually};
+use common::{Dirs, Proc, blocked_in_flock, eventually};
 
 /// `cachelock ARGS` as a uv user runs it: no CACHELOCK_CACHE_DIR, and HOME, XDG and
 /// UV_CACHE_DIR only as given.
@@ -78,19 +78,6 @@ fn holding(d: &Dirs, name: &str, cache: &Path) -> Proc {
     let ready = d.file(&format!("{name}-ready"));
     eventually("the hold's command is ready", || ready.exists());
     proc
-}
-
-/// True once `/proc/locks` shows `pid` blocked (a `->` line) in flock(2).
-fn blocked_in_flock(pid: u32) -> bool {
-    std::fs::read_to_string("/proc/locks")
-        .unwrap_or_default()
-        .lines()
-        .any(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            f.get(1) == Some(&"->")
-                && f.get(2) == Some(&"FLOCK")
-                && f.get(5) == Some(&pid.to_string().as_str())
-        })
 }
 
 /// Environment variables for a command, and the cache it should pick with their source.

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
-use common::{Dirs, Proc, eventually};
+use common::{Dirs, Proc, blocked_in_flock, eventually};
 
 /// The uv release these tests install when `CACHELOCK_UV` does not name one.
 const UV_VERSION: &str = "0.13.9";
@@ -217,19 +217,6 @@ fn blocking_uv_run_with_child(d: &Dirs) -> (Proc, u32) {
         .parse()
         .expect("a pid");
     (run, child)
-}
-
-/// True once `/proc/locks` shows `pid` blocked (a `->` line) in flock(2).
-fn blocked_in_flock(pid: u32) -> bool {
-    std::fs::read_to_string("/proc/locks")
-        .unwrap_or_default()
-        .lines()
-        .any(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            f.get(1) == Some(&"->")
-                && f.get(2) == Some(&"FLOCK")
-                && f.get(5) == Some(&pid.to_string().as_str())
-        })
 }
 
 #[test]
