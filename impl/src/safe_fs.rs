@@ -262,8 +262,7 @@ impl DirFd {
         to_dir: &DirFd,
         to: impl AsRef<OsStr>,
     ) -> io::Result<()> {
-        let (from, to) = (checked(from.as_ref())?, checked(to.as_ref())?);
-        Ok(rustix::fs::renameat(&self.fd, from, &to_dir.fd, to)?)
+        self.rename_with(from.as_ref(), to_dir, to.as_ref(), RenameFlags::empty())
     }
 
     /// Like [`DirFd::rename`], but fails with `AlreadyExists` rather than replace anything.
@@ -273,13 +272,19 @@ impl DirFd {
         to_dir: &DirFd,
         to: impl AsRef<OsStr>,
     ) -> io::Result<()> {
-        let (from, to) = (checked(from.as_ref())?, checked(to.as_ref())?);
+        self.rename_with(from.as_ref(), to_dir, to.as_ref(), RenameFlags::NOREPLACE)
+    }
+
+    fn rename_with(
+        &self,
+        from: &OsStr,
+        to_dir: &DirFd,
+        to: &OsStr,
+        flags: RenameFlags,
+    ) -> io::Result<()> {
+        let (from, to) = (checked(from)?, checked(to)?);
         Ok(rustix::fs::renameat_with(
-            &self.fd,
-            from,
-            &to_dir.fd,
-            to,
-            RenameFlags::NOREPLACE,
+            &self.fd, from, &to_dir.fd, to, flags,
         )?)
     }
 

@@ -435,28 +435,15 @@ pub fn lock_wait(pid: i32) -> Option<(String, String)> {
         ));
     }
     let held = flocks();
-    let fds = fs::read_dir(format!("/proc/{pid}/fd")).ok()?;
-    for fd in fds.flatten() {
-        let Ok(target) = fs::read_link(fd.path()) else {
-            continue;
-        };
-        let name = target.to_string_lossy();
-        let name = name.trim_end_matches(" (deleted)");
-        if !(name.ends_with(".lock") || name.contains("/.cleans/")) {
-            continue;
-        }
-        let Ok(meta) = fs::metadata(fd.path()) else {
-            continue;
-        };
-        let info = fs::read_to_string(format!(
-            "/proc/{pid}/fdinfo/{}",
-            fd.file_name().to_string_lossy()
-        ))
-        .unwrap_or_default();
-        let holds_through_it = info.lines().any(|l| l.starts_with("lock:"));
+    for LockFd {
+        name,
+        inode,
+        holds_through_it,
+    } in lock_fds(pid)
+    {
         let others: Vec<i32> = held
             .iter()
-            .filter(|l| l.inode == meta.ino())
+            .filter(|l| l.inode == inode)
             .map(|l| l.pid)
             .collect();
         // Having the file open unlocked is also what a process does between its open and
@@ -499,32 +486,54 @@ pub fn waited_inodes(pids: &[i32]) -> Vec<u64> {
         .map(|(_, i)| i)
         .collect();
     for pid in pids {
-        let Ok(fds) = fs::read_dir(format!("/proc/{pid}/fd")) else {
+        if !asleep(*pid) {
             continue;
-        };
-        for fd in fds.flatten() {
-            let Ok(target) = fs::read_link(fd.path()) else {
-                continue;
-            };
+        }
+        out.extend(
+            lock_fds(*pid)
+                .into_iter()
+                .filter(|fd| !fd.holds_through_it)
+                .map(|fd| fd.inode),
+        );
+    }
+    out
+}
+
+/// A descriptor of a process on a lock file (`*.lock`, or an announcement in `.cleans/`).
+struct LockFd {
+    name: String,
+    inode: u64,
+    /// The process holds a flock through this descriptor (`lock:` in its fdinfo).
+    holds_through_it: bool,
+}
+
+/// The descriptors `pid` has open on lock files.
+fn lock_fds(pid: i32) -> Vec<LockFd> {
+    let Ok(fds) = fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return Vec::new();
+    };
+    fds.flatten()
+        .filter_map(|fd| {
+            let target = fs::read_link(fd.path()).ok()?;
             let name = target.to_string_lossy();
-            let name = name.trim_end_matches(" (deleted)");
+            let name = name.trim_end_matches(" (deleted)").to_string();
             if !(name.ends_with(".lock") || name.contains("/.cleans/")) {
-                continue;
+                return None;
             }
+            let inode = fs::metadata(fd.path()).ok()?.ino();
             let info = fs::read_to_string(format!(
                 "/proc/{pid}/fdinfo/{}",
                 fd.file_name().to_string_lossy()
             ))
             .unwrap_or_default();
-            if info.lines().any(|l| l.starts_with("lock:")) || !asleep(*pid) {
-                continue;
-            }
-            if let Ok(meta) = fs::metadata(fd.path()) {
-                out.push(meta.ino());
-            }
-        }
-    }
-    out
+            let holds_through_it = info.lines().any(|l| l.starts_with("lock:"));
+            Some(LockFd {
+                name,
+                inode,
+                holds_through_it,
+            })
+        })
+        .collect()
 }
 
 /// The live (not zombie) processes of process group `pgid`: a process the harness
@@ -559,20 +568,6 @@ pub fn flocks_of(pid: i32) -> Vec<Flock> {
 /// Inode of a path, if it exists.
 pub fn inode(path: &Path) -> Option<u64> {
     fs::metadata(path).ok().map(|m| m.ino())
-}
-
-/// Polls `cond` until it is true or `limit` passes.
-pub fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let end = Instant::now() + limit;
-    loop {
-        if cond() {
-            return true;
-        }
-        if Instant::now() >= end {
-            return false;
-        }
-        sleep(POLL);
-    }
 }
 
 /// The names in a directory, sorted; `None` if it does not exist.
