@@ -373,7 +373,7 @@ fn uv_issue_15967_happens_for_real_under_uv_0_8_19() {
     let spawn = out
         .outcomes
         .iter()
-        .find(|(_, step, _)| step.name() == "spawn-child")
+        .find(|(_, step, _)| *step == Step::SpawnChild)
         .expect("a spawn step");
     assert!(
         spawn.2.starts_with("failed") && spawn.2.contains("temporary cache was removed"),
