@@ -56,6 +56,31 @@ pub enum Mode {
     Exclusive,
 }
 
+impl Mode {
+    /// Both modes, shared first.
+    pub const ALL: [Mode; 2] = [Mode::Shared, Mode::Exclusive];
+
+    /// The mode's name, as every report, story and JSON document spells it: `shared` or
+    /// `exclusive`. The one place the names are written.
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Shared => "shared",
+            Mode::Exclusive => "exclusive",
+        }
+    }
+
+    /// The mode named `name` (the inverse of [`Mode::name`]).
+    pub fn from_name(name: &str) -> Option<Mode> {
+        Mode::ALL.into_iter().find(|m| m.name() == name)
+    }
+}
+
+impl fmt::Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// A protocol step: something a process does to the cache, in the order its policy's
 /// program prescribes. The same enum names the model's actions, the implementation's
 /// steps, the conformance mapping and the docs.
@@ -343,6 +368,11 @@ impl Kind {
         Kind::Prune,
     ];
 
+    /// The kind whose scenario token is `token` (the inverse of [`Kind::token`]).
+    pub fn from_token(token: &str) -> Option<Kind> {
+        Kind::ALL.into_iter().find(|k| k.token() == token)
+    }
+
     /// The scenario token.
     pub fn token(self) -> &'static str {
         match self {
@@ -484,10 +514,7 @@ impl Scenario {
             let part = part.trim();
             let mut pieces = part.split('+');
             let token = pieces.next().unwrap_or_default();
-            let kind = Kind::ALL
-                .into_iter()
-                .find(|k| k.token() == token)
-                .ok_or_else(|| {
+            let kind = Kind::from_token(token).ok_or_else(|| {
                     ScenarioError(format!(
                         "unknown process `{token}` in scenario `{text}`: expected one of {}",
                         Kind::ALL.map(Kind::token).join(", ")
