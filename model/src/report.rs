@@ -245,7 +245,7 @@ fn module_doc(source: &str) -> String {
 /// each step lives in the model, the implementation, the conformance harness and the
 /// docs. Generated from the code.
 pub fn protocol_markdown() -> String {
-    use crate::protocol::{Design, DropTemp, EnvLock, Mode, ReleaseRoot};
+    use crate::protocol::{Design, DropTemp, EnvLock, ReleaseRoot};
     let mut md = String::new();
     let _ = writeln!(
         md,
@@ -264,13 +264,7 @@ pub fn protocol_markdown() -> String {
     }
     type Column = (&'static str, fn(&Design) -> String);
     let columns: [Column; 13] = [
-        ("run lock", |d| {
-            match d.run_lock {
-                Mode::Shared => "shared",
-                Mode::Exclusive => "exclusive",
-            }
-            .into()
-        }),
+        ("run lock", |d| d.run_lock.name().into()),
         ("root released", |d| {
             match d.release_root {
                 ReleaseRoot::BeforeSpawn => "before spawn",

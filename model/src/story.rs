@@ -34,13 +34,6 @@ fn who(m: &CacheModel, p: usize) -> &str {
     &m.procs[p].label
 }
 
-fn mode_name(mode: Mode) -> &'static str {
-    match mode {
-        Mode::Shared => "shared",
-        Mode::Exclusive => "exclusive",
-    }
-}
-
 fn env_label(m: &CacheModel, p: usize) -> String {
     match m.procs[p].kind.env() {
         Some(EnvName::Temp) => "its environment in the temporary cache".to_string(),
@@ -120,9 +113,9 @@ fn step_outcome(m: &CacheModel, before: &State, p: usize, step: Step, after: &St
             } else if a.forced {
                 "busy: goes on without the lock (--force)".into()
             } else if b.life == Life::Waiting {
-                format!("granted {} on .lock inode {inode}", mode_name(mode))
+                format!("granted {} on .lock inode {inode}", mode.name())
             } else {
-                format!("acquired {} on .lock inode {inode}", mode_name(mode))
+                format!("acquired {} on .lock inode {inode}", mode.name())
             }
         }
         Step::OpenLockFile => {
