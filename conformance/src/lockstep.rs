@@ -999,6 +999,7 @@ pub mod generate {
                 kind,
                 crash,
                 timeout,
+                policy: None,
             })
     }
 

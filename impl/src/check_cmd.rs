@@ -9,7 +9,7 @@ use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 use std::time::Instant;
 
-use cachelock_model::check::{self, PairResult, Verdict};
+use cachelock_model::check::{self, PairResult, ScenarioSet, Verdict};
 use cachelock_model::properties::Kind3;
 use cachelock_model::{Kind, Policy, Scenario, report};
 
@@ -21,7 +21,11 @@ fn scenario_help() -> String {
     format!(
         "A scenario is a comma-separated list of processes sharing one cache, e.g. \
          `run-script+crash,clean`.\nProcesses:\n{}\nSuffixes: +crash (the process may be killed with \
-         SIGKILL after any step), +timeout (its lock waits may time out, exit 2).\nPolicies: {}",
+         SIGKILL after any step), +timeout (its lock waits may time out, exit 2).\nA process may run \
+         another policy than the checked one (an old uv release beside a new one): `@POLICY` goes \
+         last, after the suffixes, e.g. `run,clean+timeout@uv-0.13`. A process without `@` runs the \
+         checked policy; a violation counts against it only if one of its processes is the victim or \
+         the culprit.\nPolicies: {}",
         kinds.join("\n"),
         Policy::ALL.map(Policy::name).join(", ")
     )
@@ -161,43 +165,68 @@ pub fn check(args: CheckArgs) -> ExitCode {
 
 fn check_ci_set(policies: &[Policy], args: &CheckArgs) -> ExitCode {
     let scenarios = check::ci_scenarios();
+    let mixed = cachelock_model::expect::mixed_scenarios();
     let progress = Progress::new(args.verbose);
-    let total = policies.len() * scenarios.len();
-    // Policies are checked on two threads (each check is single-threaded and
-    // independent); the rows keep the policies' order.
+    // Every policy on the CI set, and the policies meant to live beside old uv on the
+    // mixed set too: one job each.
+    let jobs: Vec<(Policy, ScenarioSet)> = policies
+        .iter()
+        .map(|p| (*p, ScenarioSet::Ci))
+        .chain(
+            policies
+                .iter()
+                .filter(|p| Policy::BESIDE_OLD_UV.contains(p))
+                .map(|p| (*p, ScenarioSet::Mixed)),
+        )
+        .collect();
+    let total: usize = jobs
+        .iter()
+        .map(|(_, set)| match set {
+            ScenarioSet::Ci => scenarios.len(),
+            ScenarioSet::Mixed => mixed.len(),
+        })
+        .sum();
+    // Jobs run on two threads (each check is single-threaded and independent); the
+    // rows keep the jobs' order.
     let done = std::sync::atomic::AtomicUsize::new(0);
     let next = std::sync::atomic::AtomicUsize::new(0);
     let slots: std::sync::Mutex<Vec<Option<check::Row>>> =
-        std::sync::Mutex::new(vec![None; policies.len()]);
+        std::sync::Mutex::new(vec![None; jobs.len()]);
     std::thread::scope(|s| {
         for _ in 0..2 {
             s.spawn(|| {
-                while let Some(policy) =
-                    policies.get(next.fetch_add(1, std::sync::atomic::Ordering::SeqCst))
-                {
-                    let row = check::check_policy(*policy, &scenarios, &mut |r| {
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    let Some((policy, set)) = jobs.get(i) else {
+                        break;
+                    };
+                    let mut tick = |r: &PairResult| {
                         let n = done.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
                         progress.pair(n, total, r);
-                    });
+                    };
+                    let row = match set {
+                        ScenarioSet::Ci => check::check_policy(*policy, &scenarios, &mut tick),
+                        ScenarioSet::Mixed => check::check_policy_mixed(*policy, &mut tick),
+                    };
                     progress.policy_done(&row);
-                    let i = policies
-                        .iter()
-                        .position(|p| p == policy)
-                        .unwrap_or_default();
                     slots.lock().unwrap_or_else(|e| e.into_inner())[i] = Some(row);
                 }
             });
         }
     });
-    let rows: Vec<check::Row> = slots
+    let all_rows: Vec<check::Row> = slots
         .into_inner()
         .unwrap_or_else(|e| e.into_inner())
         .into_iter()
         .flatten()
         .collect();
+    let (rows, mixed_rows): (Vec<check::Row>, Vec<check::Row>) = all_rows
+        .into_iter()
+        .partition(|r| r.set == ScenarioSet::Ci);
     if args.json {
         let all: Vec<_> = rows
             .iter()
+            .chain(&mixed_rows)
             .flat_map(|row| row.pairs.iter())
             .map(|r| {
                 let traces = check::shortest_traces(r.policy, &r.scenario, &failing(r));
@@ -206,19 +235,28 @@ fn check_ci_set(policies: &[Policy], args: &CheckArgs) -> ExitCode {
             .collect();
         println!("{}", serde_json_array(&all));
     } else if args.markdown {
-        print!("{}", report::verdicts_markdown(&rows));
+        print!("{}", report::verdicts_markdown(&rows, &mixed_rows));
     } else if args.traces {
-        print!("{}", report::traces_markdown(&rows));
+        print!("{}", report::traces_markdown(&rows, &mixed_rows));
     } else {
         print!("{}", report::table(&rows, true));
+        if !mixed_rows.is_empty() {
+            println!("\nbeside old uv ({} mixed scenarios):", mixed.len());
+            print!("{}", report::table(&mixed_rows, true));
+        }
         eprintln!(
-            "{} policies x {} scenarios in {:.1}s",
+            "{} policies x {} scenarios and {} x {} mixed scenarios in {:.1}s",
             rows.len(),
             scenarios.len(),
+            mixed_rows.len(),
+            mixed.len(),
             progress.started.elapsed().as_secs_f64()
         );
     }
-    let mismatches = report::mismatches(&rows);
+    let mismatches = report::mismatches(&rows)
+        .into_iter()
+        .chain(report::mismatches(&mixed_rows))
+        .collect::<Vec<_>>();
     if mismatches.is_empty() {
         ExitCode::SUCCESS
     } else {

@@ -51,13 +51,13 @@ pub struct ChildGuard {
     previous: Option<Vec<(libc::c_int, libc::sigaction)>>,
 }
 
-/// Spawns `command` with `env` set, handing `inherit` (if any) to the child as an open
-/// descriptor (its number in `CACHELOCK_ENV_LOCK_FD`), and forwarding signals to it if
-/// `forward_signals`.
+/// Spawns `command` with `env` set, handing each file of `inherit` to the child as an
+/// open descriptor (its number in the variable named with it, e.g.
+/// `CACHELOCK_ENV_LOCK_FD`), and forwarding signals to it if `forward_signals`.
 pub fn spawn(
     command: &[OsString],
     env: &[(&str, &OsStr)],
-    inherit: Option<&File>,
+    inherit: &[(&str, &File)],
     forward_signals: bool,
 ) -> Result<ChildGuard, Error> {
     let Some((program, args)) = command.split_first() else {
@@ -71,9 +71,9 @@ pub fn spawn(
     for (key, value) in env {
         cmd.env(key, value);
     }
-    if let Some(file) = inherit {
+    for (var, file) in inherit {
         let fd = file.as_raw_fd();
-        cmd.env("CACHELOCK_ENV_LOCK_FD", fd.to_string());
+        cmd.env(var, fd.to_string());
         // SAFETY: the hook runs in the forked child before exec and only calls fcntl(2),
         // which is async-signal-safe; it touches no memory but the integer `fd`, which
         // stays open in the parent for the whole spawn.

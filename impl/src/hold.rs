@@ -35,7 +35,7 @@ pub fn hold(
         observer,
     )?;
     tracing::info!(?mode, "holding the cache lock");
-    let mut child = child::spawn(command, &[], None, true)?;
+    let mut child = child::spawn(command, &[], &[], true)?;
     let code = child.wait()?;
     drop(child);
     drop(lock);

@@ -211,6 +211,9 @@ pub struct Session {
     env_dir: Option<PathBuf>,
     reused_env: bool,
     clean_held_lock: bool,
+    /// A clean that found `.lock` busy and goes on under `OnBusy::OwnLayout`: it deletes
+    /// only the unlocked environments (and their builds) of cachelock's own buckets.
+    own_layout_only: bool,
     /// The announcements `await-announced-cleans` waits for, listed at its first try.
     awaited: Option<Vec<PathBuf>>,
     /// What `delete-entries` removed and kept, once it has run.
@@ -254,6 +257,7 @@ impl Session {
             env_dir: None,
             reused_env: false,
             clean_held_lock: false,
+            own_layout_only: false,
             awaited: None,
             delete_report: None,
             held: Held::default(),
@@ -594,7 +598,9 @@ impl Session {
             }
             Step::DeleteEntries => {
                 let root = self.root()?;
-                let scaffold = kind != Kind::Prune;
+                // Under `OnBusy::OwnLayout` a busy clean keeps the scaffold and every entry
+                // of uv's layout, which `.lock` protects: it deletes as a prune does.
+                let scaffold = kind != Kind::Prune && !self.own_layout_only;
                 self.notice(&format!(
                     "{} cache at: {}",
                     if scaffold { "Clearing" } else { "Pruning" },
@@ -670,7 +676,7 @@ impl Session {
     }
 
     fn lock_root(
-        &self,
+        &mut self,
         lock: &mut LockFile,
         mode: Mode,
         step: Step,
@@ -687,6 +693,13 @@ impl Session {
             match self.config.policy.on_busy(kind) {
                 OnBusy::ProceedUnlocked => {
                     tracing::debug!("cache is in use, proceeding due to --force");
+                    return Ok(StepOutcome::ProceededUnlocked);
+                }
+                OnBusy::OwnLayout => {
+                    self.own_layout_only = true;
+                    tracing::debug!(
+                        "cache is in use: cleaning only cachelock's environments that are not in use"
+                    );
                     return Ok(StepOutcome::ProceededUnlocked);
                 }
                 OnBusy::GiveUp => {
@@ -850,16 +863,25 @@ impl Session {
         }
         // The child inherits the lock that keeps its environment alive: the environment
         // lock, or for `--no-cache` the temporary cache's, so that neither a clean nor a
-        // prune of leaked temporary caches takes it from an orphaned child.
-        let inherit = if self.design.child_inherits_env_lock {
-            self.held
+        // prune of leaked temporary caches takes it from an orphaned child. Under a design
+        // whose child inherits `.lock`, the shared lock on it goes along: old uv's cleans
+        // respect nothing else, and they must wait for an orphaned child or a daemon too.
+        let mut inherit: Vec<(&str, &std::fs::File)> = Vec::new();
+        if self.design.child_inherits_env_lock
+            && let Some(lock) = self
+                .held
                 .env_lock
                 .as_ref()
                 .or(self.held.temp_lock.as_ref())
-                .map(LockFile::file)
-        } else {
-            None
-        };
+        {
+            inherit.push(("CACHELOCK_ENV_LOCK_FD", lock.file()));
+        }
+        if self.design.child_inherits_root_lock
+            && let Some(lock) = self.held.root_lock.as_ref()
+            && lock.held().is_some()
+        {
+            inherit.push(("CACHELOCK_ROOT_LOCK_FD", lock.file()));
+        }
         let child_env = match self.overlay(&env_dir)? {
             Some(overlay) => {
                 let path = overlay.path().to_path_buf();
@@ -871,7 +893,7 @@ impl Session {
         let child = child::spawn(
             &self.config.command,
             &[("CACHELOCK_ENV", child_env.as_os_str())],
-            inherit,
+            &inherit,
             self.config.forward_signals,
         )?;
         tracing::debug!(pid = child.id(), "spawned the child");

@@ -227,6 +227,8 @@ impl Cell {
 #[derive(Clone, Debug)]
 pub struct Row {
     pub policy: Policy,
+    /// The scenario set the row covers.
+    pub set: ScenarioSet,
     pub cells: Vec<Cell>,
     pub pairs: Vec<PairResult>,
     pub states: usize,
@@ -245,6 +247,42 @@ impl Row {
 pub fn check_policy(
     policy: Policy,
     scenarios: &[Scenario],
+    progress: &mut dyn FnMut(&PairResult),
+) -> Row {
+    check_policy_against(policy, scenarios, ScenarioSet::Ci, progress)
+}
+
+/// Which declared scenario set a row is judged against.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ScenarioSet {
+    /// [`CI_SCENARIOS`], declared by `expect::expected`.
+    Ci,
+    /// [`crate::expect::MIXED_SCENARIOS`] (beside old uv), declared by
+    /// `expect::expected_mixed`.
+    Mixed,
+}
+
+impl ScenarioSet {
+    /// The declaration of `property` for `policy` in this set.
+    pub fn expected(self, policy: Policy, property: Property) -> Expected {
+        match self {
+            ScenarioSet::Ci => expect::expected(policy, property),
+            ScenarioSet::Mixed => expect::expected_mixed(policy, property),
+        }
+    }
+}
+
+/// Checks one policy against the mixed scenarios (beside old uv) and compares with its
+/// declaration for them.
+pub fn check_policy_mixed(policy: Policy, progress: &mut dyn FnMut(&PairResult)) -> Row {
+    let scenarios = expect::mixed_scenarios();
+    check_policy_against(policy, &scenarios, ScenarioSet::Mixed, progress)
+}
+
+fn check_policy_against(
+    policy: Policy,
+    scenarios: &[Scenario],
+    set: ScenarioSet,
     progress: &mut dyn FnMut(&PairResult),
 ) -> Row {
     let mut pairs = Vec::new();
@@ -269,12 +307,13 @@ pub fn check_policy(
                 property: *p,
                 failing,
                 applicable,
-                expected: expect::expected(policy, *p),
+                expected: set.expected(policy, *p),
             }
         })
         .collect();
     Row {
         policy,
+        set,
         states: pairs.iter().map(|r| r.states).sum(),
         elapsed: pairs.iter().map(|r| r.elapsed).sum(),
         cells,
@@ -316,4 +355,86 @@ pub fn pair_json(r: &PairResult, traces: &[Trace]) -> serde_json::Value {
 /// Serves stateright's Explorer (a web UI to walk the state space) for one pair. Blocks.
 pub fn serve_explorer(policy: Policy, scenario: &Scenario, addr: std::net::SocketAddr) {
     CacheModel::new(policy, scenario).checker().serve(addr);
+}
+
+/// Every way each process of `scenario` can end under `policy`: for every reachable
+/// state in which nothing more can happen but a kill (and nothing was killed), what each
+/// process is then (done with its outcome, waiting for ever at a lock, its child still
+/// running); and `lost its environment` if some reachable state, with or without a
+/// kill, has its child or daemon running without its environment or its spawn failing
+/// for lack of it. One entry per process, in scenario order.
+pub fn process_ends(policy: Policy, scenario: &Scenario) -> Vec<(String, Vec<String>)> {
+    use crate::state::{Child, Daemon, Life, Outcome};
+    let model = CacheModel::new(policy, scenario);
+    let n = model.procs.len();
+    let seen: Arc<Mutex<Vec<Vec<String>>>> = Arc::new(Mutex::new(vec![Vec::new(); n]));
+    let sink = Arc::clone(&seen);
+    let probe = model.clone();
+    model
+        .clone()
+        .checker()
+        .threads(1)
+        .visitor(move |path: Path<State, Action>| {
+            let s = path.last_state();
+            let m = &probe;
+            let mut notes: Vec<(usize, String)> = Vec::new();
+            for p in 0..n {
+                let st = &s.procs[p];
+                let using = st.child == Child::Running || st.daemon == Daemon::Running;
+                if st.child == Child::FailedToSpawn
+                    || st.life == Life::Done(Outcome::EnvVanished)
+                    || (using && !m.env_present(s, p))
+                {
+                    notes.push((p, "lost its environment".into()));
+                }
+            }
+            let killed = s.procs.iter().any(|st| st.life == Life::Killed);
+            if m.quiescent(s) && !killed {
+                for p in 0..n {
+                    let st = &s.procs[p];
+                    let end = match (st.life, m.next_step(s, p)) {
+                        (Life::Waiting, Some(step)) => format!("waits at `{step}` for ever"),
+                        (Life::Ready, Some(crate::protocol::Step::WaitForChild))
+                            if st.child == Child::Running =>
+                        {
+                            "its child runs for ever".into()
+                        }
+                        (Life::Done(o), _) => match o {
+                            Outcome::Ok => "done".into(),
+                            Outcome::NoCache => "no cache found (exit 0)".into(),
+                            Outcome::TimedOut => "times out (exit 2)".into(),
+                            Outcome::GaveUp => "gives up (exit 0, nothing deleted)".into(),
+                            Outcome::SpawnFailed => "fails to spawn".into(),
+                            Outcome::EnvVanished => "its environment vanishes".into(),
+                            Outcome::RootVanished => "the root vanishes".into(),
+                            Outcome::RootNotEmpty => "root not empty (exit 2)".into(),
+                        },
+                        _ if m.finished(s, p) => "never invoked".into(),
+                        (_, Some(step)) => format!("stops at `{step}`"),
+                        _ => "done".into(),
+                    };
+                    notes.push((p, end));
+                }
+            }
+            if !notes.is_empty() {
+                let mut all = sink.lock().unwrap_or_else(|e| e.into_inner());
+                for (p, note) in notes {
+                    if !all[p].contains(&note) {
+                        all[p].push(note);
+                    }
+                }
+            }
+        })
+        .spawn_bfs()
+        .join();
+    let mut all = seen.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    for ends in &mut all {
+        ends.sort();
+    }
+    model
+        .procs
+        .iter()
+        .map(|info| info.label.clone())
+        .zip(all)
+        .collect()
 }

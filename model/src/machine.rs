@@ -41,6 +41,10 @@ pub use crate::state::{
 #[derive(Clone, Debug)]
 pub struct ProcInfo {
     pub spec: ProcSpec,
+    /// The policy the process runs: its `@policy`, or the checked one.
+    pub policy: Policy,
+    /// That policy's design.
+    pub design: Design,
     /// The kind whose program the process runs (`Clean` for a nested clean).
     pub kind: Kind,
     pub program: Vec<Step>,
@@ -48,7 +52,8 @@ pub struct ProcInfo {
     pub host: Option<ProcId>,
     /// For a `run-nested-clean`: its nested clean.
     pub nested: Option<ProcId>,
-    /// Name in stories: `run#1`, `clean#2`, `nested-clean#1`.
+    /// Name in stories: `run#1`, `clean#2`, `nested-clean#1`; a process of another
+    /// release than the checked one says which: `clean#1@uv-0.13`.
     pub label: String,
 }
 
@@ -57,8 +62,9 @@ pub struct ProcInfo {
 /// `crate::transitions`.
 #[derive(Clone, Debug)]
 pub struct CacheModel {
+    /// The checked policy: every process without an `@policy` runs it, and the
+    /// properties judge it (`crate::properties`).
     pub policy: Policy,
-    pub design: Design,
     pub scenario: Scenario,
     pub procs: Vec<ProcInfo>,
     /// The properties handed to the checker: every one that applies to the scenario,
@@ -71,41 +77,49 @@ impl CacheModel {
     pub fn new(policy: Policy, scenario: &Scenario) -> CacheModel {
         let mut procs: Vec<ProcInfo> = Vec::new();
         let mut counts = std::collections::HashMap::<&str, usize>::new();
-        let mut label = |name: &'static str| {
+        let mut label = |name: &'static str, spec: &ProcSpec| {
             let n = counts.entry(name).or_default();
             *n += 1;
-            format!("{name}#{n}")
+            match spec.policy {
+                Some(p) => format!("{name}#{n}@{p}"),
+                None => format!("{name}#{n}"),
+            }
         };
         for spec in &scenario.procs {
             let id = procs.len();
+            let own = spec.policy_or(policy);
             procs.push(ProcInfo {
                 spec: *spec,
+                policy: own,
+                design: own.design(),
                 kind: spec.kind,
-                program: policy.program(spec.kind),
+                program: own.program(spec.kind),
                 host: None,
                 nested: None,
-                label: label(spec.kind.token()),
+                label: label(spec.kind.token(), spec),
             });
             if spec.kind == Kind::RunNestedClean {
                 let nested_id = procs.len();
                 procs[id].nested = Some(nested_id);
+                let nested = ProcSpec {
+                    timeout: spec.timeout,
+                    policy: spec.policy,
+                    ..ProcSpec::plain(Kind::Clean)
+                };
                 procs.push(ProcInfo {
-                    spec: ProcSpec {
-                        kind: Kind::Clean,
-                        crash: false,
-                        timeout: spec.timeout,
-                    },
+                    spec: nested,
+                    policy: own,
+                    design: own.design(),
                     kind: Kind::Clean,
-                    program: policy.program(Kind::Clean),
+                    program: own.program(Kind::Clean),
                     host: Some(id),
                     nested: None,
-                    label: label("nested-clean"),
+                    label: label("nested-clean", &nested),
                 });
             }
         }
         CacheModel {
             policy,
-            design: policy.design(),
             scenario: scenario.clone(),
             procs,
             checked: properties::ALL
@@ -168,10 +182,26 @@ impl CacheModel {
                 buckets: true,
                 lock_path: Some(0),
                 next_inode: 1,
-                envs: [EnvState::Absent; 3],
+                envs: [[EnvState::Absent; 3]; 2],
             },
             history: History::default(),
         }
+    }
+
+    /// True if process `p` runs the checked policy.
+    pub fn is_checked(&self, p: ProcId) -> bool {
+        self.procs[p].policy == self.policy
+    }
+
+    /// The layout process `p`'s environments live in (the index into `Fs::envs`).
+    pub fn layout(&self, p: ProcId) -> usize {
+        usize::from(self.procs[p].design.new_layout)
+    }
+
+    /// True if processes of more than one layout share the cache (stories then say
+    /// whose layout an environment is in).
+    pub fn mixed_layouts(&self) -> bool {
+        (0..self.procs.len()).any(|p| self.layout(p) != self.layout(0))
     }
 
     /// The names of the properties this model checks.

@@ -16,6 +16,7 @@ impl PropertyName {
         match self {
             PropertyName::LiveEnvIntact => live_env_intact(m, s),
             PropertyName::MutualExclusion => !s.history.deleted_under_lock_holder,
+            PropertyName::RootLockExclusion => !s.history.deleted_beside_root_holder,
             PropertyName::NoDeadlock => !deadlocked(m, s),
             PropertyName::CleanTerminates => cleans_ended(m, s),
             PropertyName::CleanSucceeds => cleans_succeeded(m, s),
@@ -40,6 +41,7 @@ impl PropertyName {
         let condition: fn(&CacheModel, &State) -> bool = match self {
             PropertyName::LiveEnvIntact => |m, s| PropertyName::LiveEnvIntact.holds(m, s),
             PropertyName::MutualExclusion => |m, s| PropertyName::MutualExclusion.holds(m, s),
+            PropertyName::RootLockExclusion => |m, s| PropertyName::RootLockExclusion.holds(m, s),
             PropertyName::NoDeadlock => |m, s| PropertyName::NoDeadlock.holds(m, s),
             PropertyName::CleanTerminates => |m, s| {
                 PropertyName::CleanTerminates.holds(m, s)
@@ -69,13 +71,18 @@ impl PropertyName {
     }
 }
 
+/// No process of the checked policy lost its environment, and none deleted one that
+/// another release's process used under that release's protection (noted by the
+/// transition that deleted it). See the module doc of `crate::properties`.
 fn live_env_intact(m: &CacheModel, s: &State) -> bool {
-    (0..m.procs.len()).all(|p| {
+    !s.history.broke_protected_env && (0..m.procs.len()).all(|p| {
         let st = &s.procs[p];
+        !m.is_checked(p) || {
         let using = st.child == Child::Running || st.daemon == Daemon::Running;
         st.child != Child::FailedToSpawn
             && st.life != Life::Done(Outcome::EnvVanished)
             && (!using || m.env_present(s, p))
+        }
     })
 }
 
@@ -101,17 +108,17 @@ fn deadlocked(m: &CacheModel, s: &State) -> bool {
     agents > 0
 }
 
-/// Every clean has ended, however: done with any outcome, killed, or moot (a nested
+/// Every clean of the checked policy has ended, however: done with any outcome, killed, or moot (a nested
 /// clean whose host's child will never run it).
 ///
 /// Monotone: `Done` and `Killed` are final, and each way of being moot is permanent
 /// (a failed spawn stays failed, a dead host never spawns, an exited child never runs
 /// its clean).
 fn cleans_ended(m: &CacheModel, s: &State) -> bool {
-    (0..m.procs.len()).all(|p| !m.procs[p].kind.is_clean() || m.finished(s, p))
+    (0..m.procs.len()).all(|p| !m.procs[p].kind.is_clean() || !m.is_checked(p) || m.finished(s, p))
 }
 
-/// Every clean that was neither killed nor cut short by its lock timeout has ended
+/// Every clean of the checked policy that was neither killed nor cut short by its lock timeout has ended
 /// with exit 0 having done its deletion (`Ok`), or found no cache to clean (`NoCache`:
 /// exit 0, nothing left to delete); a moot nested clean was never invoked and counts as
 /// nothing to answer for. A failure (exit 2 on a root that is not empty) or giving up
@@ -124,6 +131,7 @@ fn cleans_ended(m: &CacheModel, s: &State) -> bool {
 fn cleans_succeeded(m: &CacheModel, s: &State) -> bool {
     (0..m.procs.len()).all(|p| {
         !m.procs[p].kind.is_clean()
+            || !m.is_checked(p)
             || matches!(
                 s.procs[p].life,
                 Life::Killed | Life::Done(Outcome::Ok | Outcome::NoCache | Outcome::TimedOut)
@@ -141,9 +149,8 @@ fn no_leaked_temp(m: &CacheModel, s: &State) -> bool {
         .iter()
         .all(|st| st.child != Child::Running && st.daemon != Daemon::Running);
     !everything_done
-        || s.procs
-            .iter()
-            .all(|st| !matches!(st.temp, Temp::Present(_)))
+        || (0..m.procs.len())
+            .all(|p| !m.is_checked(p) || !matches!(s.procs[p].temp, Temp::Present(_)))
 }
 
 fn clean_overlaps_child(m: &CacheModel, s: &State) -> bool {

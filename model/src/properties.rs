@@ -36,6 +36,41 @@
 //! `no-deadlock` is an `always` property and makes the same choice: a waiting process is
 //! stuck unless its lock can be granted or its wait can time out (`+timeout`, under a
 //! policy with a timeout); a possible kill is never counted as a way out.
+//!
+//! Attribution, in mixed scenarios (`run,clean@uv-0.13`): the processes without
+//! `@policy` run the *checked* policy, the others an old release. A violation is the
+//! checked policy's only if one of its processes is the victim or the culprit; a
+//! violation among the old release's own processes is the old release's bug and is not
+//! counted (that release's own row shows it). Precisely:
+//! - `live-env-intact`: a process of the checked policy lost its environment (its child
+//!   or daemon runs without it, it failed to spawn, or it vanished while being built or
+//!   reused), whoever deleted it; or a process of the checked policy deleted the
+//!   environment of another release's process that was using it *while that process was
+//!   protected under its own release's rules* (it held its environment lock, or a lock
+//!   through its descriptor on `.lock`). An old run whose protection had already gone
+//!   (its uv process killed, or exited with a daemon left behind) is not protected by its
+//!   own release either: its loss is that release's bug.
+//! - `mutual-exclusion` and `root-lock-exclusion`: the process that deletes, or the
+//!   process whose lock it deletes against, runs the checked policy.
+//! - `clean-terminates`, `clean-succeeds`, `clean-removes-unused`: judged for the cleans of
+//!   the checked policy. What an old clean does beside the checked policy's processes
+//!   (wait for them, time out) is the cost of the upgrade, shown in `docs/verdicts.md`'s
+//!   upgrading section, not a violation.
+//! - `no-overtaking`: the run that overtakes or the clean overtaken runs the checked
+//!   policy. `no-leaked-temp`: the checked policy's temporary caches.
+//! - `no-deadlock` and the witnesses are about the whole system, whoever runs what.
+//!
+//! Mutual exclusion, sharpened: a deletion conflicts with a lock holder only if the lock
+//! held is the one that protects what is deleted. `.lock` protects the scaffold and every
+//! entry of uv's layout; an environment of the new layout (`Design::new_layout`) is
+//! protected by its own environment lock. This matters only where a process holds
+//! `.lock` without needing it against the deleter: a `cachelock-fenced` run keeps `.lock`
+//! shared only as a fence against old cleans, which know no other lock, while its own
+//! cleans, finding `.lock` busy, delete only unlocked environments of the new layout.
+//! Under every policy and scenario without that, the sharpened reading and the literal
+//! one (`root-lock-exclusion`: no deletion at all while another process holds a lock
+//! through its descriptor on `.lock`) agree, and the literal one is still checked, so
+//! its failures stay visible.
 
 use crate::protocol::{Event, Kind, Scenario};
 
@@ -44,6 +79,7 @@ use crate::protocol::{Event, Kind, Scenario};
 pub enum PropertyName {
     LiveEnvIntact,
     MutualExclusion,
+    RootLockExclusion,
     NoDeadlock,
     CleanTerminates,
     CleanSucceeds,
@@ -55,9 +91,10 @@ pub enum PropertyName {
 }
 
 /// Every property, in table order.
-pub const ALL: [PropertyName; 10] = [
+pub const ALL: [PropertyName; 11] = [
     PropertyName::LiveEnvIntact,
     PropertyName::MutualExclusion,
+    PropertyName::RootLockExclusion,
     PropertyName::NoDeadlock,
     PropertyName::CleanTerminates,
     PropertyName::CleanSucceeds,
@@ -82,6 +119,7 @@ impl PropertyName {
         match self {
             PropertyName::LiveEnvIntact => "live-env-intact",
             PropertyName::MutualExclusion => "mutual-exclusion",
+            PropertyName::RootLockExclusion => "root-lock-exclusion",
             PropertyName::NoDeadlock => "no-deadlock",
             PropertyName::CleanTerminates => "clean-terminates",
             PropertyName::CleanSucceeds => "clean-succeeds",
@@ -106,8 +144,13 @@ impl PropertyName {
                  environment is gone, and no environment vanishes while its run builds or reuses it."
             }
             PropertyName::MutualExclusion => {
-                "No process deletes cache contents while another process believes it holds the cache lock \
-                 (holds a lock through its descriptor on .lock, whichever inode that is)."
+                "No process deletes an entry while another process believes it holds the lock that protects it: \
+                 .lock (a lock through its descriptor on .lock, whichever inode that is) for the scaffold and uv's \
+                 layout, the environment's own lock for an environment of the new layout."
+            }
+            PropertyName::RootLockExclusion => {
+                "The literal reading of mutual-exclusion: no process deletes anything while another process holds \
+                 a lock through its descriptor on .lock, whatever that lock is held for."
             }
             PropertyName::NoDeadlock => {
                 "No reachable state in which unfinished processes exist and every one of them is blocked: waiting \
@@ -163,6 +206,7 @@ impl PropertyName {
         match self {
             PropertyName::LiveEnvIntact => sc.has(Kind::is_run),
             PropertyName::MutualExclusion
+            | PropertyName::RootLockExclusion
             | PropertyName::CleanTerminates
             | PropertyName::CleanSucceeds
             | PropertyName::CleanRemovesUnused => cleans,

@@ -461,6 +461,26 @@ pub struct ProcSpec {
     /// `+timeout`: the process's lock waits may time out (exit 2). For
     /// `run-nested-clean` this applies to the nested clean as well.
     pub timeout: bool,
+    /// `@policy`: the release this process runs (`run@uv-0.13`); `None` runs the policy
+    /// being checked. A `run-nested-clean`'s clean runs its host's policy.
+    pub policy: Option<Policy>,
+}
+
+impl ProcSpec {
+    /// A process of this kind with no faults, running the checked policy.
+    pub fn plain(kind: Kind) -> ProcSpec {
+        ProcSpec {
+            kind,
+            crash: false,
+            timeout: false,
+            policy: None,
+        }
+    }
+
+    /// The policy this process runs when `checked` is the policy being checked.
+    pub fn policy_or(&self, checked: Policy) -> Policy {
+        self.policy.unwrap_or(checked)
+    }
 }
 
 impl fmt::Display for ProcSpec {
@@ -472,11 +492,15 @@ impl fmt::Display for ProcSpec {
         if self.timeout {
             f.write_str("+timeout")?;
         }
+        if let Some(policy) = self.policy {
+            write!(f, "@{policy}")?;
+        }
         Ok(())
     }
 }
 
-/// A list of processes sharing one cache: `run-script+crash,clean`.
+/// A list of processes sharing one cache: `run-script+crash,clean`, or with processes of
+/// other releases, `run,clean+timeout@uv-0.13`.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Scenario {
     /// The processes, in the order written.
@@ -500,7 +524,8 @@ impl std::error::Error for ScenarioError {}
 pub const MAX_PROCS: usize = 6;
 
 impl Scenario {
-    /// Parses `token[+crash][+timeout],…`.
+    /// Parses `token[+crash][+timeout][@policy],…`. The policy goes last: `@uv-0.13+crash`
+    /// is refused with the order to use.
     pub fn parse(text: &str) -> Result<Scenario, ScenarioError> {
         let text = text.trim();
         if text.is_empty() {
@@ -512,7 +537,21 @@ impl Scenario {
         let mut procs = Vec::new();
         for part in text.split(',') {
             let part = part.trim();
-            let mut pieces = part.split('+');
+            let (body, policy) = match part.split_once('@') {
+                None => (part, None),
+                Some((body, name)) => {
+                    if let Some((name, suffix)) = name.split_once('+') {
+                        return Err(ScenarioError(format!(
+                            "`{part}`: the policy goes last, after the suffixes: write `{body}+{suffix}@{name}`"
+                        )));
+                    }
+                    let policy = Policy::parse(name).map_err(|e| {
+                        ScenarioError(format!("`{part}` in scenario `{text}`: {e}"))
+                    })?;
+                    (body, Some(policy))
+                }
+            };
+            let mut pieces = body.split('+');
             let token = pieces.next().unwrap_or_default();
             let kind = Kind::from_token(token).ok_or_else(|| {
                 ScenarioError(format!(
@@ -521,9 +560,8 @@ impl Scenario {
                 ))
             })?;
             let mut spec = ProcSpec {
-                kind,
-                crash: false,
-                timeout: false,
+                policy,
+                ..ProcSpec::plain(kind)
             };
             for flag in pieces {
                 let slot = match flag {
@@ -621,6 +659,11 @@ pub enum OnBusy {
     ProceedUnlocked,
     /// Exit successfully without doing anything.
     GiveUp,
+    /// Go on without the root lock, but delete only what no other lock can protect but
+    /// the process's own: the environments of the new layout (`Design::new_layout`)
+    /// whose environment lock can be taken; the scaffold and every entry of uv's layout,
+    /// which `.lock` protects, stay for a clean that gets `.lock` exclusive.
+    OwnLayout,
 }
 
 /// The design choices a policy bundles. [`Policy::program`] turns them into steps.
@@ -644,8 +687,17 @@ pub struct Design {
     pub child_inherits_env_lock: bool,
     /// Cleans announce themselves and runs wait for announced cleans.
     pub announce_cleans: bool,
-    /// A plain clean gives up instead of waiting when the lock is busy.
-    pub clean_gives_up_when_busy: bool,
+    /// What a plain clean or prune does when `.lock` is busy (`clean --force` always
+    /// goes on unlocked).
+    pub clean_on_busy: OnBusy,
+    /// The run's environments live in a bucket of their own that uv never opens
+    /// (`environments/`, not uv's `archive-v0`/`environments-v2`): an old run never
+    /// reuses them, a new run never reuses uv's. An old clean still deletes every bucket.
+    pub new_layout: bool,
+    /// The child inherits the run's descriptor on `.lock` (no `O_CLOEXEC`): the shared
+    /// lock outlives a killed run and covers the child's daemon, so an old clean, which
+    /// respects only `.lock`, waits for them too.
+    pub child_inherits_root_lock: bool,
     /// Lock waits can time out (`UV_LOCK_TIMEOUT`, uv 0.9.16 and later): `+timeout`
     /// processes exit 2 instead of waiting forever. Without it `+timeout` has no effect.
     pub lock_timeout: bool,
@@ -687,6 +739,19 @@ pub enum Policy {
     CachelockNoAnnounce,
     /// cachelock, but the temporary cache is handed to the child and never removed.
     CachelockKeepTemp,
+    /// Ours, safe beside old uv: cachelock's environment locks in a layout of its own,
+    /// plus `.lock` held shared (and inherited) while the child lives, as old uv expects.
+    CachelockFenced,
+    /// cachelock-fenced, but a clean waits for `.lock` like uv's.
+    FencedCleanWaits,
+    /// cachelock-fenced, but a clean gives up when `.lock` is busy.
+    FencedCleanGivesUp,
+    /// cachelock-fenced, but a busy clean deletes every unlocked entry, uv's layout too.
+    FencedCleanAllLayouts,
+    /// cachelock-fenced, but the child does not inherit `.lock`.
+    FencedCloexec,
+    /// cachelock-fenced, but environments live where uv's do.
+    FencedSharedLayout,
 }
 
 /// Why a policy name was refused.
@@ -703,7 +768,7 @@ impl std::error::Error for PolicyError {}
 
 impl Policy {
     /// Every policy, in table order.
-    pub const ALL: [Policy; 12] = [
+    pub const ALL: [Policy; 18] = [
         Policy::Uv0819,
         Policy::Uv0820,
         Policy::Uv013,
@@ -716,6 +781,28 @@ impl Policy {
         Policy::CachelockCloexec,
         Policy::CachelockNoAnnounce,
         Policy::CachelockKeepTemp,
+        Policy::CachelockFenced,
+        Policy::FencedCleanWaits,
+        Policy::FencedCleanGivesUp,
+        Policy::FencedCleanAllLayouts,
+        Policy::FencedCloexec,
+        Policy::FencedSharedLayout,
+    ];
+
+    /// The policy the `cachelock` command follows unless told otherwise: the one that is
+    /// safe beside every uv release sharing the cache (a user cannot know which do).
+    pub const DEFAULT: Policy = Policy::CachelockFenced;
+
+    /// The policies also checked beside old uv (the mixed scenarios): ours, and the
+    /// designs that were tried for being safe beside it.
+    pub const BESIDE_OLD_UV: [Policy; 7] = [
+        Policy::Cachelock,
+        Policy::CachelockFenced,
+        Policy::FencedCleanWaits,
+        Policy::FencedCleanGivesUp,
+        Policy::FencedCleanAllLayouts,
+        Policy::FencedCloexec,
+        Policy::FencedSharedLayout,
     ];
 
     /// The policy's name, as `--policy` takes it.
@@ -733,6 +820,12 @@ impl Policy {
             Policy::CachelockCloexec => "cachelock-cloexec",
             Policy::CachelockNoAnnounce => "cachelock-no-announce",
             Policy::CachelockKeepTemp => "cachelock-keep-temp",
+            Policy::CachelockFenced => "cachelock-fenced",
+            Policy::FencedCleanWaits => "fenced-clean-waits",
+            Policy::FencedCleanGivesUp => "fenced-clean-gives-up",
+            Policy::FencedCleanAllLayouts => "fenced-clean-all-layouts",
+            Policy::FencedCloexec => "fenced-cloexec",
+            Policy::FencedSharedLayout => "fenced-shared-layout",
         }
     }
 
@@ -789,6 +882,33 @@ impl Policy {
                 "Built to break no-leaked-temp: as cachelock, but the temporary cache is handed over to the child \
                  (kept) so that it outlives a killed parent, and nobody removes it."
             }
+            Policy::CachelockFenced => {
+                "Ours, the default, safe beside old uv: as cachelock (environment locks, announced cleans), with its \
+                 environments in a bucket uv never opens; a run also keeps .lock shared until its child exits, and the \
+                 child inherits it (the fence old uv's cleans respect); a clean that gets .lock exclusive at once cleans \
+                 everything no environment lock protects, a clean that finds it busy deletes only the unlocked \
+                 environments of its own bucket."
+            }
+            Policy::FencedCleanWaits => {
+                "Tried for upgrades: as cachelock-fenced, but a clean that finds .lock busy waits for it, as uv's does: \
+                 beside a server it waits for ever."
+            }
+            Policy::FencedCleanGivesUp => {
+                "Tried for upgrades: as cachelock-fenced, but a clean that finds .lock busy gives up (exit 0, nothing \
+                 deleted): beside a server it never cleans."
+            }
+            Policy::FencedCleanAllLayouts => {
+                "Tried for upgrades: as cachelock-fenced, but a clean that finds .lock busy deletes every entry no \
+                 environment lock protects, uv's layout too: a running old uv's environment goes."
+            }
+            Policy::FencedCloexec => {
+                "Tried for upgrades: as cachelock-fenced, but the child does not inherit .lock: once the run is killed \
+                 or has exited, an old clean deletes its orphaned child's or daemon's environment."
+            }
+            Policy::FencedSharedLayout => {
+                "Tried for upgrades: as cachelock-fenced, but the environments live where uv's do: an old run reuses \
+                 a new run's environment and the other way round, and a busy clean deletes one an old run uses."
+            }
         }
     }
 
@@ -825,7 +945,9 @@ impl Policy {
             env_unlock: false,
             child_inherits_env_lock: false,
             announce_cleans: false,
-            clean_gives_up_when_busy: false,
+            clean_on_busy: OnBusy::Wait,
+            new_layout: false,
+            child_inherits_root_lock: false,
             lock_timeout: false,
             remove_root_strict: false,
             run_overlay: true,
@@ -842,7 +964,14 @@ impl Policy {
             env_lock: EnvLock::BeforeBuild,
             child_inherits_env_lock: true,
             announce_cleans: true,
+            new_layout: true,
             ..uv_0_13
+        };
+        let fenced = Design {
+            release_root: ReleaseRoot::AfterChild,
+            child_inherits_root_lock: true,
+            clean_on_busy: OnBusy::OwnLayout,
+            ..cachelock
         };
         match self {
             Policy::Uv0819 => Design {
@@ -859,7 +988,7 @@ impl Policy {
             },
             Policy::Cachelock => cachelock,
             Policy::UvAutoprune => Design {
-                clean_gives_up_when_busy: true,
+                clean_on_busy: OnBusy::GiveUp,
                 ..uv_0_13
             },
             Policy::Serial => Design {
@@ -885,6 +1014,27 @@ impl Policy {
             Policy::CachelockKeepTemp => Design {
                 drop_temp: DropTemp::Never,
                 ..cachelock
+            },
+            Policy::CachelockFenced => fenced,
+            Policy::FencedCleanWaits => Design {
+                clean_on_busy: OnBusy::Wait,
+                ..fenced
+            },
+            Policy::FencedCleanGivesUp => Design {
+                clean_on_busy: OnBusy::GiveUp,
+                ..fenced
+            },
+            Policy::FencedCleanAllLayouts => Design {
+                clean_on_busy: OnBusy::ProceedUnlocked,
+                ..fenced
+            },
+            Policy::FencedCloexec => Design {
+                child_inherits_root_lock: false,
+                ..fenced
+            },
+            Policy::FencedSharedLayout => Design {
+                new_layout: false,
+                ..fenced
             },
         }
     }
@@ -945,15 +1095,18 @@ impl Policy {
             p.push(Step::LockEnv);
         }
         p.extend([Step::SpawnChild, Step::WaitForChild]);
-        if d.release_root == ReleaseRoot::AfterChild {
-            p.push(Step::ReleaseRootLock);
-        }
+        // Locks are given up in the reverse order of taking them: the environment lock
+        // before `.lock`, so that an old clean, which takes `.lock` and respects nothing
+        // else, never deletes an environment whose lock is still held.
         if d.env_lock != EnvLock::None {
             p.push(if d.env_unlock {
                 Step::UnlockEnvLock
             } else {
                 Step::CloseEnvLock
             });
+        }
+        if d.release_root == ReleaseRoot::AfterChild {
+            p.push(Step::ReleaseRootLock);
         }
         p
     }
@@ -962,7 +1115,7 @@ impl Policy {
     pub fn on_busy(self, kind: Kind) -> OnBusy {
         match kind {
             Kind::CleanForce => OnBusy::ProceedUnlocked,
-            Kind::Clean | Kind::Prune if self.design().clean_gives_up_when_busy => OnBusy::GiveUp,
+            Kind::Clean | Kind::Prune => self.design().clean_on_busy,
             _ => OnBusy::Wait,
         }
     }

@@ -104,6 +104,7 @@ impl CacheModel {
                     Some(RootFd {
                         inode,
                         lock: Some(m),
+                        ..
                     }) if inode == fd.inode => mode == Mode::Shared && m == Mode::Shared,
                     _ => true,
                 }
@@ -120,38 +121,52 @@ impl CacheModel {
         match kind.env() {
             Some(EnvName::Temp) => s.procs[p].temp == Temp::Present(EnvState::Present),
             Some(env) => {
-                let overlay_gone = self.design.run_overlay
+                let overlay_gone = self.procs[p].design.run_overlay
                     && env == EnvName::With
                     && matches!(s.procs[p].life, Life::Done(_));
-                !overlay_gone && env_index(env).is_some_and(|i| s.fs.envs[i] == EnvState::Present)
+                !overlay_gone
+                    && env_index(env)
+                        .is_some_and(|i| s.fs.envs[self.layout(p)][i] == EnvState::Present)
             }
             None => false,
         }
     }
 
-    /// True if some process has the environment lock of `env` (any descriptor open).
-    pub fn env_locked(&self, s: &State, env: EnvName) -> bool {
-        self.procs
-            .iter()
-            .zip(&s.procs)
-            .any(|(info, st)| info.kind.env() == Some(env) && st.env_fd.is_some())
+    /// True if some process has the environment lock of `env` in `layout` (any
+    /// descriptor open).
+    pub fn env_locked(&self, s: &State, layout: usize, env: EnvName) -> bool {
+        (0..self.procs.len()).any(|q| {
+            self.layout(q) == layout
+                && self.procs[q].kind.env() == Some(env)
+                && s.procs[q].env_fd.is_some()
+        })
     }
 
-    /// True if some live process or child uses `env`: a run past its first
+    /// True if process `p` uses its environment: it is past its first environment
+    /// step and has not finished, or its child or daemon runs.
+    pub fn uses_env(&self, s: &State, p: ProcId) -> bool {
+        let info = &self.procs[p];
+        let st = &s.procs[p];
+        let first = info
+            .program
+            .iter()
+            .position(|x| matches!(x, Step::LockEnv | Step::BuildEnv));
+        let claimed = self.alive(s, p) && first.is_some_and(|i| (st.at as usize) > i);
+        claimed || st.child == Child::Running || st.daemon == Daemon::Running
+    }
+
+    /// True if process `p` holds a lock through a descriptor on `.lock` (any inode; its
+    /// child's or daemon's inherited copy counts).
+    pub fn holds_root_lock(&self, s: &State, p: ProcId) -> bool {
+        s.procs[p].root_fd.is_some_and(|fd| fd.lock.is_some())
+    }
+
+    /// True if some live process or child uses `env` in `layout`: a run past its first
     /// environment step that has not finished, a running child, or a daemon.
-    pub fn env_in_use(&self, s: &State, env: EnvName) -> bool {
+    pub fn env_in_use(&self, s: &State, layout: usize, env: EnvName) -> bool {
         (0..self.procs.len()).any(|p| {
             let info = &self.procs[p];
-            let st = &s.procs[p];
-            if info.kind.env() != Some(env) {
-                return false;
-            }
-            let first = info
-                .program
-                .iter()
-                .position(|x| matches!(x, Step::LockEnv | Step::BuildEnv));
-            let claimed = self.alive(s, p) && first.is_some_and(|i| (st.at as usize) > i);
-            claimed || st.child == Child::Running || st.daemon == Daemon::Running
+            info.kind.env() == Some(env) && self.layout(p) == layout && self.uses_env(s, p)
         })
     }
 
@@ -160,7 +175,8 @@ impl CacheModel {
         let st = &s.procs[p];
         match st.life {
             Life::Waiting => {
-                let can_time_out = self.design.lock_timeout && self.procs[p].spec.timeout;
+                let can_time_out =
+                    self.procs[p].design.lock_timeout && self.procs[p].spec.timeout;
                 !can_time_out && !self.step_enabled(s, p)
             }
             Life::Ready => match self.next_step(s, p) {
@@ -214,7 +230,7 @@ impl CacheModel {
                 info.spec.crash && info.host.is_none() && self.alive(s, p) && self.started(s, p)
             }
             Event::LockTimeout => {
-                self.design.lock_timeout && info.spec.timeout && st.life == Life::Waiting
+                info.design.lock_timeout && info.spec.timeout && st.life == Life::Waiting
             }
             Event::ChildStartsDaemon => {
                 st.child == Child::Running

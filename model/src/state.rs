@@ -94,13 +94,36 @@ pub enum Temp {
     Gone,
 }
 
-/// A descriptor on `<cache>/.lock`.
+/// An open file description on `<cache>/.lock` and which processes have a descriptor
+/// on it: the uv process, and (under a design whose child inherits it) its child and
+/// the child's daemon. The lock held through it lasts while any of them has it open.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct RootFd {
     /// The inode the descriptor was opened on.
     pub inode: u8,
     /// The lock held through it, if any.
     pub lock: Option<Mode>,
+    pub parent: bool,
+    pub child: bool,
+    pub daemon: bool,
+}
+
+impl RootFd {
+    /// A descriptor the process has just opened on `inode`, not locked.
+    pub(crate) fn opened(inode: u8) -> RootFd {
+        RootFd {
+            inode,
+            lock: None,
+            parent: true,
+            child: false,
+            daemon: false,
+        }
+    }
+
+    /// The description as long as some process still has a descriptor on it.
+    pub(crate) fn normalize(fd: Option<RootFd>) -> Option<RootFd> {
+        fd.filter(|f| f.parent || f.child || f.daemon)
+    }
 }
 
 /// The open file description of a run's environment lock (always a shared lock) and
@@ -156,15 +179,25 @@ pub struct Fs {
     pub lock_path: Option<u8>,
     /// The next inode number a create will use.
     pub next_inode: u8,
-    /// The cached environments, indexed like [`EnvName::CACHED`].
-    pub envs: [EnvState; 3],
+    /// The cached environments: `envs[layout][env]`, layout 0 uv's buckets, layout 1
+    /// the bucket of a design with `new_layout`; env indexed like [`EnvName::CACHED`].
+    pub envs: [[EnvState; 3]; 2],
 }
 
 /// Facts about the past that the properties need (set by transitions, never cleared).
+/// Each is noted only when a process of the checked policy is involved (as the one who
+/// acted or the one it acted against): see `crate::properties` for the attribution.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct History {
-    /// A process deleted cache contents while another believed it held the lock.
+    /// A process deleted an entry while another held the lock that protects it
+    /// (`mutual-exclusion`).
     pub deleted_under_lock_holder: bool,
+    /// A process deleted anything while another held a lock through a descriptor on
+    /// `.lock` (`root-lock-exclusion`, the literal reading).
+    pub deleted_beside_root_holder: bool,
+    /// A process of the checked policy deleted an environment that another release's
+    /// process was using under that release's own protection (`live-env-intact`).
+    pub broke_protected_env: bool,
     /// A run got the cache before a clean that had started before it.
     pub overtook_clean: bool,
     /// A clean finished its work leaving an environment nobody used.
@@ -186,7 +219,8 @@ pub enum Action {
     Event(ProcId, Event),
 }
 
-/// The slot of a cached environment in [`Fs::envs`] (`None` for `EnvName::Temp`).
+/// The slot of a cached environment in a layout of [`Fs::envs`] (`None` for
+/// `EnvName::Temp`).
 pub(crate) fn env_index(env: EnvName) -> Option<usize> {
     EnvName::CACHED.iter().position(|e| *e == env)
 }

@@ -3,7 +3,7 @@
 
 use crate::machine::{Action, CacheModel, Child, EnvState, Life, Outcome, State, Temp};
 use crate::properties::PropertyName;
-use crate::protocol::{EnvName, Event, Mode, Step};
+use crate::protocol::{OnBusy, EnvName, Event, Mode, Step};
 
 /// One line per action of `path`, numbered from 1, then a last line saying what is
 /// wrong in the final state.
@@ -37,8 +37,20 @@ fn who(m: &CacheModel, p: usize) -> &str {
 fn env_label(m: &CacheModel, p: usize) -> String {
     match m.procs[p].kind.env() {
         Some(EnvName::Temp) => "its environment in the temporary cache".to_string(),
-        Some(env) => format!("environment `{}`", env.dir_name()),
+        Some(env) => format!("environment `{}`", env_name(m, m.layout(p), env)),
         None => "no environment".to_string(),
+    }
+}
+
+/// An environment's name; when processes of both layouts share the cache, uv's layout
+/// says `uv:` and the new layout `new:`.
+fn env_name(m: &CacheModel, layout: usize, env: EnvName) -> String {
+    if !m.mixed_layouts() {
+        env.dir_name().to_string()
+    } else if layout == 0 {
+        format!("uv:{}", env.dir_name())
+    } else {
+        format!("new:{}", env.dir_name())
     }
 }
 
@@ -111,7 +123,12 @@ fn step_outcome(m: &CacheModel, before: &State, p: usize, step: Step, after: &St
             if a.life == Life::Waiting {
                 format!("busy: waits (.lock inode {inode})")
             } else if a.forced {
-                "busy: goes on without the lock (--force)".into()
+                let info = &m.procs[p];
+                if info.policy.on_busy(info.kind) == OnBusy::OwnLayout {
+                    "busy: goes on without it, to clean only its own layout".into()
+                } else {
+                    "busy: goes on without the lock (--force)".into()
+                }
             } else if b.life == Life::Waiting {
                 format!("granted {} on .lock inode {inode}", mode.name())
             } else {
@@ -152,12 +169,25 @@ fn step_outcome(m: &CacheModel, before: &State, p: usize, step: Step, after: &St
             }
         }
         Step::PersistEnv => format!("{} is in place", env_label(m, p)),
-        Step::ReleaseRootLock => "releases the lock on .lock".into(),
-        Step::SpawnChild => {
-            if a.env_fd.is_some_and(|f| f.child) {
-                "the child runs (it inherited the environment lock)".into()
+        Step::ReleaseRootLock => {
+            if a.root_fd.is_some() {
+                "closes its descriptor on .lock; the child's inherited copy keeps it locked".into()
             } else {
+                "releases the lock on .lock".into()
+            }
+        }
+        Step::SpawnChild => {
+            let inherited: Vec<&str> = [
+                a.env_fd.is_some_and(|f| f.child).then_some("the environment lock"),
+                a.root_fd.is_some_and(|f| f.child).then_some("the lock on .lock"),
+            ]
+            .into_iter()
+            .flatten()
+            .collect();
+            if inherited.is_empty() {
                 "the child runs".into()
+            } else {
+                format!("the child runs (it inherited {})", inherited.join(" and "))
             }
         }
         Step::WaitForChild => "the child has exited".into(),
@@ -173,16 +203,32 @@ fn step_outcome(m: &CacheModel, before: &State, p: usize, step: Step, after: &St
         Step::DeleteEntries => {
             let mut deleted = Vec::new();
             let mut skipped = Vec::new();
-            for (i, env) in EnvName::CACHED.iter().enumerate() {
-                if before.fs.envs[i] != EnvState::Absent {
-                    if after.fs.envs[i] == EnvState::Absent {
-                        deleted.push(env.dir_name());
-                    } else {
-                        skipped.push(env.dir_name());
+            let info = &m.procs[p];
+            let own_layout = b.forced && info.policy.on_busy(info.kind) == OnBusy::OwnLayout;
+            for l in 0..2 {
+                if own_layout && l != m.layout(p) {
+                    continue;
+                }
+                for (i, env) in EnvName::CACHED.iter().enumerate() {
+                    if before.fs.envs[l][i] != EnvState::Absent {
+                        if after.fs.envs[l][i] == EnvState::Absent {
+                            deleted.push(env_name(m, l, *env));
+                        } else {
+                            skipped.push(env_name(m, l, *env));
+                        }
                     }
                 }
             }
-            let mut s = if deleted.is_empty() {
+            let mut s = if own_layout {
+                if deleted.is_empty() {
+                    "busy: deletes only its own layout's unlocked environments (none)".to_string()
+                } else {
+                    format!(
+                        "busy: deletes only its own layout's unlocked environments: {}",
+                        deleted.join(", ")
+                    )
+                }
+            } else if deleted.is_empty() {
                 "deletes the scaffold (no environment)".to_string()
             } else {
                 format!("deletes environment {}", deleted.join(", "))
@@ -191,7 +237,7 @@ fn step_outcome(m: &CacheModel, before: &State, p: usize, step: Step, after: &St
                 s.push_str(&format!("; skips {} (in use)", skipped.join(", ")));
             }
             let holders: Vec<&str> = (0..m.procs.len())
-                .filter(|&q| q != p && before.procs[q].root_fd.is_some_and(|f| f.lock.is_some()))
+                .filter(|&q| q != p && m.holds_root_lock(before, q))
                 .map(|q| who(m, q))
                 .collect();
             if !holders.is_empty() {
@@ -222,7 +268,7 @@ fn env_state_of(m: &CacheModel, s: &State, p: usize) -> Option<EnvState> {
         env => EnvName::CACHED
             .iter()
             .position(|e| *e == env)
-            .map(|i| s.fs.envs[i]),
+            .map(|i| s.fs.envs[m.layout(p)][i]),
     }
 }
 
@@ -257,9 +303,9 @@ fn verdict_line(m: &CacheModel, s: &State, property: PropertyName) -> String {
                         EnvName::CACHED
                             .iter()
                             .position(|c| *c == e)
-                            .is_some_and(|i| s.fs.envs[i] == EnvState::Present)
+                            .is_some_and(|i| s.fs.envs[m.layout(p)][i] == EnvState::Present)
                     });
-                    if cached_there && m.design.run_overlay {
+                    if cached_there && m.procs[p].design.run_overlay {
                         format!(
                             "{}'s daemon lost the run's overlay environment (removed when the run exited)",
                             who(m, p)
@@ -272,7 +318,10 @@ fn verdict_line(m: &CacheModel, s: &State, property: PropertyName) -> String {
             format!("violated: {}", victims.join("; "))
         }
         PropertyName::MutualExclusion => {
-            "violated: cache contents were deleted while another process held the lock".into()
+            "violated: an entry was deleted while another process held the lock that protects it".into()
+        }
+        PropertyName::RootLockExclusion => {
+            "violated: cache contents were deleted while another process held a lock on .lock".into()
         }
         PropertyName::NoDeadlock => {
             format!("violated: every process is blocked ({})", stuck.join("; "))

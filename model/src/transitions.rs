@@ -97,7 +97,7 @@ impl CacheModel {
                 self.finish(s, p, Life::Done(Outcome::NoCache));
                 return;
             }
-            if self.design.scaffold_before_lock {
+            if self.procs[p].design.scaffold_before_lock {
                 self.finish(s, p, Life::Done(Outcome::RootVanished));
                 return;
             }
@@ -112,13 +112,14 @@ impl CacheModel {
                 i
             }
         };
-        s.procs[p].root_fd = Some(RootFd { inode, lock: None });
+        s.procs[p].root_fd = Some(RootFd::opened(inode));
         self.advance(s, p);
     }
 
     /// `lock-shared` / `lock-exclusive` on `.lock`: granted if no conflicting lock is
-    /// held on the same inode; if busy, what the policy says (`Policy::on_busy`): wait,
-    /// go on unlocked (`clean --force`) or give up.
+    /// held on the same inode; if busy, what the process's policy says
+    /// (`Policy::on_busy`): wait, go on unlocked (`clean --force`; `OwnLayout` too, but
+    /// then `delete-entries` keeps to the process's own layout) or give up.
     fn lock_root(&self, s: &mut State, p: ProcId, mode: Mode) {
         if self.root_grantable(s, p, mode) {
             if let Some(fd) = s.procs[p].root_fd.as_mut() {
@@ -130,16 +131,16 @@ impl CacheModel {
         }
         let on_busy = match mode {
             Mode::Shared => OnBusy::Wait,
-            Mode::Exclusive => self.policy.on_busy(self.procs[p].kind),
+            Mode::Exclusive => self.procs[p].policy.on_busy(self.procs[p].kind),
         };
         match on_busy {
             OnBusy::Wait => s.procs[p].life = Life::Waiting,
-            OnBusy::ProceedUnlocked => {
+            OnBusy::ProceedUnlocked | OnBusy::OwnLayout => {
                 s.procs[p].forced = true;
                 self.advance(s, p);
             }
             OnBusy::GiveUp => {
-                self.note_clean_done(s);
+                self.note_clean_done(s, p);
                 self.finish(s, p, Life::Done(Outcome::GaveUp));
             }
         }
@@ -169,11 +170,12 @@ impl CacheModel {
             Some(env) => {
                 s.fs.root = true;
                 s.fs.buckets = true;
+                let l = self.layout(p);
                 if let Some(i) = env_index(env) {
-                    if s.fs.envs[i] == EnvState::Present {
+                    if s.fs.envs[l][i] == EnvState::Present {
                         s.procs[p].build = Build::Reused;
                     } else {
-                        s.fs.envs[i] = EnvState::Building;
+                        s.fs.envs[l][i] = EnvState::Building;
                         s.procs[p].build = Build::InProgress;
                     }
                 }
@@ -197,10 +199,10 @@ impl CacheModel {
             },
             Some(env) => match (env_index(env), s.procs[p].build) {
                 (Some(i), Build::InProgress) => {
-                    s.fs.envs[i] = EnvState::Present;
+                    s.fs.envs[self.layout(p)][i] = EnvState::Present;
                     true
                 }
-                (Some(i), Build::Reused) => s.fs.envs[i] == EnvState::Present,
+                (Some(i), Build::Reused) => s.fs.envs[self.layout(p)][i] == EnvState::Present,
                 _ => false,
             },
             None => false,
@@ -212,15 +214,24 @@ impl CacheModel {
         }
     }
 
-    /// `release-root-lock`: close the descriptor on `.lock`.
+    /// `release-root-lock`: close the descriptor on `.lock`; a copy the child
+    /// inherited keeps the lock.
     fn release_root_lock(&self, s: &mut State, p: ProcId) {
-        s.procs[p].root_fd = None;
+        Self::close_root_fd(s, p);
         self.advance(s, p);
     }
 
+    /// The uv process's own descriptor on `.lock` goes (inherited copies stay).
+    fn close_root_fd(s: &mut State, p: ProcId) {
+        if let Some(fd) = s.procs[p].root_fd.as_mut() {
+            fd.parent = false;
+        }
+        s.procs[p].root_fd = RootFd::normalize(s.procs[p].root_fd);
+    }
+
     /// `spawn-child`: fails if the environment is gone; the child inherits the
-    /// environment lock where the design says so. Under uv's `run --with` the child's
-    /// overlay is made in the builds bucket.
+    /// environment lock, and the locked descriptor on `.lock`, where the design says
+    /// so. Under uv's `run --with` the child's overlay is made in the builds bucket.
     fn spawn_child(&self, s: &mut State, p: ProcId) {
         if !self.env_present(s, p) {
             s.procs[p].child = Child::FailedToSpawn;
@@ -228,12 +239,19 @@ impl CacheModel {
             return;
         }
         s.procs[p].child = Child::Running;
-        if self.design.run_overlay && self.procs[p].kind.env() == Some(EnvName::With) {
+        let design = &self.procs[p].design;
+        if design.run_overlay && self.procs[p].kind.env() == Some(EnvName::With) {
             s.fs.root = true;
             s.fs.buckets = true;
         }
-        if self.design.child_inherits_env_lock
+        if design.child_inherits_env_lock
             && let Some(fd) = s.procs[p].env_fd.as_mut()
+        {
+            fd.child = true;
+        }
+        if design.child_inherits_root_lock
+            && let Some(fd) = s.procs[p].root_fd.as_mut()
+            && fd.lock.is_some()
         {
             fd.child = true;
         }
@@ -266,37 +284,81 @@ impl CacheModel {
     /// `delete-entries`: every cached environment that no lock protects (under a design
     /// with environment locks; all of them otherwise) goes, and with it any build in
     /// progress; a clean (not a prune) also removes the scaffold, and the buckets when no
-    /// environment lock can live in them. Noted: deleting while another process holds
-    /// the root lock, and leaving an unused environment behind.
+    /// environment lock can live in them. A clean that went on without `.lock` under
+    /// `OnBusy::OwnLayout` deletes only the unlocked environments of its own layout.
+    ///
+    /// Noted for the properties (only where a process of the checked policy is the one
+    /// deleting or the one deleted against): deleting what `.lock` protects (the
+    /// scaffold, uv's layout) while another process holds `.lock`, or an environment
+    /// whose environment lock another holds (`mutual-exclusion`); deleting anything while
+    /// another holds `.lock` (`root-lock-exclusion`); deleting, as the checked policy, an
+    /// environment another release's process uses under its own release's protection
+    /// (`live-env-intact`); leaving an unused environment behind.
     fn delete_entries(&self, s: &mut State, p: ProcId) {
-        if (0..self.procs.len())
-            .any(|q| q != p && s.procs[q].root_fd.is_some_and(|fd| fd.lock.is_some()))
-        {
-            s.history.deleted_under_lock_holder = true;
+        let info = &self.procs[p];
+        let own_layout_only =
+            s.procs[p].forced && info.policy.on_busy(info.kind) == OnBusy::OwnLayout;
+        let guarded = info.design.env_lock != EnvLock::None;
+        let involved = |q: ProcId| self.is_checked(p) || self.is_checked(q);
+        let root_holders: Vec<ProcId> = (0..self.procs.len())
+            .filter(|&q| q != p && self.holds_root_lock(s, q) && involved(q))
+            .collect();
+        if !root_holders.is_empty() {
+            s.history.deleted_beside_root_holder = true;
+            // `.lock` protects the scaffold and uv's layout (layout 0).
+            if !own_layout_only || self.layout(p) == 0 {
+                s.history.deleted_under_lock_holder = true;
+            }
         }
         if s.fs.root {
-            for (i, env) in EnvName::CACHED.iter().enumerate() {
-                let guarded = self.design.env_lock != EnvLock::None;
-                if !guarded || !self.env_locked(s, *env) {
-                    s.fs.envs[i] = EnvState::Absent;
+            for l in 0..2 {
+                if own_layout_only && l != self.layout(p) {
+                    continue;
+                }
+                for (i, env) in EnvName::CACHED.iter().enumerate() {
+                    if s.fs.envs[l][i] == EnvState::Absent
+                        || (guarded && self.env_locked(s, l, *env))
+                    {
+                        continue;
+                    }
+                    s.fs.envs[l][i] = EnvState::Absent;
                     for q in 0..self.procs.len() {
-                        if self.procs[q].kind.env() == Some(*env)
-                            && s.procs[q].build == Build::InProgress
+                        if q == p || self.layout(q) != l || self.procs[q].kind.env() != Some(*env)
                         {
+                            continue;
+                        }
+                        if s.procs[q].env_fd.is_some() && involved(q) {
+                            s.history.deleted_under_lock_holder = true;
+                        }
+                        if self.is_checked(p)
+                            && !self.is_checked(q)
+                            && self.uses_env(s, q)
+                            && self.protected(s, q)
+                        {
+                            s.history.broke_protected_env = true;
+                        }
+                        if s.procs[q].build == Build::InProgress {
                             s.procs[q].build = Build::Lost;
                         }
                     }
                 }
             }
-            if self.procs[p].kind != Kind::Prune {
+            if info.kind != Kind::Prune && !own_layout_only {
                 s.fs.scaffold = false;
-                if self.design.env_lock == EnvLock::None {
+                if !guarded {
                     s.fs.buckets = false;
                 }
             }
         }
-        self.note_clean_done(s);
+        self.note_clean_done(s, p);
         self.advance(s, p);
+    }
+
+    /// True if process `p`'s environment is protected under its own policy: it holds
+    /// its environment lock, or a lock through its descriptor on `.lock` (the only
+    /// protection uv's releases know).
+    fn protected(&self, s: &State, p: ProcId) -> bool {
+        s.procs[p].env_fd.is_some() || self.holds_root_lock(s, p)
     }
 
     /// `unlink-lock-file`: only a clean that got the lock unlinks `.lock`.
@@ -313,10 +375,10 @@ impl CacheModel {
         let empty = !s.fs.scaffold
             && !s.fs.buckets
             && s.fs.lock_path.is_none()
-            && s.fs.envs.iter().all(|e| *e == EnvState::Absent);
+            && s.fs.envs.iter().flatten().all(|e| *e == EnvState::Absent);
         if empty {
             s.fs.root = false;
-        } else if self.design.remove_root_strict {
+        } else if self.procs[p].design.remove_root_strict {
             self.finish(s, p, Life::Done(Outcome::RootNotEmpty));
             return;
         }
@@ -336,6 +398,11 @@ impl CacheModel {
                 {
                     fd.daemon = true;
                 }
+                if let Some(fd) = st.root_fd.as_mut()
+                    && fd.child
+                {
+                    fd.daemon = true;
+                }
             }
             Event::ChildExits => {
                 let st = &mut s.procs[p];
@@ -344,6 +411,10 @@ impl CacheModel {
                     fd.child = false;
                 }
                 st.env_fd = EnvFd::normalize(st.env_fd);
+                if let Some(fd) = st.root_fd.as_mut() {
+                    fd.child = false;
+                }
+                st.root_fd = RootFd::normalize(st.root_fd);
             }
             Event::DaemonExits => {
                 let st = &mut s.procs[p];
@@ -352,6 +423,10 @@ impl CacheModel {
                     fd.daemon = false;
                 }
                 st.env_fd = EnvFd::normalize(st.env_fd);
+                if let Some(fd) = st.root_fd.as_mut() {
+                    fd.daemon = false;
+                }
+                st.root_fd = RootFd::normalize(st.root_fd);
             }
         }
     }
@@ -369,9 +444,9 @@ impl CacheModel {
     /// Ends a process: what its destructors do (close descriptors, remove the
     /// temporary cache). A kill skips the destructors: the temporary cache leaks.
     fn finish(&self, s: &mut State, p: ProcId, life: Life) {
+        Self::close_root_fd(s, p);
         let st = &mut s.procs[p];
         st.life = life;
-        st.root_fd = None;
         st.awaited = 0;
         if let Some(fd) = st.env_fd.as_mut() {
             fd.parent = false;
@@ -379,7 +454,7 @@ impl CacheModel {
         st.env_fd = EnvFd::normalize(st.env_fd);
         // A kept temporary cache (`DropTemp::Never`) has no destructor either.
         if life != Life::Killed
-            && self.design.drop_temp != DropTemp::Never
+            && self.procs[p].design.drop_temp != DropTemp::Never
             && let Temp::Present(_) = st.temp
         {
             st.temp = Temp::Gone;
@@ -387,23 +462,29 @@ impl CacheModel {
     }
 
     /// A run got the cache: check that no clean that started before it is still
-    /// waiting for it.
+    /// waiting for it (noted if the run or an overtaken clean runs the checked policy).
     fn note_run_got_cache(&self, s: &mut State, p: ProcId) {
         if self.procs[p].kind.is_run() {
-            let still_pending = self.pending_cleans(s);
-            if s.procs[p].pending_cleans & still_pending != 0 {
+            let overtaken = s.procs[p].pending_cleans & self.pending_cleans(s);
+            let involved = self.is_checked(p)
+                || (0..self.procs.len()).any(|c| overtaken & (1 << c) != 0 && self.is_checked(c));
+            if overtaken != 0 && involved {
                 s.history.overtook_clean = true;
             }
         }
     }
 
-    /// A clean finished its work (deleted, or gave up): every unused environment must
-    /// be gone.
-    fn note_clean_done(&self, s: &mut State) {
-        let left = EnvName::CACHED
-            .iter()
-            .enumerate()
-            .any(|(i, env)| s.fs.envs[i] != EnvState::Absent && !self.env_in_use(s, *env));
+    /// Clean `p` finished its work (deleted, or gave up): if it runs the checked
+    /// policy, every unused environment, in either layout, must be gone.
+    fn note_clean_done(&self, s: &mut State, p: ProcId) {
+        if !self.is_checked(p) {
+            return;
+        }
+        let left = (0..2).any(|l| {
+            EnvName::CACHED.iter().enumerate().any(|(i, env)| {
+                s.fs.envs[l][i] != EnvState::Absent && !self.env_in_use(s, l, *env)
+            })
+        });
         if left {
             s.history.left_unused_env = true;
         }

@@ -818,6 +818,7 @@ fn two_runs(cx: &mut Cx) -> Result<(), String> {
         kind: Kind::Run,
         crash: false,
         timeout: false,
+        policy: None,
     };
     let mut a = cx.start(spec)?;
     cx.ready(&mut a)?;
@@ -869,6 +870,7 @@ fn overtaking(cx: &mut Cx) -> Result<(), String> {
         kind: Kind::Run,
         crash: false,
         timeout: false,
+        policy: None,
     };
     let mut a = cx.start(run)?;
     cx.ready(&mut a)?;
@@ -1002,6 +1004,7 @@ fn orphaned_lock_attempt(cx: &mut Cx) -> Result<Option<String>, String> {
         kind: Kind::Clean,
         crash: false,
         timeout: false,
+        policy: None,
     };
     let run_spec = ProcSpec {
         kind: Kind::Run,
