@@ -90,6 +90,8 @@ pub enum Scenarios {
     Only(&'static [&'static str]),
     /// Every CI scenario but these.
     AllBut(&'static [&'static str]),
+    /// Every mixed scenario but these.
+    AllMixedBut(&'static [&'static str]),
 }
 
 /// A declared verdict.
@@ -110,13 +112,18 @@ impl Expected {
                 .copied()
                 .filter(|s| !but.contains(s))
                 .collect(),
+            Scenarios::AllMixedBut(but) => MIXED_SCENARIOS
+                .iter()
+                .copied()
+                .filter(|s| !but.contains(s))
+                .collect(),
         }
     }
 
     /// The scenarios the declaration names (to check that they are CI scenarios).
     pub fn named(&self) -> &'static [&'static str] {
         match self.failing {
-            Scenarios::Only(list) | Scenarios::AllBut(list) => list,
+            Scenarios::Only(list) | Scenarios::AllBut(list) | Scenarios::AllMixedBut(list) => list,
         }
     }
 }
@@ -542,19 +549,324 @@ pub fn expected(policy: Policy, property: P) -> Expected {
             | CachelockNoAnnounce | CachelockKeepTemp,
             P::RunsShareLock,
         ) => holds(TWO_RUNS_REASON),
+
+        // ---- cachelock-fenced and the designs tried for upgrades
+        (CachelockFenced | FencedCleanWaits | FencedCleanGivesUp | FencedCloexec, P::MutualExclusion) => {
+            fails(CLEAN_FORCE, FORCE_REASON)
+        }
+        (CachelockFenced | FencedCloexec, P::RootLockExclusion) => fails_all_but(
+            NO_CLEAN_BESIDE_RUN,
+            "by design: runs keep .lock shared while their child lives, so a clean that finds it busy deletes the unlocked environments of its own layout beside them (which the sharpened mutual-exclusion allows: .lock does not protect them)",
+        ),
+        (FencedCleanWaits | FencedCleanGivesUp, P::RootLockExclusion) => {
+            fails(CLEAN_FORCE, FORCE_REASON)
+        }
+        (FencedCleanAllLayouts | FencedSharedLayout, P::MutualExclusion | P::RootLockExclusion) => {
+            fails_all_but(
+                NO_CLEAN_BESIDE_RUN,
+                "a clean that finds .lock busy deletes entries that .lock protects (uv's layout, the scaffold) while runs hold it",
+            )
+        }
         (
             CachelockFenced | FencedCleanWaits | FencedCleanGivesUp | FencedCleanAllLayouts
             | FencedCloexec | FencedSharedLayout,
-            _,
-        ) => holds("TODO"),
+            P::LiveEnvIntact,
+        ) => holds(
+            "among its own processes the environment locks protect every environment, as under cachelock",
+        ),
+        (FencedCleanWaits, P::NoDeadlock) => fails(
+            NESTED_DEADLOCK,
+            "the nested clean waits for the .lock its own parent (and itself, through the inherited descriptor) holds until the child exits",
+        ),
+        (FencedCleanWaits, P::CleanTerminates) => fails(
+            CLEAN_BLOCKED,
+            "a run holds .lock until its child exits, and the clean waits for it: beside a server, or as a nested clean, for ever",
+        ),
+        (FencedCleanWaits, P::CleanSucceeds) => fails(
+            CLEAN_BLOCKED_OR_TIMED_OUT,
+            "a server (or the nested clean's own parent) holds .lock for ever: the clean waits for ever, or times out",
+        ),
+        (FencedCleanGivesUp, P::CleanSucceeds) => fails_all_but(
+            &[
+                "run-no-cache",
+                "run-daemon",
+                "run-script,clean-force",
+                "run-no-cache+crash",
+                "run-script+crash,clean-force",
+            ],
+            "a clean that finds .lock busy (a run sets up, or its child lives) gives up with nothing deleted",
+        ),
+        (FencedCleanGivesUp, P::CleanRemovesUnused) => fails(
+            &[
+                "run,run,clean",
+                "run,clean,clean",
+                "run,clean,run",
+                "run,run-script,clean",
+                "run-daemon+crash,clean,run",
+                BIG,
+                "run+crash,clean,run",
+                "run+crash,clean,clean",
+            ],
+            "a clean that finds .lock busy gives up and leaves a finished run's environment behind",
+        ),
+        (FencedCleanWaits | FencedCleanGivesUp, P::CleanOverlapsChild) => fails_all_but(
+            &[
+                "run-no-cache",
+                "run-daemon",
+                "run-script,clean-force",
+                "run-no-cache+crash",
+                BIG,
+                "run-script+crash,clean-force",
+            ],
+            "every run holds .lock while its child lives, and the clean never goes on without it (but --force)",
+        ),
+        (
+            CachelockFenced | FencedCleanAllLayouts | FencedCloexec | FencedSharedLayout | FencedCleanGivesUp,
+            P::NoDeadlock | P::CleanTerminates,
+        ) => holds("a clean never waits for .lock: it gets it at once or goes on (or gives up) without it"),
+        (
+            CachelockFenced | FencedCleanAllLayouts | FencedCloexec | FencedSharedLayout,
+            P::CleanSucceeds,
+        ) => holds(
+            "a clean never waits for .lock: it cleans everything unprotected if it gets it at once, else what it can lock, and exits 0",
+        ),
+        (
+            CachelockFenced | FencedCleanWaits | FencedCleanGivesUp | FencedCleanAllLayouts
+            | FencedCloexec | FencedSharedLayout,
+            P::NoOvertaking,
+        ) => holds("a clean's first step publishes an already-locked announcement that later runs wait for"),
+        (
+            CachelockFenced | FencedCleanWaits | FencedCleanGivesUp | FencedCleanAllLayouts
+            | FencedCloexec | FencedSharedLayout,
+            P::NoLeakedTemp,
+        ) => holds("the temporary cache guard drops after the child exits, on every path but SIGKILL"),
+        (
+            CachelockFenced | FencedCleanWaits | FencedCleanAllLayouts | FencedCloexec
+            | FencedSharedLayout,
+            P::CleanRemovesUnused,
+        ) => holds(
+            "among its own processes an environment is locked exactly while something uses it, so a clean (busy or not) skips only live ones",
+        ),
+        (
+            CachelockFenced | FencedCleanAllLayouts | FencedCloexec | FencedSharedLayout,
+            P::CleanOverlapsChild,
+        ) => holds("a clean that finds .lock busy goes on beside the running children"),
+        (
+            CachelockFenced | FencedCleanWaits | FencedCleanGivesUp | FencedCleanAllLayouts
+            | FencedCloexec | FencedSharedLayout,
+            P::RunsShareLock,
+        ) => holds(TWO_RUNS_REASON),
     }
 }
 
+/// The CI scenarios in which no clean can run beside a run holding `.lock`: no run in
+/// the shared cache.
+const NO_CLEAN_BESIDE_RUN: &[&str] = &["run-no-cache", "run-daemon", "run-no-cache+crash"];
+
+/// Every mixed scenario with a run in the shared cache and a clean of another release.
+const MIXED_WITH_SHARED_RUN: &[&str] = &["run-no-cache,clean@uv-0.8.20"];
+
+/// A `clean --force`, of either release, beside a run of the other.
+const MIXED_FORCE: &[&str] = &["tool-run,clean-force@uv-0.13", "tool-run@uv-0.13,clean-force"];
+
+/// Mixed scenarios where the checked policy's clean finds `.lock` held by an old run
+/// and leaves uv's layout alone (or only old cleans, which never hold it beside a child).
+const MIXED_OLD_LAYOUT_LEFT: &[&str] = &[
+    "run@uv-0.13,clean",
+    "run@uv-0.8.20,clean",
+    "run-script@uv-0.13,prune",
+    "run+crash@uv-0.8.20,clean",
+    "run-server@uv-0.13,run-script@uv-0.13,clean",
+    "run-server,run@uv-0.13,clean",
+    "run-server,tool-run@uv-0.8.20,prune",
+];
+
+/// Mixed scenarios whose cleans are all old: they wait for `.lock`, so none holds the
+/// cache while a child runs.
+const MIXED_ONLY_OLD_CLEANS: &[&str] = &[
+    "run,clean@uv-0.13",
+    "run,clean@uv-0.8.20",
+    "run-script,prune@uv-0.13",
+    "run-server,clean+timeout@uv-0.13",
+    "run-daemon,clean@uv-0.13",
+    "run+crash,clean@uv-0.13",
+];
+
+const MIXED_OVERTAKE_REASON: &str = "old releases neither announce their cleans nor wait for announced ones: a new run locks .lock shared before an old clean that only waits (flock has no writer preference), and an old run before a new clean has tried it";
+const MIXED_FORCE_REASON: &str = "clean --force deletes without .lock by definition: the old one deletes a new run's environment (it knows no environment lock), the new one an old run's (which only .lock protects)";
+const MIXED_OLD_LAYOUT_REASON: &str = "a clean that finds .lock held by an old run leaves uv's layout, which only .lock protects, for a later clean that gets .lock: an old run's finished environment stays";
+
 /// The declarations for the mixed scenarios ([`MIXED_SCENARIOS`]), checked for the
-/// policies of [`Policy::BESIDE_OLD_UV`] only.
+/// policies of [`Policy::BESIDE_OLD_UV`] only. The attribution of a violation to the
+/// checked policy is `crate::properties`'.
 pub fn expected_mixed(policy: Policy, property: P) -> Expected {
-    let _ = (policy, property);
-    holds("TODO")
+    use Policy::*;
+    match (policy, property) {
+        (_, P::NoOvertaking) => Expected {
+            failing: Scenarios::AllMixedBut(MIXED_WITH_SHARED_RUN),
+            reason: MIXED_OVERTAKE_REASON,
+        },
+        (_, P::NoLeakedTemp) => holds("a --no-cache run never touches the shared cache"),
+        (_, P::RunsShareLock) => holds("a new run and an old one hold .lock shared together"),
+
+        // ---- cachelock: rejected, it releases .lock before spawning
+        (Cachelock, P::LiveEnvIntact | P::MutualExclusion) => fails(
+            &[
+                "run,clean@uv-0.13",
+                "run,clean@uv-0.8.20",
+                "run-script,prune@uv-0.13",
+                "run-server,clean+timeout@uv-0.13",
+                "run-daemon,clean@uv-0.13",
+                "run+crash,clean@uv-0.13",
+                "tool-run,clean-force@uv-0.13",
+                "tool-run@uv-0.13,clean-force",
+                "run-server,clean,clean@uv-0.13",
+                "run-nested-clean,clean@uv-0.13",
+            ],
+            "the run releases .lock before spawning: an old clean, which respects only .lock, gets it and deletes the running child's environment (the bug seen for real with uv 0.13.9); and --force",
+        ),
+        (Cachelock, P::RootLockExclusion) => fails(MIXED_FORCE, MIXED_FORCE_REASON),
+        (Cachelock, P::CleanTerminates | P::CleanSucceeds) => fails(
+            &["run-server@uv-0.13,run-script@uv-0.13,clean"],
+            "its clean waits for .lock, which an old server holds for ever",
+        ),
+        (Cachelock, P::NoDeadlock) => holds("no run holds .lock while its child runs its nested clean"),
+        (Cachelock, P::CleanRemovesUnused) => {
+            holds("its clean waits for .lock and then deletes every unlocked environment")
+        }
+        (Cachelock, P::CleanOverlapsChild) => fails(
+            &[
+                "run@uv-0.13,clean",
+                "run@uv-0.8.20,clean",
+                "run-script@uv-0.13,prune",
+                "run-server@uv-0.13,run-script@uv-0.13,clean",
+            ],
+            "its clean waits for the .lock an old run holds until its child exits, and an old clean never holds the cache beside a child",
+        ),
+
+        // ---- cachelock-fenced and the designs tried for upgrades
+        (
+            CachelockFenced | FencedCleanWaits | FencedCleanGivesUp,
+            P::LiveEnvIntact | P::MutualExclusion,
+        ) => fails(MIXED_FORCE, MIXED_FORCE_REASON),
+        (FencedCloexec, P::LiveEnvIntact | P::MutualExclusion) => fails(
+            &[
+                "run-daemon,clean@uv-0.13",
+                "run+crash,clean@uv-0.13",
+                "tool-run,clean-force@uv-0.13",
+                "tool-run@uv-0.13,clean-force",
+            ],
+            "the child does not inherit .lock: once the run has exited (daemon) or was killed, an old clean gets .lock and deletes the environment the child or daemon still uses (and --force)",
+        ),
+        (FencedCleanAllLayouts | FencedSharedLayout, P::LiveEnvIntact) => fails(
+            &[
+                "tool-run,clean-force@uv-0.13",
+                "run@uv-0.13,clean",
+                "run@uv-0.8.20,clean",
+                "run-script@uv-0.13,prune",
+                "tool-run@uv-0.13,clean-force",
+                "run+crash@uv-0.8.20,clean",
+                "run-server@uv-0.13,run-script@uv-0.13,clean",
+                "run-server,run@uv-0.13,clean",
+                "run-server,tool-run@uv-0.8.20,prune",
+            ],
+            "a clean that finds .lock busy deletes an environment in uv's layout while the old run that holds .lock for it uses it (and --force)",
+        ),
+        (
+            CachelockFenced | FencedCloexec | FencedCleanAllLayouts | FencedSharedLayout,
+            P::RootLockExclusion,
+        )
+        | (FencedCleanAllLayouts | FencedSharedLayout, P::MutualExclusion) => Expected {
+            failing: Scenarios::AllMixedBut(&[
+                "run,clean@uv-0.13",
+                "run,clean@uv-0.8.20",
+                "run-script,prune@uv-0.13",
+                "run-server,clean+timeout@uv-0.13",
+                "run-daemon,clean@uv-0.13",
+                "run+crash,clean@uv-0.13",
+                "run-no-cache,clean@uv-0.8.20",
+            ]),
+            reason: "a clean that finds .lock busy goes on beside its holders (only the variants that then delete uv's layout break the sharpened mutual-exclusion); and --force",
+        },
+        (FencedCleanWaits | FencedCleanGivesUp, P::RootLockExclusion) => {
+            fails(MIXED_FORCE, MIXED_FORCE_REASON)
+        }
+        (FencedCleanWaits, P::NoDeadlock) => fails(
+            &["run-nested-clean,clean@uv-0.13"],
+            "the nested clean waits for the .lock its own parent holds until the child exits",
+        ),
+        (_, P::NoDeadlock) => holds("no clean of the checked policy waits for .lock; old cleans wait only for runs that end"),
+        (FencedCleanWaits, P::CleanTerminates | P::CleanSucceeds) => fails(
+            &[
+                "run-server@uv-0.13,run-script@uv-0.13,clean",
+                "run-server,clean,clean@uv-0.13",
+                "run-server,run@uv-0.13,clean",
+                "run-server,tool-run@uv-0.8.20,prune",
+                "run-nested-clean,clean@uv-0.13",
+            ],
+            "its clean waits for .lock, which a server (old or new) or its own parent holds for ever",
+        ),
+        (FencedCleanGivesUp, P::CleanSucceeds) => fails(
+            &[
+                "run@uv-0.13,clean",
+                "run@uv-0.8.20,clean",
+                "run-script@uv-0.13,prune",
+                "run+crash@uv-0.8.20,clean",
+                "run-server@uv-0.13,run-script@uv-0.13,clean",
+                "run-server,clean,clean@uv-0.13",
+                "run-server,run@uv-0.13,clean",
+                "run-server,tool-run@uv-0.8.20,prune",
+                "run-nested-clean,clean@uv-0.13",
+            ],
+            "its clean gives up, nothing deleted, whenever a run (old or new) holds .lock",
+        ),
+        (_, P::CleanTerminates | P::CleanSucceeds) => holds(
+            "its clean never waits for .lock: it cleans everything unprotected if it gets .lock at once, else its own layout's unlocked environments; old cleans are not judged (their waits are the upgrade's cost, tabled below)",
+        ),
+        (CachelockFenced | FencedCloexec, P::CleanRemovesUnused) => {
+            fails(MIXED_OLD_LAYOUT_LEFT, MIXED_OLD_LAYOUT_REASON)
+        }
+        (FencedCleanGivesUp, P::CleanRemovesUnused) => fails(
+            &[
+                "run-server@uv-0.13,run-script@uv-0.13,clean",
+                "run-server,run@uv-0.13,clean",
+                "run-server,tool-run@uv-0.8.20,prune",
+            ],
+            "its clean gives up while a server holds .lock and leaves a finished old run's environment",
+        ),
+        (FencedCleanWaits | FencedCleanAllLayouts | FencedSharedLayout, P::CleanRemovesUnused) => {
+            holds("its clean deletes every unlocked environment of both layouts once it goes on")
+        }
+        (CachelockFenced | FencedCleanAllLayouts | FencedSharedLayout, P::CleanOverlapsChild) => {
+            fails(
+                MIXED_ONLY_OLD_CLEANS,
+                "the only cleans are old ones, which wait for the .lock every run holds while its child lives",
+            )
+        }
+        (FencedCloexec, P::CleanOverlapsChild) => fails(
+            &[
+                "run,clean@uv-0.13",
+                "run,clean@uv-0.8.20",
+                "run-script,prune@uv-0.13",
+                "run-server,clean+timeout@uv-0.13",
+            ],
+            "the only cleans are old ones; only after a kill or beside a daemon, whose child no longer holds .lock, does one get it while a child runs",
+        ),
+        (FencedCleanWaits | FencedCleanGivesUp, P::CleanOverlapsChild) => Expected {
+            failing: Scenarios::AllMixedBut(&[
+                "tool-run,clean-force@uv-0.13",
+                "tool-run@uv-0.13,clean-force",
+                "run-no-cache,clean@uv-0.8.20",
+                "run+crash@uv-0.8.20,clean",
+            ]),
+            reason: "every run holds .lock while its child lives and no clean goes on without it but --force (or once an old run is killed: its orphaned child holds nothing)",
+        },
+        (
+            Uv0819 | Uv0820 | Uv013 | UvPr15977 | UvAutoprune | Serial | CachelockLateEnvLock
+            | CachelockUnlock | CachelockCloexec | CachelockNoAnnounce | CachelockKeepTemp,
+            _,
+        ) => holds("not checked beside old uv"),
+    }
 }
 
 #[cfg(test)]
@@ -571,6 +883,22 @@ mod tests {
                     assert!(
                         CI_SCENARIOS.contains(s),
                         "{policy} {property}: {s} is not a CI scenario"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn mixed_declarations_name_only_mixed_scenarios_and_give_reasons() {
+        for policy in Policy::BESIDE_OLD_UV {
+            for property in crate::properties::ALL {
+                let e = expected_mixed(policy, property);
+                assert!(!e.reason.is_empty(), "{policy} {property}");
+                for s in e.named() {
+                    assert!(
+                        MIXED_SCENARIOS.contains(s),
+                        "{policy} {property}: {s} is not a mixed scenario"
                     );
                 }
             }
