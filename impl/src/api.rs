@@ -7,11 +7,14 @@
 //! `spawn-child`, because the caller spawns its own child) and turns what the steps did
 //! into values. There is no second implementation of the protocol.
 //!
-//! The policy is [`Policy::Cachelock`] unless chosen otherwise: runs hold the cache's lock
-//! (`<cache>/.lock`, shared) only while they prepare their environment, and the child
-//! holds the environment's lock (`environments/<name>.lock`, shared) for as long as it,
-//! or anything it started, lives. A clean deletes only environments whose lock it can take
-//! exclusive without waiting; the others are reported as in use.
+//! The policy is [`Policy::DEFAULT`] (`cachelock-fenced`) unless chosen otherwise: the
+//! child holds the environment's lock (`environments/<name>.lock`, shared) for as long as
+//! it, or anything it started, lives, and the cache's lock (`<cache>/.lock`, shared) too,
+//! because uv's own cleans respect nothing else. A clean deletes only environments whose
+//! lock it can take exclusive without waiting, the others are reported as in use; it never
+//! waits for the cache's lock: when that is busy it deletes only cachelock's unlocked
+//! environments. (Under [`Policy::Cachelock`] runs hold the cache's lock only while they
+//! prepare their environment: safe among cachelock processes, not beside an old uv.)
 //!
 //! # The inherited descriptor
 //!
@@ -29,8 +32,14 @@
 //! - Until the `Command` is dropped, it holds a duplicate of the descriptor (close-on-exec
 //!   in this process, so other children do not get it), which keeps the lock too.
 //!
+//! - Under a policy whose child also inherits the cache's lock (`cachelock-fenced`, the
+//!   default: old uv's cleans respect nothing else), `CACHELOCK_ROOT_LOCK_FD`
+//!   ([`ROOT_LOCK_FD_VAR`]) is the number of a descriptor on `<cache>/.lock`, locked
+//!   shared, with the same rules: never unlock it, close it to let go.
+//!
 //! Under a policy whose child does not inherit the lock (uv's), `configure` sets only
-//! `CACHELOCK_ENV` and removes `CACHELOCK_ENV_LOCK_FD` from the child's environment.
+//! `CACHELOCK_ENV` and removes `CACHELOCK_ENV_LOCK_FD` (and `CACHELOCK_ROOT_LOCK_FD`) from
+//! the child's environment.
 //!
 //! # Example
 //!
@@ -85,6 +94,9 @@ use crate::session::{DEFAULT_LOCK_TIMEOUT, Session, SessionConfig, StepOutcome, 
 pub const ENV_DIR_VAR: &str = "CACHELOCK_ENV";
 /// The variable that holds the number of the inherited lock descriptor in the child.
 pub const ENV_LOCK_FD_VAR: &str = "CACHELOCK_ENV_LOCK_FD";
+/// The variable that holds the number of the inherited descriptor on `<cache>/.lock` in
+/// the child (under a policy whose child inherits it).
+pub const ROOT_LOCK_FD_VAR: &str = "CACHELOCK_ROOT_LOCK_FD";
 
 type Callback = Arc<dyn Fn(&Progress) + Send + Sync>;
 
@@ -99,7 +111,7 @@ struct Options {
 impl Default for Options {
     fn default() -> Self {
         Options {
-            policy: Policy::Cachelock,
+            policy: Policy::DEFAULT,
             lock_timeout: Some(DEFAULT_LOCK_TIMEOUT),
             on_wait: None,
         }
@@ -175,7 +187,7 @@ fn notify_wait(on_wait: &Option<Callback>, progress: &Progress) {
 /// // The caller decides what a wait shows: here, a message to its own progress thread.
 /// let (waits, _progress_thread) = mpsc::channel();
 /// let cache = Cache::open("/var/cache/my-tool")
-///     .policy(Policy::Cachelock) // the default
+///     .policy(Policy::CachelockFenced) // the default
 ///     .lock_timeout(Some(Duration::from_secs(30)))
 ///     .on_wait(move |p| {
 ///         if let Progress::Waiting { lock, .. } = p {
@@ -191,7 +203,7 @@ pub struct Cache {
 }
 
 impl Cache {
-    /// A cache at `root`, under [`Policy::Cachelock`] with uv's default lock timeout
+    /// A cache at `root`, under [`Policy::DEFAULT`] with uv's default lock timeout
     /// (300 s). Nothing on disk changes.
     pub fn open(root: impl Into<PathBuf>) -> Cache {
         Cache {
@@ -205,7 +217,7 @@ impl Cache {
         TempCache::new()
     }
 
-    /// The protocol to follow: [`Policy::Cachelock`] by default; one of uv's releases
+    /// The protocol to follow: [`Policy::DEFAULT`] ([`Policy::CachelockFenced`]) by default; one of uv's releases
     /// (`Policy::Uv013`, …) to behave exactly as that release does, bugs included, beside
     /// its processes on the same cache.
     #[must_use]
@@ -249,7 +261,9 @@ impl Cache {
     ///
     /// Under [`Policy::Cachelock`] the lease holds the cache's lock shared and the
     /// environment's lock shared until [`EnvLease::commit`]: a clean waits for it, and
-    /// a lease waits for a clean that is running or announced.
+    /// a lease waits for a clean that is running or announced. Under the default
+    /// [`Policy::CachelockFenced`] the cache's lock stays held (and is handed to the
+    /// child) until the [`LiveEnv`] is dropped.
     pub fn lease(&self, name: &str) -> Result<EnvLease, CacheError> {
         self.options
             .lease(CacheDir::Persistent(self.root.clone()), Kind::ToolRun, name)
@@ -407,7 +421,7 @@ pub struct TempCache {
 }
 
 impl TempCache {
-    /// Temporary caches under [`Policy::Cachelock`] with uv's default lock timeout.
+    /// Temporary caches under [`Policy::DEFAULT`] with uv's default lock timeout.
     pub fn new() -> TempCache {
         TempCache::default()
     }
@@ -498,7 +512,8 @@ impl EnvLease {
     /// Runs the policy's steps from `persist-env` up to `spawn-child`: the build is moved
     /// into place in one rename (if another process persisted the same environment first,
     /// theirs is used), and under [`Policy::Cachelock`] the cache's lock is released;
-    /// only the environment's lock is held from then on.
+    /// only the environment's lock is held from then on (under the default policy both
+    /// stay held, and both go to the child).
     ///
     /// Fails with [`CacheError::EnvRemoved`] if the environment (or the build) is gone,
     /// which the protocol prevents under [`Policy::Cachelock`] but not under every
@@ -537,12 +552,23 @@ impl EnvLease {
         } else {
             None
         };
+        let root_lock = match self.session.held().root_lock.as_ref() {
+            Some(held)
+                if self.session.design().child_inherits_root_lock && held.held().is_some() =>
+            {
+                Some(held.file().try_clone().map_err(|e| {
+                    CacheError::io("duplicate the lock descriptor of", held.path(), e)
+                })?)
+            }
+            _ => None,
+        };
         Ok(LiveEnv {
             session: self.session,
             name: self.name,
             root: self.root,
             dir: self.env_dir,
             lock,
+            root_lock,
             temporary: self.temporary,
         })
     }
@@ -569,6 +595,8 @@ pub struct LiveEnv {
     dir: PathBuf,
     /// A close-on-exec copy of the descriptor the child inherits.
     lock: Option<fs::File>,
+    /// A close-on-exec copy of the descriptor on `.lock` the child inherits too.
+    root_lock: Option<fs::File>,
     temporary: bool,
 }
 
@@ -601,38 +629,52 @@ impl LiveEnv {
     /// variables and stdio stay the caller's. Call it once per `Command`.
     pub fn configure<'c>(&self, command: &'c mut Command) -> Result<&'c mut Command, CacheError> {
         command.env(ENV_DIR_VAR, &self.dir);
-        let Some(lock) = &self.lock else {
-            command.env_remove(ENV_LOCK_FD_VAR);
-            return Ok(command);
-        };
-        // A duplicate owned by the command: the descriptor number stays valid until the
-        // command is dropped, whatever happens to this `LiveEnv`. It is close-on-exec
-        // here; the hook clears the flag in the child only.
-        let fd: OwnedFd = lock
-            .try_clone()
-            .map_err(|e| CacheError::io("duplicate the lock descriptor for", &self.dir, e))?
-            .into();
-        command.env(ENV_LOCK_FD_VAR, fd.as_raw_fd().to_string());
-        // SAFETY: the hook runs in the forked child before exec and calls only fcntl(2),
-        // which is async-signal-safe; `fd` is owned by the hook, so the number it uses is
-        // open for as long as the command can spawn.
-        unsafe {
-            command.pre_exec(move || {
-                let raw = fd.as_raw_fd();
-                let flags = libc::fcntl(raw, libc::F_GETFD);
-                if flags < 0 || libc::fcntl(raw, libc::F_SETFD, flags & !libc::FD_CLOEXEC) < 0 {
-                    return Err(io::Error::last_os_error());
-                }
-                Ok(())
-            });
+        match &self.root_lock {
+            Some(lock) => inherit(command, ROOT_LOCK_FD_VAR, lock, &self.dir)?,
+            None => {
+                command.env_remove(ROOT_LOCK_FD_VAR);
+            }
+        }
+        match &self.lock {
+            Some(lock) => inherit(command, ENV_LOCK_FD_VAR, lock, &self.dir)?,
+            None => {
+                command.env_remove(ENV_LOCK_FD_VAR);
+            }
         }
         Ok(command)
     }
 }
 
+/// Makes `command`'s child inherit a duplicate of `lock`, its number in `var`.
+fn inherit(command: &mut Command, var: &str, lock: &fs::File, dir: &Path) -> Result<(), CacheError> {
+    // A duplicate owned by the command: the descriptor number stays valid until the
+    // command is dropped, whatever happens to the `LiveEnv`. It is close-on-exec here;
+    // the hook clears the flag in the child only.
+    let fd: OwnedFd = lock
+        .try_clone()
+        .map_err(|e| CacheError::io("duplicate the lock descriptor for", dir, e))?
+        .into();
+    command.env(var, fd.as_raw_fd().to_string());
+    // SAFETY: the hook runs in the forked child before exec and calls only fcntl(2),
+    // which is async-signal-safe; `fd` is owned by the hook, so the number it uses is
+    // open for as long as the command can spawn.
+    unsafe {
+        command.pre_exec(move || {
+            let raw = fd.as_raw_fd();
+            let flags = libc::fcntl(raw, libc::F_GETFD);
+            if flags < 0 || libc::fcntl(raw, libc::F_SETFD, flags & !libc::FD_CLOEXEC) < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    Ok(())
+}
+
 impl Drop for LiveEnv {
     fn drop(&mut self) {
         self.lock = None;
+        self.root_lock = None;
         if !self.temporary {
             // The session's guards close the environment's lock (see `guards`).
             return;

@@ -5,7 +5,7 @@
 //! an [`EnvLease`] to fill, committed into a [`LiveEnv`] that hands its lock to the
 //! caller's own `std::process::Command`), clean or prune beside running children
 //! ([`Cache::clean`], a [`CleanReport`]), and use a [`TempCache`]. The policy is
-//! [`Policy::Cachelock`] unless chosen otherwise; errors are [`CacheError`]s.
+//! [`Policy::DEFAULT`] (`cachelock-fenced`) unless chosen otherwise; errors are [`CacheError`]s.
 //!
 //! The rules, for every policy (`cachelock_model::Policy`):
 //! - `<cache>/.lock` is the cache's lock, the same file with the same flock(2) semantics
@@ -42,7 +42,7 @@ pub mod session;
 pub mod settings;
 
 pub use api::{
-    Cache, CacheError, CleanOutcome, CleanReport, ENV_DIR_VAR, ENV_LOCK_FD_VAR, EnvLease, KeptEnv,
+    Cache, CacheError, CleanOutcome, CleanReport, ENV_DIR_VAR, ENV_LOCK_FD_VAR, ROOT_LOCK_FD_VAR, EnvLease, KeptEnv,
     LiveEnv, Progress, TempCache,
 };
 pub use cache::CacheDir;

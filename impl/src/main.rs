@@ -37,10 +37,11 @@ enum Command {
     #[command(after_help = CACHE_AND_TIMEOUT_HELP)]
     ///
     /// The environment `<cache>/environments/<NAME>` is built once and reused; the child
-    /// finds it in CACHELOCK_ENV. Under the default policy the cache lock is held only while
-    /// the environment is prepared, and the environment's own lock (inherited by the child,
-    /// descriptor number in CACHELOCK_ENV_LOCK_FD) keeps it from being cleaned while the
-    /// child, or anything it started, runs.
+    /// finds it in CACHELOCK_ENV. Under the default policy the environment's own lock
+    /// (inherited by the child, descriptor number in CACHELOCK_ENV_LOCK_FD) keeps it from
+    /// being cleaned while the child, or anything it started, runs; the cache lock is held
+    /// shared until the child exits and inherited too (CACHELOCK_ROOT_LOCK_FD), because
+    /// uv's own cleans respect nothing else.
     /// The child's exit code is passed through (128+n for signal n); SIGINT, SIGTERM and
     /// SIGHUP are forwarded to it.
     Run(RunArgs),
@@ -51,8 +52,9 @@ enum Command {
     ///
     /// Waits while the cache is in use (up to CACHELOCK_LOCK_TIMEOUT, else UV_LOCK_TIMEOUT,
     /// else 300 s; then exits 2), or
-    /// with --force goes on without the lock. Under the default policy environments in use
-    /// are kept and reported instead of waited for. `.lock` is kept (the uv-0.8.19 and
+    /// with --force goes on without the lock. Under the default policy a clean never waits:
+    /// if the cache lock is free it cleans everything but environments in use (kept and
+    /// reported), and if it is busy it deletes only cachelock's environments not in use. `.lock` is kept (the uv-0.8.19 and
     /// uv-0.8.20 policies unlink it and remove the root, as those releases did).
     #[command(after_help = CACHE_AND_TIMEOUT_HELP)]
     Clean(CleanArgs),
@@ -133,12 +135,13 @@ fn owner_of(policy: Policy) -> CacheOwner {
 
 #[derive(Debug, Args)]
 struct PolicyArgs {
-    /// The protocol to follow: `cachelock` (ours), or a uv release's behaviour, bugs
-    /// included (`uv-0.8.19`, `uv-0.8.20`, `uv-0.13`, `uv-pr15977`), or a variant built to
+    /// The protocol to follow: `cachelock-fenced` (ours, safe beside every uv release
+    /// sharing the cache), `cachelock` (ours, unsafe beside old uv), or a uv release's
+    /// behaviour, bugs included (`uv-0.8.19`, `uv-0.8.20`, `uv-0.13`, `uv-pr15977`), or a variant built to
     /// break one property.
     #[arg(
         long,
-        default_value = "cachelock",
+        default_value = "cachelock-fenced",
         value_parser = PossibleValuesParser::new(Policy::ALL.map(Policy::name)).try_map(|s| Policy::parse(&s)),
     )]
     policy: Policy,
