@@ -646,7 +646,12 @@ impl LiveEnv {
 }
 
 /// Makes `command`'s child inherit a duplicate of `lock`, its number in `var`.
-fn inherit(command: &mut Command, var: &str, lock: &fs::File, dir: &Path) -> Result<(), CacheError> {
+fn inherit(
+    command: &mut Command,
+    var: &str,
+    lock: &fs::File,
+    dir: &Path,
+) -> Result<(), CacheError> {
     // A duplicate owned by the command: the descriptor number stays valid until the
     // command is dropped, whatever happens to the `LiveEnv`. It is close-on-exec here;
     // the hook clears the flag in the child only.

@@ -220,9 +220,8 @@ fn check_ci_set(policies: &[Policy], args: &CheckArgs) -> ExitCode {
         .into_iter()
         .flatten()
         .collect();
-    let (rows, mixed_rows): (Vec<check::Row>, Vec<check::Row>) = all_rows
-        .into_iter()
-        .partition(|r| r.set == ScenarioSet::Ci);
+    let (rows, mixed_rows): (Vec<check::Row>, Vec<check::Row>) =
+        all_rows.into_iter().partition(|r| r.set == ScenarioSet::Ci);
     if args.json {
         let all: Vec<_> = rows
             .iter()

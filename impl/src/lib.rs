@@ -42,8 +42,8 @@ pub mod session;
 pub mod settings;
 
 pub use api::{
-    Cache, CacheError, CleanOutcome, CleanReport, ENV_DIR_VAR, ENV_LOCK_FD_VAR, ROOT_LOCK_FD_VAR, EnvLease, KeptEnv,
-    LiveEnv, Progress, TempCache,
+    Cache, CacheError, CleanOutcome, CleanReport, ENV_DIR_VAR, ENV_LOCK_FD_VAR, EnvLease, KeptEnv,
+    LiveEnv, Progress, ROOT_LOCK_FD_VAR, TempCache,
 };
 pub use cache::CacheDir;
 pub use cachelock_model::{Kind, Mode, Policy, Step};

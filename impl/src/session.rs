@@ -868,11 +868,7 @@ impl Session {
         // respect nothing else, and they must wait for an orphaned child or a daemon too.
         let mut inherit: Vec<(&str, &std::fs::File)> = Vec::new();
         if self.design.child_inherits_env_lock
-            && let Some(lock) = self
-                .held
-                .env_lock
-                .as_ref()
-                .or(self.held.temp_lock.as_ref())
+            && let Some(lock) = self.held.env_lock.as_ref().or(self.held.temp_lock.as_ref())
         {
             inherit.push(("CACHELOCK_ENV_LOCK_FD", lock.file()));
         }

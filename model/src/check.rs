@@ -360,9 +360,10 @@ pub fn serve_explorer(policy: Policy, scenario: &Scenario, addr: std::net::Socke
 /// Every way each process of `scenario` can end under `policy`: for every reachable
 /// state in which nothing more can happen but a kill (and nothing was killed), what each
 /// process is then (done with its outcome, waiting for ever at a lock, its child still
-/// running); and `lost its environment` if some reachable state, with or without a
-/// kill, has its child or daemon running without its environment or its spawn failing
-/// for lack of it. One entry per process, in scenario order.
+/// running); `waits at STEP for P` for every process P that holds, in some reachable
+/// state, the lock it waits for; and `lost its environment` if some reachable state,
+/// with or without a kill, has its child or daemon running without its environment or
+/// its spawn failing for lack of it. One entry per process, in scenario order.
 pub fn process_ends(policy: Policy, scenario: &Scenario) -> Vec<(String, Vec<String>)> {
     use crate::state::{Child, Daemon, Life, Outcome};
     let model = CacheModel::new(policy, scenario);
@@ -386,6 +387,39 @@ pub fn process_ends(policy: Policy, scenario: &Scenario) -> Vec<(String, Vec<Str
                     || (using && !m.env_present(s, p))
                 {
                     notes.push((p, "lost its environment".into()));
+                }
+            }
+            for p in 0..n {
+                let st = &s.procs[p];
+                if st.life != Life::Waiting {
+                    continue;
+                }
+                let Some(step) = m.next_step(s, p) else {
+                    continue;
+                };
+                let blockers: Vec<usize> = match (step, st.root_fd) {
+                    (
+                        crate::protocol::Step::LockShared | crate::protocol::Step::LockExclusive,
+                        Some(fd),
+                    ) => (0..n)
+                        .filter(|&q| {
+                            q != p
+                                && s.procs[q].root_fd.is_some_and(|o| {
+                                    o.inode == fd.inode
+                                        && o.lock.is_some_and(|l| {
+                                            step == crate::protocol::Step::LockExclusive
+                                                || l == crate::protocol::Mode::Exclusive
+                                        })
+                                })
+                        })
+                        .collect(),
+                    (crate::protocol::Step::AwaitAnnouncedCleans, _) => {
+                        (0..n).filter(|&c| st.awaited & (1 << c) != 0).collect()
+                    }
+                    _ => Vec::new(),
+                };
+                for q in blockers {
+                    notes.push((p, format!("waits at `{step}` for `{}`", m.procs[q].label)));
                 }
             }
             let killed = s.procs.iter().any(|st| st.life == Life::Killed);

@@ -551,9 +551,10 @@ pub fn expected(policy: Policy, property: P) -> Expected {
         ) => holds(TWO_RUNS_REASON),
 
         // ---- cachelock-fenced and the designs tried for upgrades
-        (CachelockFenced | FencedCleanWaits | FencedCleanGivesUp | FencedCloexec, P::MutualExclusion) => {
-            fails(CLEAN_FORCE, FORCE_REASON)
-        }
+        (
+            CachelockFenced | FencedCleanWaits | FencedCleanGivesUp | FencedCloexec,
+            P::MutualExclusion,
+        ) => fails(CLEAN_FORCE, FORCE_REASON),
         (CachelockFenced | FencedCloexec, P::RootLockExclusion) => fails_all_but(
             NO_CLEAN_BESIDE_RUN,
             "by design: runs keep .lock shared while their child lives, so a clean that finds it busy deletes the unlocked environments of its own layout beside them (which the sharpened mutual-exclusion allows: .lock does not protect them)",
@@ -568,8 +569,12 @@ pub fn expected(policy: Policy, property: P) -> Expected {
             )
         }
         (
-            CachelockFenced | FencedCleanWaits | FencedCleanGivesUp | FencedCleanAllLayouts
-            | FencedCloexec | FencedSharedLayout,
+            CachelockFenced
+            | FencedCleanWaits
+            | FencedCleanGivesUp
+            | FencedCleanAllLayouts
+            | FencedCloexec
+            | FencedSharedLayout,
             P::LiveEnvIntact,
         ) => holds(
             "among its own processes the environment locks protect every environment, as under cachelock",
@@ -621,9 +626,15 @@ pub fn expected(policy: Policy, property: P) -> Expected {
             "every run holds .lock while its child lives, and the clean never goes on without it (but --force)",
         ),
         (
-            CachelockFenced | FencedCleanAllLayouts | FencedCloexec | FencedSharedLayout | FencedCleanGivesUp,
+            CachelockFenced
+            | FencedCleanAllLayouts
+            | FencedCloexec
+            | FencedSharedLayout
+            | FencedCleanGivesUp,
             P::NoDeadlock | P::CleanTerminates,
-        ) => holds("a clean never waits for .lock: it gets it at once or goes on (or gives up) without it"),
+        ) => holds(
+            "a clean never waits for .lock: it gets it at once or goes on (or gives up) without it",
+        ),
         (
             CachelockFenced | FencedCleanAllLayouts | FencedCloexec | FencedSharedLayout,
             P::CleanSucceeds,
@@ -631,17 +642,32 @@ pub fn expected(policy: Policy, property: P) -> Expected {
             "a clean never waits for .lock: it cleans everything unprotected if it gets it at once, else what it can lock, and exits 0",
         ),
         (
-            CachelockFenced | FencedCleanWaits | FencedCleanGivesUp | FencedCleanAllLayouts
-            | FencedCloexec | FencedSharedLayout,
+            CachelockFenced
+            | FencedCleanWaits
+            | FencedCleanGivesUp
+            | FencedCleanAllLayouts
+            | FencedCloexec
+            | FencedSharedLayout,
             P::NoOvertaking,
-        ) => holds("a clean's first step publishes an already-locked announcement that later runs wait for"),
+        ) => holds(
+            "a clean's first step publishes an already-locked announcement that later runs wait for",
+        ),
         (
-            CachelockFenced | FencedCleanWaits | FencedCleanGivesUp | FencedCleanAllLayouts
-            | FencedCloexec | FencedSharedLayout,
+            CachelockFenced
+            | FencedCleanWaits
+            | FencedCleanGivesUp
+            | FencedCleanAllLayouts
+            | FencedCloexec
+            | FencedSharedLayout,
             P::NoLeakedTemp,
-        ) => holds("the temporary cache guard drops after the child exits, on every path but SIGKILL"),
+        ) => holds(
+            "the temporary cache guard drops after the child exits, on every path but SIGKILL",
+        ),
         (
-            CachelockFenced | FencedCleanWaits | FencedCleanAllLayouts | FencedCloexec
+            CachelockFenced
+            | FencedCleanWaits
+            | FencedCleanAllLayouts
+            | FencedCloexec
             | FencedSharedLayout,
             P::CleanRemovesUnused,
         ) => holds(
@@ -652,8 +678,12 @@ pub fn expected(policy: Policy, property: P) -> Expected {
             P::CleanOverlapsChild,
         ) => holds("a clean that finds .lock busy goes on beside the running children"),
         (
-            CachelockFenced | FencedCleanWaits | FencedCleanGivesUp | FencedCleanAllLayouts
-            | FencedCloexec | FencedSharedLayout,
+            CachelockFenced
+            | FencedCleanWaits
+            | FencedCleanGivesUp
+            | FencedCleanAllLayouts
+            | FencedCloexec
+            | FencedSharedLayout,
             P::RunsShareLock,
         ) => holds(TWO_RUNS_REASON),
     }
@@ -667,7 +697,10 @@ const NO_CLEAN_BESIDE_RUN: &[&str] = &["run-no-cache", "run-daemon", "run-no-cac
 const MIXED_WITH_SHARED_RUN: &[&str] = &["run-no-cache,clean@uv-0.8.20"];
 
 /// A `clean --force`, of either release, beside a run of the other.
-const MIXED_FORCE: &[&str] = &["tool-run,clean-force@uv-0.13", "tool-run@uv-0.13,clean-force"];
+const MIXED_FORCE: &[&str] = &[
+    "tool-run,clean-force@uv-0.13",
+    "tool-run@uv-0.13,clean-force",
+];
 
 /// Mixed scenarios where the checked policy's clean finds `.lock` held by an old run
 /// and leaves uv's layout alone (or only old cleans, which never hold it beside a child).
@@ -730,7 +763,9 @@ pub fn expected_mixed(policy: Policy, property: P) -> Expected {
             &["run-server@uv-0.13,run-script@uv-0.13,clean"],
             "its clean waits for .lock, which an old server holds for ever",
         ),
-        (Cachelock, P::NoDeadlock) => holds("no run holds .lock while its child runs its nested clean"),
+        (Cachelock, P::NoDeadlock) => {
+            holds("no run holds .lock while its child runs its nested clean")
+        }
         (Cachelock, P::CleanRemovesUnused) => {
             holds("its clean waits for .lock and then deletes every unlocked environment")
         }
@@ -795,7 +830,9 @@ pub fn expected_mixed(policy: Policy, property: P) -> Expected {
             &["run-nested-clean,clean@uv-0.13"],
             "the nested clean waits for the .lock its own parent holds until the child exits",
         ),
-        (_, P::NoDeadlock) => holds("no clean of the checked policy waits for .lock; old cleans wait only for runs that end"),
+        (_, P::NoDeadlock) => holds(
+            "no clean of the checked policy waits for .lock; old cleans wait only for runs that end",
+        ),
         (FencedCleanWaits, P::CleanTerminates | P::CleanSucceeds) => fails(
             &[
                 "run-server@uv-0.13,run-script@uv-0.13,clean",

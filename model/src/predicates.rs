@@ -75,15 +75,16 @@ impl PropertyName {
 /// another release's process used under that release's protection (noted by the
 /// transition that deleted it). See the module doc of `crate::properties`.
 fn live_env_intact(m: &CacheModel, s: &State) -> bool {
-    !s.history.broke_protected_env && (0..m.procs.len()).all(|p| {
-        let st = &s.procs[p];
-        !m.is_checked(p) || {
-        let using = st.child == Child::Running || st.daemon == Daemon::Running;
-        st.child != Child::FailedToSpawn
-            && st.life != Life::Done(Outcome::EnvVanished)
-            && (!using || m.env_present(s, p))
-        }
-    })
+    !s.history.broke_protected_env
+        && (0..m.procs.len()).all(|p| {
+            let st = &s.procs[p];
+            !m.is_checked(p) || {
+                let using = st.child == Child::Running || st.daemon == Daemon::Running;
+                st.child != Child::FailedToSpawn
+                    && st.life != Life::Done(Outcome::EnvVanished)
+                    && (!using || m.env_present(s, p))
+            }
+        })
 }
 
 fn deadlocked(m: &CacheModel, s: &State) -> bool {

@@ -175,8 +175,7 @@ impl CacheModel {
         let st = &s.procs[p];
         match st.life {
             Life::Waiting => {
-                let can_time_out =
-                    self.procs[p].design.lock_timeout && self.procs[p].spec.timeout;
+                let can_time_out = self.procs[p].design.lock_timeout && self.procs[p].spec.timeout;
                 !can_time_out && !self.step_enabled(s, p)
             }
             Life::Ready => match self.next_step(s, p) {

@@ -3,7 +3,7 @@
 
 use crate::machine::{Action, CacheModel, Child, EnvState, Life, Outcome, State, Temp};
 use crate::properties::PropertyName;
-use crate::protocol::{OnBusy, EnvName, Event, Mode, Step};
+use crate::protocol::{EnvName, Event, Mode, OnBusy, Step};
 
 /// One line per action of `path`, numbered from 1, then a last line saying what is
 /// wrong in the final state.
@@ -178,8 +178,12 @@ fn step_outcome(m: &CacheModel, before: &State, p: usize, step: Step, after: &St
         }
         Step::SpawnChild => {
             let inherited: Vec<&str> = [
-                a.env_fd.is_some_and(|f| f.child).then_some("the environment lock"),
-                a.root_fd.is_some_and(|f| f.child).then_some("the lock on .lock"),
+                a.env_fd
+                    .is_some_and(|f| f.child)
+                    .then_some("the environment lock"),
+                a.root_fd
+                    .is_some_and(|f| f.child)
+                    .then_some("the lock on .lock"),
             ]
             .into_iter()
             .flatten()
@@ -318,10 +322,12 @@ fn verdict_line(m: &CacheModel, s: &State, property: PropertyName) -> String {
             format!("violated: {}", victims.join("; "))
         }
         PropertyName::MutualExclusion => {
-            "violated: an entry was deleted while another process held the lock that protects it".into()
+            "violated: an entry was deleted while another process held the lock that protects it"
+                .into()
         }
         PropertyName::RootLockExclusion => {
-            "violated: cache contents were deleted while another process held a lock on .lock".into()
+            "violated: cache contents were deleted while another process held a lock on .lock"
+                .into()
         }
         PropertyName::NoDeadlock => {
             format!("violated: every process is blocked ({})", stuck.join("; "))

@@ -323,8 +323,7 @@ impl CacheModel {
                     }
                     s.fs.envs[l][i] = EnvState::Absent;
                     for q in 0..self.procs.len() {
-                        if q == p || self.layout(q) != l || self.procs[q].kind.env() != Some(*env)
-                        {
+                        if q == p || self.layout(q) != l || self.procs[q].kind.env() != Some(*env) {
                             continue;
                         }
                         if s.procs[q].env_fd.is_some() && involved(q) {
@@ -481,9 +480,10 @@ impl CacheModel {
             return;
         }
         let left = (0..2).any(|l| {
-            EnvName::CACHED.iter().enumerate().any(|(i, env)| {
-                s.fs.envs[l][i] != EnvState::Absent && !self.env_in_use(s, l, *env)
-            })
+            EnvName::CACHED
+                .iter()
+                .enumerate()
+                .any(|(i, env)| s.fs.envs[l][i] != EnvState::Absent && !self.env_in_use(s, l, *env))
         });
         if left {
             s.history.left_unused_env = true;

@@ -58,7 +58,7 @@ fn uv_0_8_20_breaks_mutual_exclusion_through_the_orphaned_lock_inode() {
 9. clean#2: open-lock-file -> creates .lock (inode 1)
 10. clean#2: lock-exclusive -> acquired exclusive on .lock inode 1
 11. clean#2: delete-entries -> deletes the scaffold (no environment) while run#1 holds the lock
-=> mutual-exclusion: violated: cache contents were deleted while another process held the lock"
+=> mutual-exclusion: violated: an entry was deleted while another process held the lock that protects it"
     );
 }
 

@@ -3,7 +3,7 @@
 
 use std::sync::OnceLock;
 
-use cachelock_model::check::{Row, check_policy, ci_scenarios};
+use cachelock_model::check::{Row, check_policy, check_policy_mixed, ci_scenarios};
 use cachelock_model::{Policy, report};
 
 fn rows() -> &'static [Row] {
@@ -17,9 +17,21 @@ fn rows() -> &'static [Row] {
     })
 }
 
+/// The policies meant to live beside old uv, on the mixed scenarios.
+fn mixed_rows() -> &'static [Row] {
+    static ROWS: OnceLock<Vec<Row>> = OnceLock::new();
+    ROWS.get_or_init(|| {
+        Policy::BESIDE_OLD_UV
+            .iter()
+            .map(|p| check_policy_mixed(*p, &mut |_| {}))
+            .collect()
+    })
+}
+
 #[test]
 fn every_verdict_is_as_its_policy_declares() {
-    let mismatches = report::mismatches(rows());
+    let mut mismatches = report::mismatches(rows());
+    mismatches.extend(report::mismatches(mixed_rows()));
     assert!(
         mismatches.is_empty(),
         "verdicts moved:\n{}",
@@ -34,7 +46,8 @@ fn cachelock_keeps_every_property_but_mutual_exclusion_under_clean_force() {
         .find(|r| r.policy == Policy::Cachelock)
         .unwrap();
     for cell in &row.cells {
-        let allowed: &[&str] = if cell.property.name() == "mutual-exclusion" {
+        let name = cell.property.name();
+        let allowed: &[&str] = if name == "mutual-exclusion" || name == "root-lock-exclusion" {
             &[
                 "run-script,clean-force",
                 "run+crash+timeout,clean+timeout,clean-force,run-no-cache",
@@ -45,6 +58,58 @@ fn cachelock_keeps_every_property_but_mutual_exclusion_under_clean_force() {
         };
         assert_eq!(cell.failing, allowed, "{}", cell.property);
     }
+}
+
+const FORCE: [&str; 3] = [
+    "run-script,clean-force",
+    "run+crash+timeout,clean+timeout,clean-force,run-no-cache",
+    "run-script+crash,clean-force",
+];
+
+#[test]
+fn the_default_keeps_every_property_among_its_own_processes() {
+    let row = rows().iter().find(|r| r.policy == Policy::DEFAULT).unwrap();
+    for cell in &row.cells {
+        match cell.property.name() {
+            "mutual-exclusion" => assert_eq!(cell.failing, FORCE),
+            // By design: its cleans go on beside runs that hold .lock only as a fence.
+            "root-lock-exclusion" => assert!(cell.failing.len() > FORCE.len()),
+            other => assert!(cell.failing.is_empty(), "{other}: {:?}", cell.failing),
+        }
+    }
+}
+
+#[test]
+fn the_default_keeps_environments_and_exclusion_beside_old_uv_but_under_force() {
+    let row = mixed_rows()
+        .iter()
+        .find(|r| r.policy == Policy::DEFAULT)
+        .unwrap();
+    for cell in &row.cells {
+        let name = cell.property.name();
+        if ["live-env-intact", "mutual-exclusion"].contains(&name) {
+            assert!(
+                cell.failing.iter().all(|s| s.contains("clean-force")),
+                "{name}: {:?}",
+                cell.failing
+            );
+        }
+        if ["no-deadlock", "clean-terminates", "clean-succeeds"].contains(&name) {
+            assert!(cell.failing.is_empty(), "{name}: {:?}", cell.failing);
+        }
+    }
+    // Today's cachelock is what the upgrade guards against: an old clean deletes its
+    // running child's environment.
+    let old = mixed_rows()
+        .iter()
+        .find(|r| r.policy == Policy::Cachelock)
+        .unwrap();
+    let lost = old
+        .cells
+        .iter()
+        .find(|c| c.property.name() == "live-env-intact")
+        .unwrap();
+    assert!(lost.failing.iter().any(|s| s == "run,clean@uv-0.13"));
 }
 
 fn assert_fresh(path: &str, generated: &str, command: &str) {
@@ -60,7 +125,7 @@ fn assert_fresh(path: &str, generated: &str, command: &str) {
 fn docs_verdicts_md_is_fresh() {
     assert_fresh(
         "docs/verdicts.md",
-        &report::verdicts_markdown(rows()),
+        &report::verdicts_markdown(rows(), mixed_rows()),
         "cargo run --release -p cachelock -- check --markdown > docs/verdicts.md",
     );
 }
@@ -69,7 +134,7 @@ fn docs_verdicts_md_is_fresh() {
 fn docs_traces_md_is_fresh() {
     assert_fresh(
         "docs/traces.md",
-        &report::traces_markdown(rows()),
+        &report::traces_markdown(rows(), mixed_rows()),
         "cargo run --release -p cachelock -- check --traces > docs/traces.md",
     );
 }
