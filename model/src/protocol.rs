@@ -1147,6 +1147,20 @@ mod tests {
     }
 
     #[test]
+    fn a_process_may_name_its_release_after_its_suffixes() {
+        let s = Scenario::parse("run,clean+timeout@uv-0.13, prune@uv-0.8.20").unwrap();
+        assert_eq!(s.to_string(), "run,clean+timeout@uv-0.13,prune@uv-0.8.20");
+        assert_eq!(s.procs[0].policy, None);
+        assert_eq!(s.procs[1].policy, Some(Policy::Uv013));
+        assert!(s.procs[1].timeout);
+        assert_eq!(s.procs[2].policy_or(Policy::Cachelock), Policy::Uv0820);
+        let e = Scenario::parse("clean@uv-0.13+timeout").unwrap_err();
+        assert!(e.0.contains("write `clean+timeout@uv-0.13`"), "{e}");
+        let e = Scenario::parse("run,clean@uv-9").unwrap_err();
+        assert!(e.0.contains("unknown policy `uv-9`"), "{e}");
+    }
+
+    #[test]
     fn bad_scenarios_name_the_choices() {
         let e = Scenario::parse("run,cleen").unwrap_err();
         assert!(e.0.contains("unknown process `cleen`") && e.0.contains("clean-force"));
@@ -1171,6 +1185,19 @@ mod tests {
         for s in Step::ALL {
             assert_eq!(Step::from_name(s.name()), Some(s));
         }
+    }
+
+    #[test]
+    fn the_default_fences_old_cleans_until_the_child_exits() {
+        assert_eq!(Policy::DEFAULT, Policy::CachelockFenced);
+        let p = Policy::DEFAULT.program(Kind::Run);
+        let at = |s| p.iter().position(|x| *x == s).unwrap();
+        assert!(at(Step::LockShared) < at(Step::LockEnv));
+        assert!(at(Step::WaitForChild) < at(Step::CloseEnvLock));
+        assert!(at(Step::CloseEnvLock) < at(Step::ReleaseRootLock));
+        assert!(Policy::DEFAULT.design().child_inherits_root_lock);
+        assert_eq!(Policy::DEFAULT.on_busy(Kind::Clean), OnBusy::OwnLayout);
+        assert_eq!(Policy::DEFAULT.on_busy(Kind::CleanForce), OnBusy::ProceedUnlocked);
     }
 
     #[test]
