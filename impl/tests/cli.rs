@@ -339,7 +339,7 @@ fn verbose_shows_each_protocol_step_by_its_model_name() {
         0
     );
     let err = d.stderr("run");
-    let steps = cachelock::Policy::Cachelock.program(cachelock::Kind::Run);
+    let steps = cachelock::Policy::DEFAULT.program(cachelock::Kind::Run);
     let mut at = 0;
     for step in steps {
         let found = err[at..].find(&format!("{}: ", step.name()));

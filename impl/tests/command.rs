@@ -231,6 +231,28 @@ fn readme_backup_example_archives_uvs_cache_under_a_shared_lock() {
 }
 
 #[test]
+fn a_busy_clean_leaves_a_uv_cache_alone_without_waiting() {
+    // Under the default policy a clean that finds .lock held (here by a uv-like holder)
+    // deletes only cachelock's own unlocked environments: a uv cache has none.
+    let d = Dirs::new();
+    let cache = d.file("uvc");
+    uv_like_cache(&cache);
+    let before = common::snapshot(&cache);
+    let mut hold = holding(&d, "hold", &cache);
+    let cache_s = cache.to_str().expect("utf-8 path");
+    let clean = d.cmd("clean", &["clean", "--cache-dir", cache_s]);
+    assert_eq!(Proc::spawn(clean).exit_code(), 0, "{}", d.stderr("clean"));
+    assert_eq!(
+        common::snapshot(&cache),
+        before,
+        "names now: {:?}",
+        names(&cache)
+    );
+    d.set("go");
+    assert_eq!(hold.exit_code(), 0);
+}
+
+#[test]
 fn a_timed_out_clean_leaves_nothing_of_its_own_in_a_uv_cache() {
     let d = Dirs::new();
     let cache = d.file("uvc");
@@ -238,7 +260,11 @@ fn a_timed_out_clean_leaves_nothing_of_its_own_in_a_uv_cache() {
     let before = common::snapshot(&cache);
     let mut hold = holding(&d, "hold", &cache);
     let cache_s = cache.to_str().expect("utf-8 path");
-    let mut clean = d.cmd("clean", &["clean", "--cache-dir", cache_s]);
+    // The policy whose clean waits for the lock (the default never waits).
+    let mut clean = d.cmd(
+        "clean",
+        &["clean", "--policy", "cachelock", "--cache-dir", cache_s],
+    );
     clean.env("CACHELOCK_LOCK_TIMEOUT", "0.3");
     assert_eq!(Proc::spawn(clean).exit_code(), 2, "{}", d.stderr("clean"));
     assert!(

@@ -119,9 +119,28 @@ fn without_the_inherited_lock_the_clean_takes_the_environment() {
 }
 
 #[test]
-fn a_clean_waits_for_a_lease_being_filled_and_keeps_what_it_commits() {
+fn a_clean_beside_a_lease_being_filled_does_not_wait_and_keeps_it() {
+    // The default policy: the lease holds .lock (as a fence against old uv) and its
+    // environment's lock; a clean finds .lock busy and deletes only unlocked
+    // environments of cachelock's layout, without waiting.
     let d = common::Dirs::new();
     let cache = Cache::open(d.cache());
+    drop(example::install(&cache, "warm").expect("the cache exists"));
+    let lease = cache.lease(NAME).expect("lease");
+    let build = lease.build_dir().expect("a new environment").to_path_buf();
+    fs::write(build.join("payload"), "x").expect("fill");
+    let report = example::clean(&cache).expect("clean");
+    assert!(build.join("payload").is_file(), "the build is kept");
+    assert!(!env_dir(&d.cache(), "warm").exists(), "{report:?}");
+    let env = lease.commit().expect("commit");
+    assert!(env.dir().join("payload").is_file());
+}
+
+#[test]
+fn a_clean_waits_for_a_lease_being_filled_and_keeps_what_it_commits() {
+    let d = common::Dirs::new();
+    // The policy whose clean waits for the cache's lock.
+    let cache = Cache::open(d.cache()).policy(Policy::Cachelock);
     drop(example::install(&cache, "warm").expect("the cache exists")); // cleanable
     let lease = cache.lease(NAME).expect("lease");
     let build = lease.build_dir().expect("a new environment").to_path_buf();
