@@ -93,6 +93,21 @@ impl CacheModel {
             .fold(0, |m, c| m | (1 << c))
     }
 
+    /// The `--no-cache` runs whose temporary cache has leaked for good (bit per
+    /// process): the run was killed and its child (if any) has exited, so nothing will
+    /// ever remove it but a prune.
+    pub fn leaked_temps(&self, s: &State) -> u16 {
+        (0..self.procs.len())
+            .filter(|&q| {
+                let st = &s.procs[q];
+                st.life == Life::Killed
+                    && matches!(st.temp, Temp::Present(_))
+                    && st.child != Child::Running
+                    && st.daemon != Daemon::Running
+            })
+            .fold(0, |m, q| m | (1 << q))
+    }
+
     /// Whether process `p` could be granted `mode` on the inode its descriptor names.
     pub fn root_grantable(&self, s: &State, p: ProcId, mode: Mode) -> bool {
         let Some(fd) = s.procs[p].root_fd else {

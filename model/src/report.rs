@@ -245,7 +245,7 @@ fn module_doc(source: &str) -> String {
 /// each step lives in the model, the implementation, the conformance harness and the
 /// docs. Generated from the code.
 pub fn protocol_markdown() -> String {
-    use crate::protocol::{Design, DropTemp, EnvLock, ReleaseRoot};
+    use crate::protocol::{Design, DropTemp, EnvLock, PruneTemp, ReleaseRoot};
     let mut md = String::new();
     let _ = writeln!(
         md,
@@ -263,7 +263,7 @@ pub fn protocol_markdown() -> String {
         if b { "yes" } else { "no" }
     }
     type Column = (&'static str, fn(&Design) -> String);
-    let columns: [Column; 13] = [
+    let columns: [Column; 14] = [
         ("run lock", |d| d.run_lock.name().into()),
         ("root released", |d| {
             match d.release_root {
@@ -277,6 +277,14 @@ pub fn protocol_markdown() -> String {
                 DropTemp::BeforeSpawn => "before spawn",
                 DropTemp::AfterChild => "after child",
                 DropTemp::Never => "never",
+            }
+            .into()
+        }),
+        ("prune removes temp caches", |d| {
+            match d.prune_temp {
+                PruneTemp::Never => "none",
+                PruneTemp::Unlocked => "unlocked ones",
+                PruneTemp::Any => "any",
             }
             .into()
         }),
