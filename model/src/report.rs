@@ -346,7 +346,8 @@ pub fn protocol_markdown() -> String {
         md,
         "\n## One vocabulary\n\nEach step has one name in all four parts. To find a step, search for its \
          `Step::` variant or its name:\n\n\
-         - model: the `Step::…` arm of `CacheModel::take_step` in `model/src/machine.rs`;\n\
+         - model: the `Step::…` arm of `CacheModel::take_step` in `model/src/transitions.rs`, \
+         and the function it calls;\n\
          - implementation: the `Step::…` arm of `Session::perform` in `impl/src/session.rs` \
          (`--verbose` logs the name);\n\
          - conformance: `Op::Advance` in `conformance/src/lockstep.rs` performs the real step and \
