@@ -79,6 +79,9 @@ impl CacheModel {
             && self
                 .index_of(c, Step::AnnounceClean)
                 .is_some_and(|i| (s.procs[c].at as usize) > i)
+            && self
+                .index_of(c, Step::WithdrawAnnouncement)
+                .is_none_or(|i| (s.procs[c].at as usize) <= i)
     }
 
     /// Cleans that have started but not yet got the cache (bit per process).

@@ -470,3 +470,29 @@ fn symmetry_reduction_keeps_every_verdict() {
         "symmetry should merge the two runs: {with} vs {without}"
     );
 }
+
+#[test]
+fn a_prune_withdraws_its_announcement_before_removing_leaked_temp_caches() {
+    use cachelock_model::Step;
+    use cachelock_model::machine::{Action, CacheModel, Life};
+    let m = CacheModel::new(Policy::Cachelock, &Scenario::parse("run,prune").unwrap());
+    let (run, prune) = (0, 1);
+    let program = &m.procs[prune].program;
+    assert_eq!(
+        &program[program.len() - 2..],
+        [Step::WithdrawAnnouncement, Step::RemoveLeakedTemp]
+    );
+    let mut s = m.initial_state();
+    // The prune takes every step up to its withdrawal; the run then finds it announced.
+    for step in &program[..program.len() - 2] {
+        s = m.after(&s, Action::Step(prune, *step));
+    }
+    s = m.after(&s, Action::Step(run, Step::AwaitAnnouncedCleans));
+    assert_eq!(s.procs[run].life, Life::Waiting);
+    assert!(!m.step_enabled(&s, run));
+    s = m.after(&s, Action::Step(prune, Step::WithdrawAnnouncement));
+    assert!(
+        m.step_enabled(&s, run),
+        "the withdrawn announcement must not hold the run while the prune still works"
+    );
+}
