@@ -709,6 +709,7 @@ impl Lockstep {
     fn model_abstract(&self) -> Abstract {
         let m = &self.model;
         let s = &self.state;
+        let layout = usize::from(m.policy.design().new_layout);
         let lock_path_busy = s.fs.lock_path.is_some_and(|i| {
             s.procs
                 .iter()
@@ -737,15 +738,15 @@ impl Lockstep {
             scaffold: s.fs.scaffold,
             lock_path: s.fs.lock_path,
             lock_path_busy,
-            envs: s
-                .fs
-                .envs
+            // Every process runs the checked policy here: its environments are in its
+            // layout.
+            envs: s.fs.envs[layout]
                 .iter()
                 .map(|e| *e == cachelock_model::machine::EnvState::Present)
                 .collect(),
             env_locked: EnvName::CACHED
                 .iter()
-                .map(|e| m.env_locked(s, *e))
+                .map(|e| m.env_locked(s, layout, *e))
                 .collect(),
             procs,
         }

@@ -171,6 +171,7 @@ impl CacheModel {
                     forced: false,
                     awaited: 0,
                     pending_cleans: 0,
+                    leaked_at_start: 0,
                 }
             })
             .collect();

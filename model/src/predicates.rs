@@ -141,6 +141,13 @@ fn cleans_succeeded(m: &CacheModel, s: &State) -> bool {
     })
 }
 
+/// Two promises. When every process and child has finished and nothing was killed, no
+/// temporary cache remains. And a temporary cache that leaked for good (its run killed,
+/// its child exited) is gone once a prune that started after that has finished its
+/// work (exit 0).
+///
+/// The second is monotone: a removed temporary cache never comes back, and a finished
+/// prune stays finished.
 fn no_leaked_temp(m: &CacheModel, s: &State) -> bool {
     let everything_done = (0..m.procs.len()).all(|p| {
         let st = &s.procs[p];
@@ -149,9 +156,20 @@ fn no_leaked_temp(m: &CacheModel, s: &State) -> bool {
         .procs
         .iter()
         .all(|st| st.child != Child::Running && st.daemon != Daemon::Running);
-    !everything_done
-        || (0..m.procs.len())
-            .all(|p| !m.is_checked(p) || !matches!(s.procs[p].temp, Temp::Present(_)))
+    let none_left = (0..m.procs.len())
+        .all(|p| !m.is_checked(p) || !matches!(s.procs[p].temp, Temp::Present(_)));
+    (!everything_done || none_left) && pruned_leaked_temps(m, s) == 0
+}
+
+/// The temporary caches (bit per run) that leaked before a prune started, and are still
+/// there though that prune has finished its work.
+pub(crate) fn pruned_leaked_temps(m: &CacheModel, s: &State) -> u16 {
+    let still_leaked = m.leaked_temps(s);
+    (0..m.procs.len())
+        .filter(|&p| s.procs[p].life == Life::Done(Outcome::Ok))
+        .fold(0, |left, p| {
+            left | (s.procs[p].leaked_at_start & still_leaked)
+        })
 }
 
 fn clean_overlaps_child(m: &CacheModel, s: &State) -> bool {

@@ -170,7 +170,9 @@ impl PropertyName {
                  before that clean has got the cache."
             }
             PropertyName::NoLeakedTemp => {
-                "When every process and child has finished and nothing was killed, no temporary cache remains."
+                "When every process and child has finished and nothing was killed, no temporary cache remains; and \
+                 the temporary cache of a killed --no-cache run whose child has exited is gone once a prune that \
+                 started after that has finished (exit 0)."
             }
             PropertyName::CleanRemovesUnused => {
                 "When a clean finishes its work (deleted, or gave up), every cached environment that no live process \

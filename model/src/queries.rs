@@ -79,6 +79,9 @@ impl CacheModel {
             && self
                 .index_of(c, Step::AnnounceClean)
                 .is_some_and(|i| (s.procs[c].at as usize) > i)
+            && self
+                .index_of(c, Step::WithdrawAnnouncement)
+                .is_none_or(|i| (s.procs[c].at as usize) <= i)
     }
 
     /// Cleans that have started but not yet got the cache (bit per process).
@@ -91,6 +94,21 @@ impl CacheModel {
                     && !self.clean_has_cache(s, c)
             })
             .fold(0, |m, c| m | (1 << c))
+    }
+
+    /// The `--no-cache` runs whose temporary cache has leaked for good (bit per
+    /// process): the run was killed and its child (if any) has exited, so nothing will
+    /// ever remove it but a prune.
+    pub fn leaked_temps(&self, s: &State) -> u16 {
+        (0..self.procs.len())
+            .filter(|&q| {
+                let st = &s.procs[q];
+                st.life == Life::Killed
+                    && matches!(st.temp, Temp::Present(_))
+                    && st.child != Child::Running
+                    && st.daemon != Daemon::Running
+            })
+            .fold(0, |m, q| m | (1 << q))
     }
 
     /// Whether process `p` could be granted `mode` on the inode its descriptor names.

@@ -312,7 +312,7 @@ fn module_doc(source: &str) -> String {
 /// each step lives in the model, the implementation, the conformance harness and the
 /// docs. Generated from the code.
 pub fn protocol_markdown() -> String {
-    use crate::protocol::{Design, DropTemp, EnvLock, OnBusy, ReleaseRoot};
+    use crate::protocol::{Design, DropTemp, EnvLock, OnBusy, PruneTemp, ReleaseRoot};
     let mut md = String::new();
     let _ = writeln!(
         md,
@@ -330,7 +330,7 @@ pub fn protocol_markdown() -> String {
         if b { "yes" } else { "no" }
     }
     type Column = (&'static str, fn(&Design) -> String);
-    let columns: [Column; 15] = [
+    let columns: [Column; 16] = [
         ("run lock", |d| d.run_lock.name().into()),
         ("root released", |d| {
             match d.release_root {
@@ -344,6 +344,14 @@ pub fn protocol_markdown() -> String {
                 DropTemp::BeforeSpawn => "before spawn",
                 DropTemp::AfterChild => "after child",
                 DropTemp::Never => "never",
+            }
+            .into()
+        }),
+        ("prune removes temp caches", |d| {
+            match d.prune_temp {
+                PruneTemp::Never => "none",
+                PruneTemp::Unlocked => "unlocked ones",
+                PruneTemp::Any => "any",
             }
             .into()
         }),
@@ -415,7 +423,8 @@ pub fn protocol_markdown() -> String {
         md,
         "\n## One vocabulary\n\nEach step has one name in all four parts. To find a step, search for its \
          `Step::` variant or its name:\n\n\
-         - model: the `Step::…` arm of `CacheModel::take_step` in `model/src/machine.rs`;\n\
+         - model: the `Step::…` arm of `CacheModel::take_step` in `model/src/transitions.rs`, \
+         and the function it calls;\n\
          - implementation: the `Step::…` arm of `Session::perform` in `impl/src/session.rs` \
          (`--verbose` logs the name);\n\
          - conformance: `Op::Advance` in `conformance/src/lockstep.rs` performs the real step and \

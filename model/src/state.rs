@@ -162,6 +162,9 @@ pub struct Proc {
     pub awaited: u16,
     /// Cleans that had started and not yet got the cache when this run started.
     pub pending_cleans: u16,
+    /// For a prune: the `--no-cache` runs whose temporary cache had leaked when it
+    /// started (the run killed, its child exited), bit per process.
+    pub leaked_at_start: u16,
 }
 
 /// The cache directory as the processes see it.

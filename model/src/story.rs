@@ -158,7 +158,7 @@ fn step_outcome(m: &CacheModel, before: &State, p: usize, step: Step, after: &St
         }
         Step::AnnounceClean => "announces itself (.cleans/<id>, already locked)".into(),
         Step::WithdrawAnnouncement => "withdraws its announcement".into(),
-        Step::CreateTempCache => "creates its temporary cache".into(),
+        Step::CreateTempCache => "creates its temporary cache, locked shared".into(),
         Step::CreateScaffold => "creates the cache root and scaffold".into(),
         Step::LockEnv => format!("locks {} shared", env_label(m, p)),
         Step::BuildEnv => {
@@ -178,9 +178,13 @@ fn step_outcome(m: &CacheModel, before: &State, p: usize, step: Step, after: &St
         }
         Step::SpawnChild => {
             let inherited: Vec<&str> = [
-                a.env_fd
-                    .is_some_and(|f| f.child)
-                    .then_some("the environment lock"),
+                a.env_fd.is_some_and(|f| f.child).then_some(
+                    if m.procs[p].kind.env() == Some(EnvName::Temp) {
+                        "the temporary cache's lock"
+                    } else {
+                        "the environment lock"
+                    },
+                ),
                 a.root_fd
                     .is_some_and(|f| f.child)
                     .then_some("the lock on .lock"),
@@ -253,6 +257,33 @@ fn step_outcome(m: &CacheModel, before: &State, p: usize, step: Step, after: &St
             Some(i) if after.fs.lock_path.is_none() => format!("unlinks .lock (inode {i})"),
             _ => "leaves .lock (it did not hold the lock)".into(),
         },
+        Step::RemoveLeakedTemp => {
+            let mut removed = Vec::new();
+            let mut kept = Vec::new();
+            for q in 0..m.procs.len() {
+                if matches!(before.procs[q].temp, Temp::Present(_)) {
+                    let lock = if before.procs[q].env_fd.is_some() {
+                        "locked: in use"
+                    } else {
+                        "its lock free"
+                    };
+                    let text = format!("{}'s temporary cache ({lock})", who(m, q));
+                    if matches!(after.procs[q].temp, Temp::Present(_)) {
+                        kept.push(text);
+                    } else {
+                        removed.push(text);
+                    }
+                }
+            }
+            match (removed.is_empty(), kept.is_empty()) {
+                (true, true) => "no temporary cache to remove".into(),
+                (false, true) => format!("removes {}", removed.join(", ")),
+                (true, false) => format!("keeps {}", kept.join(", ")),
+                (false, false) => {
+                    format!("removes {}; keeps {}", removed.join(", "), kept.join(", "))
+                }
+            }
+        }
         Step::RemoveRoot => {
             if after.fs.root {
                 "the root is not empty: kept".into()
@@ -381,7 +412,19 @@ fn verdict_line(m: &CacheModel, s: &State, property: PropertyName) -> String {
             "violated: a run that started after a clean got the cache before it".into()
         }
         PropertyName::NoLeakedTemp => {
-            "violated: everything finished and a temporary cache is still on disk".into()
+            let left = crate::predicates::pruned_leaked_temps(m, s);
+            if left == 0 {
+                "violated: everything finished and a temporary cache is still on disk".into()
+            } else {
+                let runs: Vec<&str> = (0..m.procs.len())
+                    .filter(|q| left & (1 << q) != 0)
+                    .map(|q| who(m, q))
+                    .collect();
+                format!(
+                    "violated: a prune that started once {} had been killed and had no child left has finished, and the temporary cache is still on disk",
+                    runs.join(", ")
+                )
+            }
         }
         PropertyName::CleanRemovesUnused => {
             "violated: a clean finished and left an environment nobody uses".into()

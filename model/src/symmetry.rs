@@ -46,6 +46,7 @@ impl Representative for State {
                 let mut p = self.procs[*old].clone();
                 p.awaited = remap(p.awaited);
                 p.pending_cleans = remap(p.pending_cleans);
+                p.leaked_at_start = remap(p.leaked_at_start);
                 p
             })
             .collect();

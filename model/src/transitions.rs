@@ -8,7 +8,7 @@
 use stateright::{Model, Property};
 
 use crate::machine::CacheModel;
-use crate::protocol::{DropTemp, EnvLock, EnvName, Event, Kind, Mode, OnBusy, Step};
+use crate::protocol::{DropTemp, EnvLock, EnvName, Event, Kind, Mode, OnBusy, PruneTemp, Step};
 use crate::state::{
     Action, Build, Child, Daemon, EnvFd, EnvState, Life, Outcome, ProcId, RootFd, State, Temp,
     env_index,
@@ -27,8 +27,12 @@ impl CacheModel {
 
     /// Process `p` takes `step`, the next one of its program.
     fn take_step(&self, s: &mut State, p: ProcId, step: Step) {
-        if s.procs[p].at == 0 && s.procs[p].life == Life::Ready && self.procs[p].kind.is_run() {
-            s.procs[p].pending_cleans = self.pending_cleans(s);
+        if s.procs[p].at == 0 && s.procs[p].life == Life::Ready {
+            match self.procs[p].kind {
+                k if k.is_run() => s.procs[p].pending_cleans = self.pending_cleans(s),
+                Kind::Prune => s.procs[p].leaked_at_start = self.leaked_temps(s),
+                _ => {}
+            }
         }
         match step {
             // The announcement is visible to the runs through the clean's place in its
@@ -53,6 +57,7 @@ impl CacheModel {
             Step::DeleteEntries => self.delete_entries(s, p),
             Step::UnlinkLockFile => self.unlink_lock_file(s, p),
             Step::RemoveRoot => self.remove_root(s, p),
+            Step::RemoveLeakedTemp => self.remove_leaked_temp(s, p),
         }
     }
 
@@ -74,9 +79,16 @@ impl CacheModel {
         self.advance(s, p);
     }
 
-    /// `create-temp-cache`: an empty private cache, outside the shared one.
+    /// `create-temp-cache`: an empty private cache, outside the shared one, whose lock
+    /// the run holds shared from birth (a new open file description, like an
+    /// environment lock's: `lock-env` is this step's part for a `--no-cache` run).
     fn create_temp_cache(&self, s: &mut State, p: ProcId) {
         s.procs[p].temp = Temp::Present(EnvState::Absent);
+        s.procs[p].env_fd = Some(EnvFd {
+            parent: true,
+            child: false,
+            daemon: false,
+        });
         self.advance(s, p);
     }
 
@@ -258,11 +270,16 @@ impl CacheModel {
         self.advance(s, p);
     }
 
-    /// `drop-temp-cache`: the temporary cache and its environment go.
+    /// `drop-temp-cache`: the temporary cache and its environment go, then the run
+    /// closes its descriptor on the temporary cache's lock.
     fn drop_temp_cache(&self, s: &mut State, p: ProcId) {
         if let Temp::Present(_) = s.procs[p].temp {
             s.procs[p].temp = Temp::Gone;
         }
+        if let Some(fd) = s.procs[p].env_fd.as_mut() {
+            fd.parent = false;
+        }
+        s.procs[p].env_fd = EnvFd::normalize(s.procs[p].env_fd);
         self.advance(s, p);
     }
 
@@ -380,6 +397,28 @@ impl CacheModel {
         } else if self.procs[p].design.remove_root_strict {
             self.finish(s, p, Life::Done(Outcome::RootNotEmpty));
             return;
+        }
+        self.advance(s, p);
+    }
+
+    /// `remove-leaked-temp`: every `--no-cache` run's temporary cache that the design
+    /// lets a prune remove goes: under [`PruneTemp::Unlocked`] those whose lock nobody
+    /// holds (no live run, no child with the inherited descriptor), under
+    /// [`PruneTemp::Any`] every one.
+    fn remove_leaked_temp(&self, s: &mut State, p: ProcId) {
+        for q in 0..self.procs.len() {
+            let st = &mut s.procs[q];
+            let removable = match self.procs[p].design.prune_temp {
+                PruneTemp::Never => false,
+                PruneTemp::Unlocked => st.env_fd.is_none(),
+                PruneTemp::Any => true,
+            };
+            if self.procs[q].kind.env() == Some(EnvName::Temp)
+                && matches!(st.temp, Temp::Present(_))
+                && removable
+            {
+                st.temp = Temp::Gone;
+            }
         }
         self.advance(s, p);
     }
