@@ -37,6 +37,11 @@ proptest! {
     }
 
     #[test]
+    fn cachelock_fenced_follows_the_model((sc, ops) in generate::case(&generate::RUNS)) {
+        check(Policy::CachelockFenced, &sc, &ops)?;
+    }
+
+    #[test]
     fn uv_0_13_follows_the_model((sc, ops) in generate::case(&generate::RUNS)) {
         check(Policy::Uv013, &sc, &ops)?;
     }

@@ -65,7 +65,7 @@ fn clean_ok(d: &Dirs, name: &str) {
 
 /// Kills a process of `kind` at each step in turn and checks the aftermath.
 fn kill_at_every_step(kind: Kind) {
-    let program = Policy::Cachelock.program(kind);
+    let program = Policy::DEFAULT.program(kind);
     for (n, step) in program.iter().enumerate() {
         let what = format!("{} killed before step {n} ({step})", kind.token());
         let d = Dirs::new();
