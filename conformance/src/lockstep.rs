@@ -725,8 +725,11 @@ impl Lockstep {
                     } else {
                         None
                     },
-                    root_lock: st.root_fd.and_then(|f| f.lock),
-                    root_fd: st.root_fd.map(|f| f.inode),
+                    // The process's own descriptor: a copy its child or daemon inherited
+                    // shows in `lock_path_busy`, not here (the real side sees the
+                    // driver's descriptors).
+                    root_lock: st.root_fd.filter(|f| f.parent).and_then(|f| f.lock),
+                    root_fd: st.root_fd.filter(|f| f.parent).map(|f| f.inode),
                     child_running: st.child == Child::Running,
                     daemon_running: st.daemon == Daemon::Running,
                     temp_cache: matches!(st.temp, Temp::Present(_)),
