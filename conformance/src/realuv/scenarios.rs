@@ -168,13 +168,27 @@ impl Cx<'_> {
     }
 
     fn see(&mut self, property: &'static str, seen: Seen, forced: bool, note: impl Into<String>) {
+        let note = note.into();
+        // What is observed of mutual exclusion is a deletion while another process held
+        // `.lock`: the literal reading, `root-lock-exclusion`. The runners here (uv's
+        // releases, and cachelock under uv's policies and `cachelock`) never delete beside
+        // a `.lock` holder what `.lock` does not protect, so the sharpened reading is the
+        // same observation.
+        if property == "mutual-exclusion" {
+            self.obs.props.push(PropSeen {
+                property: "root-lock-exclusion",
+                seen,
+                forced: forced || seen == Seen::Fails,
+                note: note.clone(),
+            });
+        }
         self.obs.props.push(PropSeen {
             property,
             seen,
             // A real counterexample is forced by definition; a witness that did not
             // show up (`sometimes` properties) is not.
             forced: forced || (seen == Seen::Fails && !WITNESSES.contains(&property)),
-            note: note.into(),
+            note,
         });
     }
 
