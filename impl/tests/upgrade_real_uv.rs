@@ -189,7 +189,15 @@ fn held_uv_run(d: &Dirs) -> (Proc, ChildStdin) {
         d,
         "0.13.9",
         "uv-run",
-        &["run", "--no-project", "--with", &wheel, "python3", "-c", &code],
+        &[
+            "run",
+            "--no-project",
+            "--with",
+            &wheel,
+            "python3",
+            "-c",
+            &code,
+        ],
     );
     cmd.stdin(Stdio::piped());
     let mut run = Proc::spawn(cmd);

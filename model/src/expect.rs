@@ -250,9 +250,19 @@ pub fn expected(policy: Policy, property: P) -> Expected {
         // The literal reading differs from the sharpened one only where a clean deletes
         // its own layout beside a `.lock` holder (the fenced designs).
         (
-            Uv0819 | Uv0820 | Uv013 | UvPr15977 | Cachelock | UvAutoprune | Serial
-            | CachelockLateEnvLock | CachelockUnlock | CachelockCloexec | CachelockNoAnnounce
-            | CachelockKeepTemp | CachelockPruneAnyTemp,
+            Uv0819
+            | Uv0820
+            | Uv013
+            | UvPr15977
+            | Cachelock
+            | UvAutoprune
+            | Serial
+            | CachelockLateEnvLock
+            | CachelockUnlock
+            | CachelockCloexec
+            | CachelockNoAnnounce
+            | CachelockKeepTemp
+            | CachelockPruneAnyTemp,
             P::RootLockExclusion,
         ) => expected(policy, P::MutualExclusion),
         // ---- uv 0.8.19
@@ -978,8 +988,17 @@ pub fn expected_mixed(policy: Policy, property: P) -> Expected {
             reason: "every run holds .lock while its child lives and no clean goes on without it but --force (or once an old run is killed: its orphaned child holds nothing)",
         },
         (
-            Uv0819 | Uv0820 | Uv013 | UvPr15977 | UvAutoprune | Serial | CachelockLateEnvLock
-            | CachelockUnlock | CachelockCloexec | CachelockNoAnnounce | CachelockKeepTemp
+            Uv0819
+            | Uv0820
+            | Uv013
+            | UvPr15977
+            | UvAutoprune
+            | Serial
+            | CachelockLateEnvLock
+            | CachelockUnlock
+            | CachelockCloexec
+            | CachelockNoAnnounce
+            | CachelockKeepTemp
             | CachelockPruneAnyTemp,
             _,
         ) => holds("not checked beside old uv"),

@@ -1246,7 +1246,10 @@ mod tests {
         assert!(at(Step::CloseEnvLock) < at(Step::ReleaseRootLock));
         assert!(Policy::DEFAULT.design().child_inherits_root_lock);
         assert_eq!(Policy::DEFAULT.on_busy(Kind::Clean), OnBusy::OwnLayout);
-        assert_eq!(Policy::DEFAULT.on_busy(Kind::CleanForce), OnBusy::ProceedUnlocked);
+        assert_eq!(
+            Policy::DEFAULT.on_busy(Kind::CleanForce),
+            OnBusy::ProceedUnlocked
+        );
     }
 
     #[test]
