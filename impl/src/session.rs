@@ -617,18 +617,35 @@ impl Session {
                 // Under `OnBusy::OwnLayout` a busy clean keeps the scaffold and every entry
                 // of uv's layout, which `.lock` protects: it deletes as a prune does.
                 let scaffold = kind != Kind::Prune && !self.own_layout_only;
-                self.notice(&format!(
-                    "{} cache at: {}",
-                    if scaffold { "Clearing" } else { "Pruning" },
-                    root.display()
-                ));
+                if self.own_layout_only {
+                    self.notice(&format!(
+                        "Cache in use (its .lock is held): deleting only cachelock's environments \
+                         not in use at: {}",
+                        root.display()
+                    ));
+                } else {
+                    self.notice(&format!(
+                        "{} cache at: {}",
+                        if scaffold { "Clearing" } else { "Pruning" },
+                        root.display()
+                    ));
+                }
                 let env_locks =
                     self.design.env_lock != EnvLock::None && !faults::is(Fault::DeleteUnlockable);
                 let report = cache::delete_entries(&root, scaffold, env_locks)?;
                 for name in &report.skipped {
                     self.notice(&format!("Kept environment `{name}`: it is in use"));
                 }
-                if !scaffold {
+                if self.own_layout_only {
+                    let foreign = foreign_entries(&root);
+                    if !foreign.is_empty() {
+                        self.notice(&format!(
+                            "Left alone while the cache is in use (only its .lock protects them): {}; \
+                             a clean that finds the cache free deletes them",
+                            foreign.join(", ")
+                        ));
+                    }
+                } else if !scaffold {
                     let foreign = foreign_entries(&root);
                     if !foreign.is_empty() {
                         self.notice(&format!(
