@@ -126,8 +126,10 @@ fn step_outcome(m: &CacheModel, before: &State, p: usize, step: Step, after: &St
                 let info = &m.procs[p];
                 if info.policy.on_busy(info.kind) == OnBusy::OwnLayout {
                     "busy: goes on without it, to clean only its own layout".into()
-                } else {
+                } else if info.kind == crate::protocol::Kind::CleanForce {
                     "busy: goes on without the lock (--force)".into()
+                } else {
+                    "busy: goes on without the lock".into()
                 }
             } else if b.life == Life::Waiting {
                 format!("granted {} on .lock inode {inode}", mode.name())
@@ -350,7 +352,13 @@ fn verdict_line(m: &CacheModel, s: &State, property: PropertyName) -> String {
                     }
                 })
                 .collect();
-            format!("violated: {}", victims.join("; "))
+            if victims.is_empty() && s.history.broke_protected_env {
+                "violated: a process of the checked policy deleted an environment that another \
+                 release's process was using under its own release's protection"
+                    .into()
+            } else {
+                format!("violated: {}", victims.join("; "))
+            }
         }
         PropertyName::MutualExclusion => {
             "violated: an entry was deleted while another process held the lock that protects it"
