@@ -1,0 +1,21 @@
+//! The gate: real process trees (uv, or `cachelock`) run under ptrace with a seccomp
+//! filter that stops them only at the system calls that are cache-lock protocol steps.
+//!
+//! - [`Gate`] starts commands, names each stop in the model's vocabulary
+//!   ([`cachelock_model::protocol::Step`], mapped by [`vocab`]), and holds or releases it
+//!   as the harness says: an interleaving is *forced*, not hoped for.
+//! - [`trace()`] runs a command with nothing held and reports each process's steps as
+//!   they happen (the `cl-trace` binary; the `cachelock trace` command).
+//!
+//! Linux only (ptrace, seccomp, `/proc`); where ptrace is forbidden every entry point
+//! fails with [`Error::Unavailable`], saying so.
+
+pub mod filter;
+mod gate;
+pub mod procfs;
+pub mod trace;
+pub mod vocab;
+
+pub use gate::{Error, Event, EventId, Exit, Gate, Hold, Record, Settled, Spawned};
+pub use trace::{TraceReport, trace};
+pub use vocab::{LockOp, Syscall};
