@@ -436,6 +436,45 @@ impl Gate {
         Ok(())
     }
 
+    /// Stops holding process `pid` and every process below it: their held events are
+    /// released, and their later steps are recorded and let go (a helper whose part in
+    /// the interleaving is over).
+    pub fn free(&mut self, pid: i32) -> Result<(), Error> {
+        let below = |procs: &HashMap<i32, ProcInfo>, mut p: i32| {
+            for _ in 0..64 {
+                if p == pid {
+                    return true;
+                }
+                match procs.get(&p).and_then(|i| i.parent) {
+                    Some(parent) => p = parent,
+                    None => return false,
+                }
+            }
+            false
+        };
+        let freed: Vec<i32> = self
+            .procs
+            .keys()
+            .copied()
+            .filter(|p| below(&self.procs, *p))
+            .collect();
+        for p in &freed {
+            if let Some(info) = self.procs.get_mut(p) {
+                info.hold = Hold::Nothing;
+            }
+        }
+        let held: Vec<EventId> = self
+            .stopped
+            .values()
+            .copied()
+            .filter(|id| freed.contains(&self.event(*id).pid))
+            .collect();
+        for id in held {
+            self.release(id)?;
+        }
+        Ok(())
+    }
+
     /// Releases every held event and waits until every traced process has ended.
     pub fn release_all_and_wait(&mut self) -> Result<(), Error> {
         loop {
