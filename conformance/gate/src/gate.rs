@@ -182,6 +182,12 @@ impl fmt::Display for Error {
 
 impl std::error::Error for Error {}
 
+/// Called with every event as it is recorded.
+type Observer = Box<dyn FnMut(&Event)>;
+
+/// A decoded call: the call, its path, the old path of a rename, the inode.
+type Decoded = (Syscall, Option<PathBuf>, Option<PathBuf>, Option<u64>);
+
 /// A traced thread.
 struct Tracee {
     tgid: i32,
@@ -212,7 +218,7 @@ pub struct Gate {
     /// Threads released from an event whose return is not seen yet.
     awaiting: HashMap<i32, EventId>,
     exits: HashMap<i32, Exit>,
-    observer: Option<Box<dyn FnMut(&Event)>>,
+    observer: Option<Observer>,
     /// ptrace requests must come from the thread that traces.
     _one_thread: PhantomData<*const ()>,
 }
@@ -263,11 +269,13 @@ impl Gate {
             });
         }
         let mut child = cmd.spawn().map_err(|e| match e.raw_os_error() {
-            Some(libc::EPERM) | Some(libc::EACCES) | Some(libc::ENOSYS) => Error::Unavailable(format!(
-                "PTRACE_TRACEME or the seccomp filter was refused in the child ({e}); \
+            Some(libc::EPERM) | Some(libc::EACCES) | Some(libc::ENOSYS) => {
+                Error::Unavailable(format!(
+                    "PTRACE_TRACEME or the seccomp filter was refused in the child ({e}); \
                  ptrace is forbidden in this environment (a container without CAP_SYS_PTRACE, \
                  a seccomp profile that blocks ptrace, or kernel.yama.ptrace_scope=3)"
-            )),
+                ))
+            }
             _ => Error::Spawn(e),
         })?;
         let pid = child.id() as i32;
@@ -664,7 +672,9 @@ impl Gate {
                 self.adopt(tid, None);
                 match event {
                     libc::PTRACE_EVENT_SECCOMP => self.on_seccomp(tid),
-                    libc::PTRACE_EVENT_FORK | libc::PTRACE_EVENT_VFORK | libc::PTRACE_EVENT_CLONE => {
+                    libc::PTRACE_EVENT_FORK
+                    | libc::PTRACE_EVENT_VFORK
+                    | libc::PTRACE_EVENT_CLONE => {
                         if let Ok(new) = ptrace::getevent(pid) {
                             self.adopt(new as i32, Some(tid));
                         }
@@ -710,8 +720,8 @@ impl Gate {
             return;
         }
         let creator_pid = creator.and_then(|c| self.tracees.get(&c).map(|t| t.tgid));
-        let (tgid, ppid) = procfs::tgid_ppid(tid)
-            .unwrap_or_else(|| (tid, creator_pid.unwrap_or(0)));
+        let (tgid, ppid) =
+            procfs::tgid_ppid(tid).unwrap_or_else(|| (tid, creator_pid.unwrap_or(0)));
         self.tracees.insert(tid, Tracee { tgid, fresh: true });
         if !self.procs.contains_key(&tgid) {
             let parent = if self.procs.contains_key(&ppid) {
@@ -884,11 +894,7 @@ impl Drop for Gate {
 
 /// The call, path, old path and inode of a stopped system call, or `None` for a call
 /// the gate does not know (it is let go).
-fn decode(
-    tid: i32,
-    nr: i64,
-    a: [u64; 6],
-) -> Option<(Syscall, Option<PathBuf>, Option<PathBuf>, Option<u64>)> {
+fn decode(tid: i32, nr: i64, a: [u64; 6]) -> Option<Decoded> {
     let at = |dirfd: u64, addr: u64| resolve(tid, dirfd as i32, addr);
     let cwd = libc::AT_FDCWD as u64;
     let (call, path, from) = match nr {
@@ -941,9 +947,8 @@ fn inode_of(path: &Path) -> Option<u64> {
 /// The absolute path a `(dirfd, pathname)` pair of thread `tid` names.
 fn resolve(tid: i32, dirfd: i32, addr: u64) -> Option<PathBuf> {
     let name = read_c_string(tid, addr)?;
-    let name = PathBuf::from(std::ffi::OsString::from(
-        <std::ffi::OsString as std::os::unix::ffi::OsStringExt>::from_vec(name),
-    ));
+    let name =
+        PathBuf::from(<std::ffi::OsString as std::os::unix::ffi::OsStringExt>::from_vec(name));
     if name.is_absolute() {
         return Some(normalize(&name));
     }

@@ -17,7 +17,7 @@
 //! | `flock` | `<cache>/.cleans/*` (announced) | `LOCK_SH` | `await-announced-cleans` |
 //! | `rename*` | to `<cache>/.cleans/*` | | `announce-clean` |
 //! | `unlink*` | `<cache>/.cleans/*` (announced) | | `withdraw-announcement` |
-//! | `mkdir*` | `<cache>` | | `create-scaffold` |
+//! | `open`/`openat` for writing or creating | `<cache>/CACHEDIR.TAG` | | `create-scaffold` |
 //! | `mkdir*` | `<cache>/builds*/.tmp*` | | `build-env` |
 //! | `rename*` | to `<cache>/archive-v*/*`, `<cache>/environments*/*` (not `*.lock`) | | `persist-env` |
 //! | `unlink*` | `<cache>/.lock` | | `unlink-lock-file` |
@@ -27,7 +27,8 @@
 //! | `execve` (seen after it succeeded) | by a process whose parent took a step | | `spawn-child` |
 //! | `exit_group` | of a process that took a step | | none: reported as the process's exit |
 //!
-//! Anything else is not a protocol step (`None`): the gate lets it go at once. Known
+//! Creating the root directory alone is not `create-scaffold` (uv 0.13 makes the root,
+//! then locks, then writes the scaffold). Anything else is not a protocol step (`None`): the gate lets it go at once. Known
 //! imprecisions, all on the side of reporting too much rather than too little:
 //! - every removal under the cache is its own `delete-entries` event (a checker counts
 //!   a run of them as one step);
@@ -188,7 +189,8 @@ impl Places {
         let is_lock_file = parts == [".lock"];
         let env_lock =
             parts.len() == 2 && parts[0] == "environments" && parts[1].ends_with(".lock");
-        let announcement = parts.len() == 2 && parts[0] == ".cleans" && !parts[1].starts_with(".tmp");
+        let announcement =
+            parts.len() == 2 && parts[0] == ".cleans" && !parts[1].starts_with(".tmp");
         match call {
             Syscall::Open if is_lock_file => Some(Step::OpenLockFile),
             Syscall::Flock { op, .. } if is_lock_file => Some(match op {
@@ -206,7 +208,7 @@ impl Places {
             } if announcement => Some(Step::AwaitAnnouncedCleans),
             Syscall::Rename if announcement => Some(Step::AnnounceClean),
             Syscall::Unlink if announcement => Some(Step::WithdrawAnnouncement),
-            Syscall::Mkdir if parts.is_empty() => Some(Step::CreateScaffold),
+            Syscall::Open if parts == ["CACHEDIR.TAG"] => Some(Step::CreateScaffold),
             Syscall::Mkdir
                 if parts.len() == 2
                     && parts[0].starts_with("builds")
@@ -280,11 +282,20 @@ mod tests {
     fn root_lock_operations_are_lock_steps() {
         let mut p = Places::new(Path::new("/nonexistent-x/cache"));
         let sh = Syscall::flock(libc::LOCK_SH as u64 | libc::LOCK_NB as u64);
-        assert_eq!(step(&mut p, sh, "/nonexistent-x/cache/.lock"), Some(Step::LockShared));
+        assert_eq!(
+            step(&mut p, sh, "/nonexistent-x/cache/.lock"),
+            Some(Step::LockShared)
+        );
         let ex = Syscall::flock(libc::LOCK_EX as u64);
-        assert_eq!(step(&mut p, ex, "/nonexistent-x/cache/.lock"), Some(Step::LockExclusive));
+        assert_eq!(
+            step(&mut p, ex, "/nonexistent-x/cache/.lock"),
+            Some(Step::LockExclusive)
+        );
         let un = Syscall::flock(libc::LOCK_UN as u64);
-        assert_eq!(step(&mut p, un, "/nonexistent-x/cache/.lock"), Some(Step::ReleaseRootLock));
+        assert_eq!(
+            step(&mut p, un, "/nonexistent-x/cache/.lock"),
+            Some(Step::ReleaseRootLock)
+        );
         assert_eq!(step(&mut p, ex, "/nonexistent-x/other/.lock"), None);
         assert_eq!(
             step(&mut p, Syscall::Open, "/nonexistent-x/cache/.lock"),
@@ -296,35 +307,61 @@ mod tests {
     fn removals_name_what_they_remove() {
         let mut p = Places::new(Path::new("/nonexistent-x/cache"));
         let c = "/nonexistent-x/cache";
-        assert_eq!(step(&mut p, Syscall::Unlink, &format!("{c}/.lock")), Some(Step::UnlinkLockFile));
+        assert_eq!(
+            step(&mut p, Syscall::Unlink, &format!("{c}/.lock")),
+            Some(Step::UnlinkLockFile)
+        );
         assert_eq!(step(&mut p, Syscall::Rmdir, c), Some(Step::RemoveRoot));
         assert_eq!(
             step(&mut p, Syscall::Unlink, &format!("{c}/archive-v0/x/y")),
             Some(Step::DeleteEntries)
         );
-        assert_eq!(step(&mut p, Syscall::Unlink, "/nonexistent-x/elsewhere"), None);
+        assert_eq!(
+            step(&mut p, Syscall::Unlink, "/nonexistent-x/elsewhere"),
+            None
+        );
     }
 
     #[test]
     fn a_temp_cache_is_created_once_and_dropped_by_its_rmdir() {
         let mut p = Places::new(Path::new("/nonexistent-x/cache"));
         let lock = "/nonexistent-x/tmp/.tmpAbC/.lock";
-        assert_eq!(step(&mut p, Syscall::Open, lock), Some(Step::CreateTempCache));
+        assert_eq!(
+            step(&mut p, Syscall::Open, lock),
+            Some(Step::CreateTempCache)
+        );
         assert_eq!(step(&mut p, Syscall::Open, lock), None);
         assert_eq!(
             step(&mut p, Syscall::Rmdir, "/nonexistent-x/tmp/.tmpAbC"),
             Some(Step::DropTempCache)
         );
-        assert_eq!(step(&mut p, Syscall::Rmdir, "/nonexistent-x/tmp/.tmpOther"), None);
+        assert_eq!(
+            step(&mut p, Syscall::Rmdir, "/nonexistent-x/tmp/.tmpOther"),
+            None
+        );
     }
 
     #[test]
     fn builds_and_persists_are_env_steps() {
         let mut p = Places::new(Path::new("/nonexistent-x/cache"));
         let c = "/nonexistent-x/cache";
-        assert_eq!(step(&mut p, Syscall::Mkdir, &format!("{c}/builds-v0/.tmpX")), Some(Step::BuildEnv));
-        assert_eq!(step(&mut p, Syscall::Rename, &format!("{c}/archive-v0/abc")), Some(Step::PersistEnv));
-        assert_eq!(step(&mut p, Syscall::Mkdir, c), Some(Step::CreateScaffold));
+        assert_eq!(
+            step(&mut p, Syscall::Mkdir, &format!("{c}/builds-v0/.tmpX")),
+            Some(Step::BuildEnv)
+        );
+        assert_eq!(
+            step(&mut p, Syscall::Rename, &format!("{c}/archive-v0/abc")),
+            Some(Step::PersistEnv)
+        );
+        assert_eq!(
+            step(&mut p, Syscall::Open, &format!("{c}/CACHEDIR.TAG")),
+            Some(Step::CreateScaffold)
+        );
+        assert_eq!(
+            step(&mut p, Syscall::Mkdir, c),
+            None,
+            "uv 0.13 makes the root before it locks"
+        );
     }
 
     #[test]
@@ -334,7 +371,10 @@ mod tests {
             parent_took_step: true,
             locked_shared: false,
         };
-        assert_eq!(p.classify(Syscall::Exec, None, spawned), Some(Step::SpawnChild));
+        assert_eq!(
+            p.classify(Syscall::Exec, None, spawned),
+            Some(Step::SpawnChild)
+        );
         assert_eq!(p.classify(Syscall::Exec, None, Context::default()), None);
     }
 

@@ -17,7 +17,10 @@ fn cl_trace_prints_each_step_as_pid_step_path_and_exits_with_the_commands_code()
     sb.fill_cache();
     let clean = sb.uv_cmd(&["cache", "clean"]);
     let mut cmd = cl_trace();
-    cmd.arg("--cache").arg(&sb.cache).arg("--").arg(clean.get_program());
+    cmd.arg("--cache")
+        .arg(&sb.cache)
+        .arg("--")
+        .arg(clean.get_program());
     cmd.args(clean.get_args());
     for (k, v) in clean.get_envs() {
         if let Some(v) = v {
@@ -34,13 +37,21 @@ fn cl_trace_prints_each_step_as_pid_step_path_and_exits_with_the_commands_code()
         .unwrap_or_else(|| panic!("no `{lock}` line in:\n{text}"));
     let pid: i32 = line.split_whitespace().next().unwrap().parse().unwrap();
     assert!(pid > 0);
-    assert!(text.lines().any(|l| l.starts_with(&format!("{pid} delete-entries "))), "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with(&format!("{pid} delete-entries "))),
+        "{text}"
+    );
 
     let st = cl_trace()
         .args(["--cache", "/nonexistent", "--", "sh", "-c", "exit 7"])
         .status()
         .unwrap();
-    assert_eq!(st.code(), Some(7), "the command's exit code is passed through");
+    assert_eq!(
+        st.code(),
+        Some(7),
+        "the command's exit code is passed through"
+    );
 }
 
 #[test]
@@ -62,5 +73,8 @@ fn where_ptrace_is_refused_the_gate_says_so() {
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
-    assert!(err.contains("cannot trace processes here") && err.contains("ptrace"), "{err}");
+    assert!(
+        err.contains("cannot trace processes here") && err.contains("ptrace"),
+        "{err}"
+    );
 }

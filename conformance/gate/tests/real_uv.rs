@@ -24,21 +24,37 @@ fn steps_of(records: &[cachelock_gate::Record], pid: i32) -> Vec<Step> {
 fn traced_clean_locks_exclusive_then_deletes_entries_then_releases() {
     let sb = Sandbox::new(UV);
     sb.fill_cache();
-    let report = trace(sb.uv_cmd(&["cache", "clean"]), &sb.cache, Box::new(std::io::sink())).unwrap();
+    let report = trace(
+        sb.uv_cmd(&["cache", "clean"]),
+        &sb.cache,
+        Box::new(std::io::sink()),
+    )
+    .unwrap();
     assert_eq!(report.exit, Some(Exit::Code(0)));
     let steps: Vec<_> = report.steps().collect();
     let lock = steps
         .iter()
         .position(|r| r.event.step == Some(Step::LockExclusive))
         .expect("a lock-exclusive step");
-    assert_eq!(steps[lock].event.path.as_deref(), Some(sb.lock_file().as_path()));
-    assert_eq!(steps[lock].result, Some(0), "the free lock is granted at once");
+    assert_eq!(
+        steps[lock].event.path.as_deref(),
+        Some(sb.lock_file().as_path())
+    );
+    assert_eq!(
+        steps[lock].result,
+        Some(0),
+        "the free lock is granted at once"
+    );
     assert!(
-        steps[..lock].iter().any(|r| r.event.step == Some(Step::OpenLockFile)),
+        steps[..lock]
+            .iter()
+            .any(|r| r.event.step == Some(Step::OpenLockFile)),
         "the lock file is opened before it is locked"
     );
     assert!(
-        !steps[..lock].iter().any(|r| r.event.step == Some(Step::DeleteEntries)),
+        !steps[..lock]
+            .iter()
+            .any(|r| r.event.step == Some(Step::DeleteEntries)),
         "nothing is deleted before the lock"
     );
     let deletes = steps[lock..]
@@ -49,7 +65,11 @@ fn traced_clean_locks_exclusive_then_deletes_entries_then_releases() {
     let last_step = steps.last().unwrap();
     assert_eq!(last_step.event.step, Some(Step::ReleaseRootLock));
     // uv 0.13 keeps `.lock` (and so the root).
-    assert!(!steps.iter().any(|r| r.event.step == Some(Step::UnlinkLockFile)));
+    assert!(
+        !steps
+            .iter()
+            .any(|r| r.event.step == Some(Step::UnlinkLockFile))
+    );
     assert!(sb.lock_file().exists());
 }
 
@@ -69,16 +89,22 @@ fn traced_run_locks_shared_spawns_its_child_and_releases_after_it_exits() {
     };
     let shared = at(&|e| e.pid == uv_pid && e.step == Some(Step::LockShared));
     assert_eq!(records[shared].result, Some(0));
-    assert_eq!(records[shared].event.path.as_deref(), Some(sb.lock_file().as_path()));
+    assert_eq!(
+        records[shared].event.path.as_deref(),
+        Some(sb.lock_file().as_path())
+    );
     let spawn = at(&|e| e.step == Some(Step::SpawnChild) && e.pid != uv_pid);
     let child = records[spawn].event.pid;
     let child_exit = at(&|e| e.pid == child && matches!(e.syscall, Syscall::ExitGroup { .. }));
     let release = at(&|e| e.pid == uv_pid && e.step == Some(Step::ReleaseRootLock));
-    assert!(shared < spawn && spawn < child_exit && child_exit < release, "{records:#?}");
+    assert!(
+        shared < spawn && spawn < child_exit && child_exit < release,
+        "{records:#?}"
+    );
     assert_eq!(
-        steps_of(records, uv_pid).first(),
-        Some(&Step::CreateScaffold),
-        "0.13 creates the root before it opens .lock"
+        steps_of(records, uv_pid)[..2],
+        [Step::OpenLockFile, Step::LockShared],
+        "the run's first steps"
     );
 }
 
@@ -98,20 +124,33 @@ fn a_clean_released_into_a_shared_lock_is_seen_blocked_and_proceeds_when_the_hol
         .stdout(Stdio::null());
     let mut a = gate.spawn(holder, Hold::Steps).unwrap();
     let a_lock = gate
-        .run_until(deadline(), |e| e.pid == a.pid && e.step == Some(Step::LockShared))
+        .run_until(deadline(), |e| {
+            e.pid == a.pid && e.step == Some(Step::LockShared)
+        })
         .unwrap();
     gate.release(a_lock.id).unwrap();
-    assert_eq!(gate.wait_return(a_lock.id, deadline()).unwrap(), Settled::Returned(0));
+    assert_eq!(
+        gate.wait_return(a_lock.id, deadline()).unwrap(),
+        Settled::Returned(0)
+    );
     gate.free(a.pid).unwrap();
 
     // B: `uv cache clean`, every step held.
-    let b = gate.spawn(sb.uv_cmd(&["cache", "clean"]), Hold::Steps).unwrap().pid;
+    let b = gate
+        .spawn(sb.uv_cmd(&["cache", "clean"]), Hold::Steps)
+        .unwrap()
+        .pid;
     let try_lock = gate
-        .run_until(deadline(), |e| e.pid == b && e.step == Some(Step::LockExclusive))
+        .run_until(deadline(), |e| {
+            e.pid == b && e.step == Some(Step::LockExclusive)
+        })
         .unwrap();
     assert_eq!(
         try_lock.syscall,
-        Syscall::Flock { op: cachelock_gate::LockOp::Exclusive, nonblocking: true },
+        Syscall::Flock {
+            op: cachelock_gate::LockOp::Exclusive,
+            nonblocking: true
+        },
         "uv tries without waiting first"
     );
     gate.release(try_lock.id).unwrap();
@@ -123,12 +162,21 @@ fn a_clean_released_into_a_shared_lock_is_seen_blocked_and_proceeds_when_the_hol
     let wait_lock = gate
         .run_until(deadline(), |e| {
             e.pid == b
-                && matches!(e.syscall, Syscall::Flock { nonblocking: false, .. })
+                && matches!(
+                    e.syscall,
+                    Syscall::Flock {
+                        nonblocking: false,
+                        ..
+                    }
+                )
                 && e.step == Some(Step::LockExclusive)
         })
         .unwrap();
     gate.release(wait_lock.id).unwrap();
-    assert_eq!(gate.settle(wait_lock.id, deadline()).unwrap(), Settled::Blocked);
+    assert_eq!(
+        gate.settle(wait_lock.id, deadline()).unwrap(),
+        Settled::Blocked
+    );
     assert!(
         cachelock_gate::procfs::flock_waiters()
             .iter()
@@ -136,16 +184,27 @@ fn a_clean_released_into_a_shared_lock_is_seen_blocked_and_proceeds_when_the_hol
         "/proc/locks shows the clean waiting on .lock"
     );
     assert!(
-        !gate.records().iter().any(|r| r.event.pid == b && r.event.step == Some(Step::DeleteEntries)),
+        !gate
+            .records()
+            .iter()
+            .any(|r| r.event.pid == b && r.event.step == Some(Step::DeleteEntries)),
         "nothing deleted while blocked"
     );
 
     // A goes: its lock is released, the clean's flock returns and it deletes.
     drop(a.stdin.take());
-    assert_eq!(gate.wait_return(wait_lock.id, deadline()).unwrap(), Settled::Returned(0));
-    assert!(matches!(gate.exit_of(a.pid), Some(Exit::Code(0))), "A has exited");
+    assert_eq!(
+        gate.wait_return(wait_lock.id, deadline()).unwrap(),
+        Settled::Returned(0)
+    );
+    assert!(
+        matches!(gate.exit_of(a.pid), Some(Exit::Code(0))),
+        "A has exited"
+    );
     let delete = gate
-        .run_until(deadline(), |e| e.pid == b && e.step == Some(Step::DeleteEntries))
+        .run_until(deadline(), |e| {
+            e.pid == b && e.step == Some(Step::DeleteEntries)
+        })
         .unwrap();
     assert!(delete.path.as_deref().unwrap().starts_with(&sb.cache));
     gate.release_all_and_wait().unwrap();
@@ -157,15 +216,72 @@ fn dropping_the_gate_with_processes_stopped_leaves_none_behind() {
     let sb = Sandbox::new(UV);
     sb.fill_cache();
     let mut gate = Gate::new(&sb.cache).unwrap();
-    let run = gate.spawn(sb.run("import time; time.sleep(600)"), Hold::Steps).unwrap().pid;
+    let run = gate
+        .spawn(sb.run("import time; time.sleep(600)"), Hold::Steps)
+        .unwrap()
+        .pid;
     let spawn = gate
-        .run_until(deadline(), |e| e.step == Some(Step::SpawnChild) && e.pid != run)
+        .run_until(deadline(), |e| {
+            e.step == Some(Step::SpawnChild) && e.pid != run
+        })
         .unwrap();
     // The run holds the lock shared; its child is stopped before its first instruction.
     let pids = gate.live_pids();
     assert!(pids.contains(&run) && pids.contains(&spawn.pid), "{pids:?}");
     drop(gate);
     for pid in pids {
-        assert!(gone_or_dead(pid), "process {pid} is still alive after the gate was dropped");
+        assert!(
+            gone_or_dead(pid),
+            "process {pid} is still alive after the gate was dropped"
+        );
     }
+}
+
+#[test]
+fn uv_0_8_19_releases_the_lock_before_its_child_and_its_clean_unlinks_lock() {
+    let sb = Sandbox::new("0.8.19");
+    let report = trace(sb.run("pass"), &sb.cache, Box::new(std::io::sink())).unwrap();
+    assert_eq!(report.exit, Some(Exit::Code(0)));
+    let records = &report.records;
+    let uv_pid = records[0].event.pid;
+    assert_eq!(
+        steps_of(records, uv_pid)[..4],
+        [
+            Step::CreateScaffold,
+            Step::OpenLockFile,
+            Step::LockShared,
+            Step::ReleaseRootLock
+        ],
+        "0.8.19 writes the scaffold before it locks and drops the lock before spawning"
+    );
+    let release = records
+        .iter()
+        .position(|r| r.event.pid == uv_pid && r.event.step == Some(Step::ReleaseRootLock))
+        .unwrap();
+    let last_spawn = records
+        .iter()
+        .rposition(|r| r.event.step == Some(Step::SpawnChild))
+        .unwrap();
+    assert!(
+        release < last_spawn,
+        "the child is spawned after the lock is released"
+    );
+
+    let clean = trace(
+        sb.uv_cmd(&["cache", "clean"]),
+        &sb.cache,
+        Box::new(std::io::sink()),
+    )
+    .unwrap();
+    let steps: Vec<Step> = clean.steps().filter_map(|r| r.event.step).collect();
+    assert_eq!(
+        steps[steps.len() - 3..],
+        [
+            Step::ReleaseRootLock,
+            Step::UnlinkLockFile,
+            Step::RemoveRoot
+        ],
+        "{steps:?}"
+    );
+    assert!(!sb.cache.exists());
 }

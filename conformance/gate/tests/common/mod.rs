@@ -52,7 +52,10 @@ pub struct Sandbox {
 
 impl Sandbox {
     pub fn new(version: &str) -> Sandbox {
-        let dir = tempfile::Builder::new().prefix("cl-gate-").tempdir().unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("cl-gate-")
+            .tempdir()
+            .unwrap();
         let tmp = dir.path().join("tmp");
         std::fs::create_dir(&tmp).unwrap();
         Sandbox {
