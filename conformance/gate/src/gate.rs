@@ -65,6 +65,8 @@ pub struct Event {
     pub pid: i32,
     /// The thread that made the call.
     pub tid: i32,
+    /// The traced process that started this one, if any.
+    pub parent: Option<i32>,
     /// The call.
     pub syscall: Syscall,
     /// The path it is about: the file opened, locked, created or removed, the new name
@@ -102,6 +104,18 @@ pub struct Record {
     pub result: Option<i64>,
     /// The inode of the file an `open` returned a descriptor on.
     pub opened_inode: Option<u64>,
+}
+
+/// One thing the gate saw happen, in the order it saw them: a step was taken (its call
+/// entered), a released call returned, a process ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Moment {
+    /// Event `id` stopped at the gate (its call entered).
+    Entered(EventId),
+    /// The call of event `id` returned (see [`Record::result`]).
+    Returned(EventId),
+    /// Process `pid` ended (its exit status was reaped).
+    Ended(i32),
 }
 
 /// Which stops of a spawned tree wait for the harness.
@@ -211,6 +225,7 @@ pub struct Gate {
     tracees: HashMap<i32, Tracee>,
     procs: HashMap<i32, ProcInfo>,
     records: Vec<Record>,
+    timeline: Vec<Moment>,
     /// Held events not handed out by [`Gate::next_event`] yet.
     queue: VecDeque<EventId>,
     /// Threads stopped at a held event.
@@ -234,6 +249,7 @@ impl Gate {
             tracees: HashMap::new(),
             procs: HashMap::new(),
             records: Vec::new(),
+            timeline: Vec::new(),
             queue: VecDeque::new(),
             stopped: HashMap::new(),
             awaiting: HashMap::new(),
@@ -337,6 +353,11 @@ impl Gate {
     /// Every event so far, in order.
     pub fn records(&self) -> &[Record] {
         &self.records
+    }
+
+    /// What happened, in order.
+    pub fn timeline(&self) -> &[Moment] {
+        &self.timeline
     }
 
     /// The event `id`.
@@ -750,6 +771,7 @@ impl Gate {
         self.awaiting.remove(&tid);
         if tid == tgid {
             self.exits.insert(tgid, exit);
+            self.timeline.push(Moment::Ended(tgid));
         }
     }
 
@@ -770,6 +792,7 @@ impl Gate {
             result: None,
             opened_inode: None,
         });
+        self.timeline.push(Moment::Entered(id));
         id
     }
 
@@ -810,6 +833,7 @@ impl Gate {
             id: EventId(0),
             pid,
             tid,
+            parent: self.procs.get(&pid).and_then(|p| p.parent),
             syscall: Syscall::Exec,
             path: procfs::exe(tid),
             from: None,
@@ -859,6 +883,7 @@ impl Gate {
             id: EventId(0),
             pid,
             tid,
+            parent: self.procs.get(&pid).and_then(|p| p.parent),
             syscall,
             path,
             from,
@@ -881,6 +906,7 @@ impl Gate {
             let r = &mut self.records[id.0];
             r.result = Some(rval);
             r.opened_inode = opened;
+            self.timeline.push(Moment::Returned(id));
         }
         self.resume(tid, None);
     }

@@ -7,15 +7,19 @@
 //! - [`trace()`] runs a command with nothing held and reports each process's steps as
 //!   they happen (the `cl-trace` binary; the `cachelock trace` command).
 //!
+//! - [`check::check`] replays a recorded interleaving on the model of a policy and
+//!   reports the first step the model does not allow.
+//!
 //! Linux only (ptrace, seccomp, `/proc`); where ptrace is forbidden every entry point
 //! fails with [`Error::Unavailable`], saying so.
 
+pub mod check;
 pub mod filter;
 mod gate;
 pub mod procfs;
 pub mod trace;
 pub mod vocab;
 
-pub use gate::{Error, Event, EventId, Exit, Gate, Hold, Record, Settled, Spawned};
+pub use gate::{Error, Event, EventId, Exit, Gate, Hold, Moment, Record, Settled, Spawned};
 pub use trace::{TraceReport, trace};
 pub use vocab::{LockOp, Syscall};

@@ -5,13 +5,15 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::gate::{Error, Exit, Gate, Hold, Record};
+use crate::gate::{Error, Exit, Gate, Hold, Moment, Record};
 
 /// What a traced run did.
 #[derive(Debug)]
 pub struct TraceReport {
     /// Every event, in order, with its outcome.
     pub records: Vec<Record>,
+    /// What happened, in order.
+    pub timeline: Vec<Moment>,
     /// How the command (the root process) ended.
     pub exit: Option<Exit>,
 }
@@ -36,6 +38,7 @@ pub fn trace(cmd: Command, cache: &Path, mut out: Box<dyn Write>) -> Result<Trac
     gate.release_all_and_wait()?;
     Ok(TraceReport {
         records: gate.records().to_vec(),
+        timeline: gate.timeline().to_vec(),
         exit: gate.exit_of(root),
     })
 }

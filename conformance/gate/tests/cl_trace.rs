@@ -78,3 +78,36 @@ fn where_ptrace_is_refused_the_gate_says_so() {
         "{err}"
     );
 }
+
+#[test]
+fn cl_trace_with_a_policy_exits_1_at_the_first_step_the_model_does_not_allow() {
+    let sb = Sandbox::new("0.13.9");
+    let run = sb.run("pass");
+    let verdict = |policy: &str| {
+        let mut cmd = cl_trace();
+        cmd.args(["--policy", policy, "--cache"])
+            .arg(&sb.cache)
+            .arg("--")
+            .arg(run.get_program())
+            .args(run.get_args());
+        for (k, v) in run.get_envs() {
+            if let Some(v) = v {
+                cmd.env(k, v);
+            }
+        }
+        let out = cmd.stderr(Stdio::null()).output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let (code, text) = verdict("uv-0.13");
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("is a behaviour of uv-0.13"), "{text}");
+    let (code, text) = verdict("uv-0.8.19");
+    assert_eq!(code, Some(1), "{text}");
+    assert!(
+        text.contains("did spawn-child; the model allows release-root-lock next"),
+        "{text}"
+    );
+}
