@@ -4,7 +4,6 @@
 mod check_cmd;
 mod explorer;
 mod printer;
-mod procinfo;
 mod status;
 mod stress;
 

@@ -10,8 +10,6 @@ use cachelock::Mode;
 use cachelock::lockfile::Observer;
 use cachelock::settings::ResolvedCache;
 
-use crate::procinfo;
-
 /// Prints to stderr; shows the time waited on a terminal. Before its first line it says
 /// which cache the command acts on, and why that one.
 #[derive(Debug, Default)]
@@ -42,7 +40,7 @@ impl Printer {
 impl Observer for Printer {
     fn busy(&self, path: &Path, _mode: Mode, why: &dyn Fn(&[u32]) -> String) {
         self.introduce();
-        let pids: Vec<u32> = procinfo::holders_of(path)
+        let pids: Vec<u32> = cachelock_inspect::locks::holders_of(path)
             .into_iter()
             .map(|h| h.pid)
             .collect();
@@ -64,7 +62,7 @@ impl Observer for Printer {
     }
 
     fn holders(&self, path: &Path) -> Vec<String> {
-        procinfo::describe_holders(path)
+        cachelock_inspect::wait::describe_holders(path)
     }
 
     fn notice(&self, text: &str) {

@@ -515,11 +515,11 @@ impl Scenario {
             let mut pieces = part.split('+');
             let token = pieces.next().unwrap_or_default();
             let kind = Kind::from_token(token).ok_or_else(|| {
-                    ScenarioError(format!(
-                        "unknown process `{token}` in scenario `{text}`: expected one of {}",
-                        Kind::ALL.map(Kind::token).join(", ")
-                    ))
-                })?;
+                ScenarioError(format!(
+                    "unknown process `{token}` in scenario `{text}`: expected one of {}",
+                    Kind::ALL.map(Kind::token).join(", ")
+                ))
+            })?;
             let mut spec = ProcSpec {
                 kind,
                 crash: false,
