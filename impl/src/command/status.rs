@@ -2,7 +2,7 @@
 //! which processes keep each lock alive, and what to do about a hang; plus the cache's
 //! size and free space. Works on any cache that uses flock(2), a uv cache included.
 //!
-//! Locks come from `/proc/locks` (through `procinfo`), matched to the cache's files by
+//! Locks come from `/proc/locks` (through `cachelock_inspect`), matched to the cache's files by
 //! inode; a waiter is a `->` line there (cachelock's waits block in flock(2), as uv's do).
 //! A waiter waits for every holder of the same file whose mode conflicts with its own.
 //! The kernel does not record when a lock was taken: a holder has held it for at most

@@ -1,5 +1,5 @@
 //! The command's [`Observer`]: prints lock waits and a clean's results on stderr, and
-//! names the holders of a busy lock from `/proc` (through `procinfo`, the one reader).
+//! names the holders of a busy lock (through `cachelock_inspect`, the one reader of `/proc`).
 
 use std::io::{IsTerminal, Write};
 use std::path::Path;
