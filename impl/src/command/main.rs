@@ -5,7 +5,6 @@ mod check_cmd;
 mod explorer;
 mod printer;
 mod status;
-mod stress;
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -82,18 +81,6 @@ enum Command {
     Check(check_cmd::CheckArgs),
     /// Explore one scenario of the model in a web browser.
     Explore(check_cmd::ExploreArgs),
-    /// Hammer one cache with many real cachelock processes and report what broke.
-    ///
-    /// Loops `run` (short and long children), `run --script`, `run --no-cache`,
-    /// `tool-run`, `clean` and `prune` in `--processes` parallel workers for `--seconds`.
-    /// Every child checks its environment all along. Prints the operations completed,
-    /// lock waits (median, p99), environments found missing, leaked temporary caches and
-    /// processes stuck past their timeout; exits 1 if any of those is not zero.
-    Stress(stress::StressArgs),
-    /// The checking child of `stress`: verifies `$CACHELOCK_ENV/cachelock-env` at start,
-    /// every few milliseconds, and at exit (exit 86 if it is missing).
-    #[command(hide = true)]
-    CheckEnv(stress::CheckEnvArgs),
 }
 
 /// The cache and timeout rules, shown by every `--help`.
@@ -244,8 +231,6 @@ fn main() -> ExitCode {
             return check_cmd::check(args);
         }
         Command::Explore(args) => return check_cmd::explore(args),
-        Command::Stress(args) => return stress::stress(args),
-        Command::CheckEnv(args) => return stress::check_env(args),
         Command::Run(args) => run(args),
         Command::ToolRun(args) => tool_run(args),
         Command::Clean(args) => {
