@@ -50,8 +50,8 @@ fn warn_unsupported(path: &Path) {
         tracing::warn!(
             "the file system of `{}` does not support file locks; continuing without \
              them, so concurrent cachelock or uv processes on this cache are not protected from \
-             each other (a clean may delete what a run uses). Use a local cache directory \
-             (--cache-dir) to be safe.",
+             each other (a clean may delete what a run uses); a cache directory on a local \
+             file system has working locks.",
             path.display()
         );
     }
@@ -73,6 +73,15 @@ pub trait Observer: Send + Sync + std::fmt::Debug {
     }
     /// A line for the user (what a clean removed, which cache it acts on, …).
     fn notice(&self, _text: &str) {}
+    /// A prune left these entries at the top of the cache alone: they are not part of
+    /// cachelock's layout (a uv cache's `archive-v0`, `wheels-v5`, …). By default a
+    /// [`Observer::notice`] naming them.
+    fn left_alone(&self, names: &[String]) {
+        self.notice(&format!(
+            "Left alone (not cachelock's layout, which a prune knows): {}",
+            names.join(", ")
+        ));
+    }
 }
 
 /// An [`Observer`] that shows nothing.
@@ -266,7 +275,6 @@ impl LockFile {
                 path: self.path.clone(),
                 mode,
                 waited,
-                hint: "",
             }),
             Err(Waited::Failed(e)) => Err(e),
             Ok(()) => Ok(()),
@@ -294,7 +302,6 @@ impl LockFile {
                 mode,
                 waited,
                 holders: Vec::new(),
-                hint: "",
             }),
             Err(Waited::Failed(e)) => Err(e),
         }

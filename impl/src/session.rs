@@ -609,11 +609,7 @@ impl Session {
                 if !scaffold {
                     let foreign = foreign_entries(&root);
                     if !foreign.is_empty() {
-                        self.notice(&format!(
-                            "Left alone (not cachelock's layout, which a prune knows): {}; \
-                             to prune a uv cache use `uv cache prune`, to empty it `cachelock clean`",
-                            foreign.join(", ")
-                        ));
+                        self.config.observer.left_alone(&foreign);
                     }
                 }
                 self.notice(&format!(
@@ -686,7 +682,7 @@ impl Session {
         if step == Step::LockExclusive {
             match self.config.policy.on_busy(kind) {
                 OnBusy::ProceedUnlocked => {
-                    tracing::debug!("cache is in use, proceeding due to --force");
+                    tracing::debug!("cache is in use, going on without the lock ({kind})");
                     return Ok(StepOutcome::ProceededUnlocked);
                 }
                 OnBusy::GiveUp => {
@@ -698,32 +694,12 @@ impl Session {
         }
         let why = |pids: &[u32]| {
             if kind.is_clean() {
-                format!(
-                    "cache is in use by {}; waiting… (use --force to override)",
-                    process_list(pids)
-                )
+                format!("cache is in use by {}; waiting…", process_list(pids))
             } else {
                 format!("cache is locked by {}; waiting…", pid_list(pids))
             }
         };
-        let acquired = match self.acquire(lock, mode, wait, self.lock_timeout(), &why) {
-            Err(Error::LockTimeout {
-                path,
-                mode,
-                waited,
-                holders,
-                ..
-            }) if kind.is_clean() => {
-                return Err(Error::LockTimeout {
-                    path,
-                    mode,
-                    waited,
-                    holders,
-                    hint: ", use `cachelock clean --force`",
-                });
-            }
-            other => other?,
-        };
+        let acquired = self.acquire(lock, mode, wait, self.lock_timeout(), &why)?;
         Ok(if acquired {
             StepOutcome::Done
         } else {

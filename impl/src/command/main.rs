@@ -3,6 +3,7 @@
 
 mod check_cmd;
 mod explorer;
+mod messages;
 mod printer;
 mod status;
 
@@ -225,6 +226,9 @@ struct HoldArgs {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing(cli.verbose);
+    let doing = messages::Doing {
+        clean: matches!(&cli.command, Command::Clean(_) | Command::Prune(_)),
+    };
     let result = match cli.command {
         Command::Check(mut args) => {
             args.verbose |= cli.verbose;
@@ -257,26 +261,10 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
         Err(e) => {
-            eprintln!("error: {}", error_chain(&e));
+            eprintln!("error: {}", messages::error_message(&e, doing));
             ExitCode::from(2)
         }
     }
-}
-
-/// An error and its causes, each said once: a cause whose text the message already
-/// contains (an OS error that the message quotes) is left out.
-fn error_chain(e: &anyhow::Error) -> String {
-    let mut text = String::new();
-    for cause in e.chain() {
-        let cause = cause.to_string();
-        if !text.contains(&cause) {
-            if !text.is_empty() {
-                text.push_str(": ");
-            }
-            text.push_str(&cause);
-        }
-    }
-    text
 }
 
 fn init_tracing(verbose: bool) {
@@ -303,7 +291,7 @@ fn session(
 ) -> anyhow::Result<SessionConfig> {
     let mut config = SessionConfig::new(cache, policy, kind);
     config.lock_timeout = Some(cachelock::settings::lock_timeout_from_env()?);
-    config.observer = std::sync::Arc::new(printer::Printer::new(resolved));
+    config.observer = std::sync::Arc::new(printer::Printer::new(resolved).clean(kind.is_clean()));
     config.forward_signals = true;
     Ok(config)
 }
