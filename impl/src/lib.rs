@@ -29,11 +29,14 @@
 //! told to a [`lockfile::Observer`]. The command (feature `cli`) prints them and owns the
 //! one `/proc` reader (`procinfo.rs`, behind `cachelock status`).
 
+#[doc(hidden)]
+pub mod announce;
 pub mod api;
 pub mod cache;
 pub mod child;
 pub mod error;
-pub mod faults;
+mod faults;
+#[doc(hidden)]
 pub mod guards;
 pub mod hold;
 pub mod lockfile;
