@@ -668,11 +668,7 @@ impl Lockstep {
                 } else {
                     v["next"].as_str().and_then(Step::from_name).map(Step::name)
                 };
-                pa.root_lock = match v["root_lock"].as_str() {
-                    Some("shared") => Some(Mode::Shared),
-                    Some("exclusive") => Some(Mode::Exclusive),
-                    _ => None,
-                };
+                pa.root_lock = v["root_lock"].as_str().and_then(Mode::from_name);
                 if let Some(pid) = v["child_pid"].as_u64() {
                     self.reals[p].child_pid = Some(pid as u32);
                 }

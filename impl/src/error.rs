@@ -25,7 +25,7 @@ pub enum Error {
     #[error(
         "timed out after {}s waiting for {} lock on `{}`{}",
         waited.as_secs_f64().round(),
-        mode_name(*mode),
+        mode_with_article(*mode),
         path.display(),
         held_by(holders)
     )]
@@ -114,11 +114,15 @@ impl Error {
     }
 }
 
-fn mode_name(mode: Mode) -> &'static str {
-    match mode {
-        Mode::Shared => "a shared",
-        Mode::Exclusive => "an exclusive",
-    }
+/// "a shared", "an exclusive": the mode's name with its article.
+pub fn mode_with_article(mode: Mode) -> String {
+    let name = mode.name();
+    let article = if name.starts_with(['a', 'e', 'i', 'o', 'u']) {
+        "an"
+    } else {
+        "a"
+    };
+    format!("{article} {name}")
 }
 
 fn held_by(holders: &[String]) -> String {

@@ -413,35 +413,8 @@ fn hold(args: HoldArgs) -> anyhow::Result<i32> {
         &printer::Printer::new(Some(resolved)),
     ) {
         Ok(code) => Ok(code),
-        Err(cachelock::Error::LockTimeout {
-            path,
-            mode,
-            holders,
-            waited,
-            ..
-        }) => {
-            let mode = match mode {
-                Mode::Shared => "a shared",
-                Mode::Exclusive => "an exclusive",
-            };
-            let held = if holders.is_empty() {
-                String::new()
-            } else {
-                format!(" (held by {})", holders.join(", "))
-            };
-            if args.nonblock {
-                eprintln!(
-                    "error: `{}` is locked{held}, and --nonblock does not wait for {mode} lock",
-                    path.display()
-                );
-            } else {
-                eprintln!(
-                    "error: timed out after {}s waiting for {mode} lock on `{}`{held}; wait for \
-                     those processes to end, or raise --timeout",
-                    waited.as_secs_f64().round(),
-                    path.display()
-                );
-            }
+        Err(e @ cachelock::Error::LockTimeout { .. }) => {
+            eprintln!("error: {}", messages::hold_conflict(&e, args.nonblock));
             Ok(i32::from(args.conflict_exit_code))
         }
         Err(e) => Err(e.into()),

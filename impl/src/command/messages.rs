@@ -55,6 +55,33 @@ pub fn advice(e: &Error, doing: Doing) -> Option<String> {
     }
 }
 
+/// What `hold` says when it cannot have the lock: busy (`--nonblock`), or timed out.
+pub fn hold_conflict(e: &Error, nonblock: bool) -> String {
+    match e {
+        Error::LockTimeout {
+            path,
+            mode,
+            holders,
+            ..
+        } if nonblock => {
+            let held = if holders.is_empty() {
+                String::new()
+            } else {
+                format!(" (held by {})", holders.join(", "))
+            };
+            format!(
+                "`{}` is locked{held}, and --nonblock does not wait for {} lock",
+                path.display(),
+                cachelock::error::mode_with_article(*mode)
+            )
+        }
+        Error::LockTimeout { .. } => {
+            format!("{e}; wait for those processes to end, or raise --timeout")
+        }
+        other => other.to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -81,6 +108,15 @@ mod tests {
              CACHELOCK_LOCK_TIMEOUT (or UV_LOCK_TIMEOUT; default 300 s)"
         );
         let run = error_message(&timeout(), Doing::default());
+        assert!(
+            hold_conflict(&Error::NoCacheDir, true).starts_with("no cache directory"),
+            "not a lock conflict: the error as it is"
+        );
+        assert_eq!(
+            hold_conflict(timeout().downcast_ref().expect("an Error"), true),
+            "`/c/.lock` is locked (held by pid 7 (sleep 9)), and --nonblock does not wait for \
+             an exclusive lock"
+        );
         assert!(run.ends_with("stop those processes, or raise CACHELOCK_LOCK_TIMEOUT (or UV_LOCK_TIMEOUT; default 300 s)"), "{run}");
     }
 }

@@ -342,13 +342,6 @@ fn human(bytes: u64) -> String {
     }
 }
 
-fn mode_name(mode: Mode) -> &'static str {
-    match mode {
-        Mode::Shared => "shared",
-        Mode::Exclusive => "exclusive",
-    }
-}
-
 impl Status {
     /// The report as JSON (like `lslocks -J`: one object per lock).
     pub fn to_json(&self) -> serde_json::Value {
@@ -360,7 +353,7 @@ impl Status {
                 json!({
                     "pid": l.pid,
                     "command": l.argv,
-                    "mode": mode_name(l.mode),
+                    "mode": l.mode.name(),
                     "waiting": l.waiting,
                     "inherited": l.inherited,
                     "file": l.file,
@@ -462,7 +455,7 @@ impl fmt::Display for Status {
                 f,
                 "  pid {} {state} {} lock on {}{since}: {}",
                 l.pid,
-                mode_name(l.mode),
+                l.mode.name(),
                 l.file.display(),
                 l.command()
             )?;
