@@ -37,7 +37,7 @@ fn main() -> ExitCode {
 
 /// The option pairs of `args` (`--name value`), in order.
 fn pairs(args: &[String]) -> Result<Vec<(&str, &str)>, String> {
-    if args.len() % 2 != 0 {
+    if !args.len().is_multiple_of(2) {
         return Err(format!("`{}` needs a value", args[args.len() - 1]));
     }
     Ok(args
