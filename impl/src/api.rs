@@ -731,7 +731,7 @@ pub enum CacheError {
     #[error(
         "timed out after {:.1}s waiting for the {} lock on `{}`",
         waited.as_secs_f64(),
-        match mode { Mode::Shared => "shared", Mode::Exclusive => "exclusive" },
+        mode.name(),
         lock.display()
     )]
     LockTimeout {

@@ -14,7 +14,9 @@
 use std::ffi::OsString;
 use std::time::{Duration, Instant};
 
-use cachelock_model::{Kind, ProcSpec, Scenario};
+use cachelock_inspect::locks::{self, FlockEntry};
+use cachelock_inspect::{process, wait};
+use cachelock_model::{Kind, Mode, ProcSpec, Scenario};
 
 use super::sys::{self, Outcome, Proc, Report};
 use super::{LOCK_TIMEOUT_S, Observation, PropSeen, Runner, Sandbox, Seen, Setup};
@@ -213,13 +215,13 @@ impl Cx<'_> {
     /// The flocks `p` holds on the cache's `.lock` (any inode that was ever there is
     /// not known here: this is the current one). Other locks (cachelock's environment
     /// locks) are logged, not returned: they are not the cache lock.
-    fn lock_held_by(&mut self, p: &Proc) -> Vec<sys::Flock> {
-        let all = sys::flocks_of(p.pid());
+    fn lock_held_by(&mut self, p: &Proc) -> Vec<FlockEntry> {
+        let all = locks::held_by(p.pid());
         let ino = sys::inode(&self.sb.lock_file());
         let on_lock: Vec<_> = all
             .iter()
-            .copied()
             .filter(|l| Some(l.inode) == ino)
+            .cloned()
             .collect();
         self.log(format!(
             "/proc/locks: {} holds {:?} (on .lock: {:?}, .lock inode {:?})",
@@ -231,7 +233,7 @@ impl Cx<'_> {
     /// `no-deadlock` as `/proc` shows it now, for the processes the scenario started: it
     /// fails only if every one still alive is blocked in a lock wait, itself or through
     /// the processes it waits for (its process group: its child, a nested clean), as
-    /// `/proc/locks` and the waiters' descriptors show ([`sys::lock_wait`]); it holds if
+    /// `/proc/locks` and the waiters' descriptors show ([`cachelock_inspect::wait::lock_wait`]); it holds if
     /// every process has exited, or one alive is not in any lock wait.
     fn deadlock_seen(&mut self, procs: &mut [&mut Proc]) -> (Seen, String) {
         let mut live = Vec::new();
@@ -244,11 +246,13 @@ impl Cx<'_> {
             }
             live.push(p.name.clone());
             // Seen blocked just before (and nothing let go since), or blocked now.
-            let members = sys::group_members(p.pid());
-            let wait = p
-                .seen_blocked
-                .clone()
-                .or_else(|| members.iter().find_map(|m| sys::lock_wait(*m)));
+            let members = process::group_members(p.pid());
+            let wait = p.seen_blocked.clone().or_else(|| {
+                members
+                    .iter()
+                    .find_map(|m| wait::lock_wait(*m))
+                    .map(|w| (w.how.to_string(), w.details))
+            });
             match wait {
                 Some((how, details)) => {
                     self.log(format!("{}: {details}", p.name));
@@ -438,7 +442,7 @@ fn run_then_clean(cx: &mut Cx, run_spec: ProcSpec, clean_spec: ProcSpec) -> Resu
     let run_holds = !held.is_empty();
     if run_spec.crash {
         run.kill_self();
-        let after = sys::flocks_of(run.pid());
+        let after = locks::held_by(run.pid());
         cx.log(format!(
             "SIGKILL {} (held {held:?}); its locks after: {after:?}",
             run.name
@@ -554,7 +558,7 @@ fn daemon_then_clean(cx: &mut Cx, run_spec: ProcSpec, clean_spec: ProcSpec) -> R
     let daemon = run.child_pid().unwrap_or_default();
     let env = run.child_env();
     let code = cx.finish(&mut run, FINISH)?;
-    let daemon_locks = sys::flocks_of(daemon);
+    let daemon_locks = locks::held_by(daemon);
     let prefix_before = env.as_ref().is_some_and(|e| e.exists());
     cx.log(format!(
         "daemon (pid {daemon}) outlives {}; it holds {daemon_locks:?}; its sys.prefix exists: {prefix_before}",
@@ -729,7 +733,7 @@ fn nested_clean(cx: &mut Cx, spec: ProcSpec) -> Result<(), String> {
         cx.log(format!(
             "{} blocked with its nested clean: {details}; locks: {:?}",
             run.name,
-            sys::flocks_of(run.pid())
+            locks::held_by(run.pid())
         ));
         run.kill_group();
     } else {
@@ -1017,11 +1021,11 @@ fn orphaned_lock_attempt(cx: &mut Cx) -> Result<Option<String>, String> {
     };
     // The point: clean#1 holds the exclusive lock on `.lock` and is deleting (some of
     // the filler is gone, some is left).
-    let at_point = |pid: i32| {
+    let at_point = |pid: u32| {
         let now = sys::inode(&lock);
-        let held = sys::flocks_of(pid)
+        let held = locks::held_by(pid)
             .iter()
-            .any(|l| l.exclusive && Some(l.inode) == now);
+            .any(|l| l.mode == Mode::Exclusive && Some(l.inode) == now);
         let n = left();
         held && n > 0 && n < FILL_DIRS
     };
@@ -1067,8 +1071,8 @@ fn orphaned_lock_attempt(cx: &mut Cx) -> Result<Option<String>, String> {
     let first = run.exit_or_block(READY, true);
     // What the run waits for must be a lock clean#1 holds (`.lock`, or under cachelock
     // an announcement of the clean).
-    let waited = sys::waited_inodes(&sys::group_members(run.pid()));
-    let c1_holds: Vec<u64> = sys::flocks_of(pid).iter().map(|l| l.inode).collect();
+    let waited = wait::waited_inodes(&process::group_members(run.pid()));
+    let c1_holds: Vec<u64> = locks::held_by(pid).iter().map(|l| l.inode).collect();
     let on_old = waited.iter().any(|i| c1_holds.contains(i));
     cx.log(format!(
         "{} while clean#1 is stopped: {first:?}; waits on {waited:?}, clean#1 holds {c1_holds:?}",
@@ -1101,7 +1105,7 @@ fn orphaned_lock_attempt(cx: &mut Cx) -> Result<Option<String>, String> {
     let now = sys::inode(&lock);
     // Locks on `.lock`, the inode clean#1 locked or the one there now; not cachelock's
     // environment locks.
-    let run_locks: Vec<_> = sys::flocks_of(run.pid())
+    let run_locks: Vec<_> = locks::held_by(run.pid())
         .into_iter()
         .filter(|l| Some(l.inode) == locked || Some(l.inode) == now)
         .collect();
