@@ -13,7 +13,7 @@ use cachelock::cache::{BUILD_INFIX, BUILDS_DIR, ENV_MARKER, ENVIRONMENTS_DIR};
 use cachelock_conformance::lockstep::{Lockstep, Op, Outcome};
 use cachelock_model::check::{self, Kind3, Property, Verdict};
 use cachelock_model::machine::CacheModel;
-use cachelock_model::{EnvName, Event, Mode, Policy, Scenario, Step};
+use cachelock_model::{EnvName, Event, Kind, Mode, Policy, Scenario, Step};
 
 const DRIVER: &str = env!("CARGO_BIN_EXE_cl-driver");
 
@@ -62,7 +62,7 @@ fn real_evidence(model: &CacheModel, property: Property, out: &Outcome) -> Optio
             .or_else(|| clean_failed(model, out))
             .or_else(|| clean_gave_up(model, out)),
         Property::NoOvertaking => run_overtook(model, out),
-        Property::NoLeakedTemp => temp_leaked(out),
+        Property::NoLeakedTemp => temp_leaked(out).or_else(|| temp_left_by_prune(model, out)),
         Property::CleanRemovesUnused => unused_env_left(model, out),
         Property::CleanOverlapsChild | Property::RunsShareLock => None,
     }
@@ -231,6 +231,40 @@ fn temp_leaked(out: &Outcome) -> Option<String> {
             )
         },
     )
+}
+
+/// A process was killed; a prune took its first step only after that, and every step of
+/// its program; and when all was over no child ran and a temporary cache was still on
+/// disk.
+fn temp_left_by_prune(model: &CacheModel, out: &Outcome) -> Option<String> {
+    let killed = out
+        .seen
+        .iter()
+        .position(|s| s.event == Some(Event::Killed))?;
+    let victim = out.seen[killed].proc;
+    let prune = (0..model.procs.len()).find(|&p| {
+        let steps = || {
+            out.seen
+                .iter()
+                .enumerate()
+                .filter(move |(_, s)| s.proc == p && s.step.is_some())
+        };
+        let started_before = steps().any(|(i, _)| i <= killed);
+        let done_after = steps()
+            .filter(|(i, s)| {
+                *i > killed && (s.outcome == "done" || s.outcome.starts_with("skipped"))
+            })
+            .count();
+        model.procs[p].kind == Kind::Prune
+            && !started_before
+            && done_after == model.procs[p].program.len()
+    })?;
+    (!out.children_running.iter().any(|r| *r) && !out.leftover_temp.is_empty()).then(|| {
+        format!(
+            "process {victim} was killed, prune (process {prune}) then ran every step, and on disk: {:?}",
+            out.leftover_temp
+        )
+    })
 }
 
 /// A real clean finished its work (delete-entries done or skipped, or gave up), and

@@ -196,6 +196,14 @@ fn leaked_names(tmp: &DirFd) -> Vec<OsString> {
 /// the exclusive lock that proves nobody uses it (held as long as the value lives).
 /// Everything is looked at through the directory's descriptor.
 fn is_ours_and_unlocked(tmp: &DirFd, name: &OsStr) -> Option<(DirFd, LockFile)> {
+    let dir = is_ours(tmp, name)?;
+    let mut lock = open_lock_at(&dir, LOCK_FILE, false).ok()??;
+    (lock.try_lock(Mode::Exclusive).ok()? == TryLock::Acquired).then_some((dir, lock))
+}
+
+/// If `name` in `tmp` is a temporary cache of ours, in use or not: the directory,
+/// opened (owned by this user, with cachelock's `CACHEDIR.TAG`).
+fn is_ours(tmp: &DirFd, name: &OsStr) -> Option<DirFd> {
     let dir = tmp.open_dir(name).ok()?;
     // SAFETY: geteuid(2) has no preconditions and cannot fail.
     let uid = unsafe { libc::geteuid() };
@@ -205,11 +213,7 @@ fn is_ours_and_unlocked(tmp: &DirFd, name: &OsStr) -> Option<(DirFd, LockFile)> 
     let tag = dir.open_file(TAG_FILE, false).ok()??;
     let mut text = String::new();
     tag.take(4097).read_to_string(&mut text).ok()?;
-    if text != TAG_TEXT {
-        return None;
-    }
-    let mut lock = open_lock_at(&dir, LOCK_FILE, false).ok()??;
-    (lock.try_lock(Mode::Exclusive).ok()? == TryLock::Acquired).then_some((dir, lock))
+    (text == TAG_TEXT).then_some(dir)
 }
 
 /// Removes the leaked temporary caches in `tmp` ([`leaked_temp_caches`]), each while
@@ -233,6 +237,37 @@ pub fn remove_leaked_temp_caches(tmp: &Path) -> Result<Vec<(PathBuf, DeleteRepor
         drop(dir);
         tmp_dir.remove_tree(&name, &mut counts)?;
         drop(lock);
+        report.add(counts);
+        removed.push((tmp.join(name), report));
+    }
+    Ok(removed)
+}
+
+/// Removes every temporary cache of ours in `tmp`, its lock held or not: what a prune
+/// under a design built to break the protocol does (`PruneTemp::Any`, policy
+/// `cachelock-prune-any-temp`), taking a running `--no-cache` child's environment.
+pub fn remove_every_temp_cache(tmp: &Path) -> Result<Vec<(PathBuf, DeleteReport)>, Error> {
+    let mut removed = Vec::new();
+    let tmp_dir = match DirFd::open_root(tmp) {
+        Ok(dir) => dir,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(removed),
+        Err(e) => return Err(Error::io("open the temporary directory", tmp, e)),
+    };
+    let Ok(names) = tmp_dir.entries() else {
+        return Ok(removed);
+    };
+    for name in names {
+        if !name.to_string_lossy().starts_with(".tmp") {
+            continue;
+        }
+        let Some(dir) = is_ours(&tmp_dir, &name) else {
+            continue;
+        };
+        let mut report = DeleteReport::default();
+        let mut counts = Removed::default();
+        dir.remove_contents(&mut counts)?;
+        drop(dir);
+        tmp_dir.remove_tree(&name, &mut counts)?;
         report.add(counts);
         removed.push((tmp.join(name), report));
     }

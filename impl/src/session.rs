@@ -26,7 +26,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use cachelock_model::protocol::{DropTemp, EnvLock};
+use cachelock_model::protocol::{DropTemp, EnvLock, PruneTemp};
 use cachelock_model::{Design, EnvName, Kind, Mode, OnBusy, Policy, Step};
 
 use crate::announce;
@@ -552,6 +552,22 @@ impl Session {
             }
             Step::CloseEnvLock => {
                 self.held.env_lock = None;
+                Ok(StepOutcome::Done)
+            }
+            Step::RemoveLeakedTemp => {
+                let tmp = std::env::temp_dir();
+                let removed = match self.design.prune_temp {
+                    PruneTemp::Never => Vec::new(),
+                    PruneTemp::Unlocked => cache::remove_leaked_temp_caches(&tmp)?,
+                    PruneTemp::Any => cache::remove_every_temp_cache(&tmp)?,
+                };
+                for (dir, report) in removed {
+                    self.notice(&format!(
+                        "Removed leaked temporary cache {} ({} files)",
+                        dir.display(),
+                        report.removed_files
+                    ));
+                }
                 Ok(StepOutcome::Done)
             }
             Step::UnlockEnvLock => {

@@ -1,5 +1,6 @@
-//! Running the checker: verdicts per (policy, scenario), the CI scenario set, shortest
-//! counterexamples as stories, and the comparison with each policy's declared verdicts.
+//! Running the checker: verdicts per (policy, scenario), shortest counterexamples as
+//! stories, and the comparison with each policy's declared verdicts over the CI scenario
+//! set (both in `crate::expect`).
 //!
 //! Verdicts come from stateright's DFS with symmetry reduction (fast, exhaustive).
 //! Counterexamples come from a separate single-threaded BFS whose visitor keeps the
@@ -12,50 +13,11 @@ use std::time::{Duration, Instant};
 use stateright::{Checker, HasDiscoveries, Model, Path};
 
 use crate::expect::{self, Expected};
+pub use crate::expect::{CI_SCENARIOS, ci_scenarios};
 use crate::machine::{Action, CacheModel, State};
 pub use crate::properties::{Kind3, PropertyName as Property};
 use crate::protocol::{Policy, Scenario};
 use crate::story;
-
-/// The scenarios CI checks every policy against. Each is small enough to be checked
-/// exhaustively in well under a second; each pins at least one fact.
-pub const CI_SCENARIOS: [&str; 27] = [
-    "run-no-cache",
-    "run-daemon",
-    "run,run,clean",
-    "run,clean,clean",
-    "run-script,clean",
-    "run-script,clean-force",
-    "run+crash,clean",
-    "run-script+crash,clean",
-    "run-daemon,clean",
-    "run-server,clean",
-    "run-server,clean+timeout",
-    "run-nested-clean",
-    "run-nested-clean+timeout",
-    "run,clean,run",
-    "tool-run,prune",
-    "run-no-cache+crash",
-    "run,run-script,clean",
-    "run-daemon+crash,clean,run",
-    "run+crash+timeout,clean+timeout,clean-force,run-no-cache",
-    "run-nested-clean,clean",
-    "run-server+crash,clean",
-    "run-nested-clean+crash",
-    "run+crash,clean,run",
-    "run+crash,clean,clean",
-    "run-daemon+crash,clean",
-    "run-script+crash,clean-force",
-    "run-nested-clean+crash,clean",
-];
-
-/// The CI scenarios, parsed.
-pub fn ci_scenarios() -> Vec<Scenario> {
-    CI_SCENARIOS
-        .iter()
-        .map(|s| Scenario::parse(s).expect("CI scenarios are well-formed"))
-        .collect()
-}
 
 /// A property's verdict on one (policy, scenario).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

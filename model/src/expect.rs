@@ -6,9 +6,50 @@
 //! property: in which the witness is unreachable). An empty list means it holds in
 //! every CI scenario it applies to.
 
-use crate::check::CI_SCENARIOS;
 use crate::properties::PropertyName as P;
-use crate::protocol::Policy;
+use crate::protocol::{Policy, Scenario};
+
+/// The scenarios CI checks every policy against. Each is small enough to be checked
+/// exhaustively in well under a second; each pins at least one fact.
+pub const CI_SCENARIOS: [&str; 29] = [
+    "run-no-cache",
+    "run-daemon",
+    "run,run,clean",
+    "run,clean,clean",
+    "run-script,clean",
+    "run-script,clean-force",
+    "run+crash,clean",
+    "run-script+crash,clean",
+    "run-daemon,clean",
+    "run-server,clean",
+    "run-server,clean+timeout",
+    "run-nested-clean",
+    "run-nested-clean+timeout",
+    "run,clean,run",
+    "tool-run,prune",
+    "run-no-cache+crash",
+    "run,run-script,clean",
+    "run-daemon+crash,clean,run",
+    "run+crash+timeout,clean+timeout,clean-force,run-no-cache",
+    "run-nested-clean,clean",
+    "run-server+crash,clean",
+    "run-nested-clean+crash",
+    "run+crash,clean,run",
+    "run+crash,clean,clean",
+    "run-daemon+crash,clean",
+    "run-script+crash,clean-force",
+    "run-nested-clean+crash,clean",
+    "run-no-cache,prune",
+    "run-no-cache+crash,prune",
+];
+
+/// The CI scenarios, parsed.
+pub fn ci_scenarios() -> Vec<Scenario> {
+    CI_SCENARIOS
+        .iter()
+        .map(|s| Scenario::parse(s).expect("CI scenarios are well-formed"))
+        .collect()
+}
 
 /// A set of CI scenarios, named by listing them or by listing the exceptions.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -79,6 +120,8 @@ const NO_RUN_AND_CLEAN: &[&str] = &[
     "run-nested-clean+timeout",
     "run-no-cache+crash",
     "run-nested-clean+crash",
+    "run-no-cache,prune",
+    "run-no-cache+crash,prune",
 ];
 
 /// Scenarios where a clean can only reach the cache after every child has exited,
@@ -193,21 +236,25 @@ pub fn expected(policy: Policy, property: P) -> Expected {
                 "tool-run,prune",
                 "run-no-cache+crash",
                 "run-nested-clean+crash",
+                "run-no-cache,prune",
+                "run-no-cache+crash,prune",
             ],
             "a run that starts while the clean deletes recreates files, and removing the root then fails (exit 2) on 0.8.19; a prune keeps the root, and a nested clean runs after its own run has set up",
         ),
         (Uv0819 | Uv0820 | Uv013 | UvPr15977 | UvAutoprune | Serial, P::NoOvertaking) => {
             fails_all_but(NO_RUN_AND_CLEAN, OVERTAKE_REASON)
         }
-        (Uv0819 | Uv0820 | Uv013 | UvPr15977 | UvAutoprune | Serial, P::NoLeakedTemp) => {
-            holds("the temporary cache is removed when the handle drops, on success and on error")
-        }
+        (Uv0819 | Uv0820 | Uv013 | UvPr15977 | UvAutoprune | Serial, P::NoLeakedTemp) => fails(
+            &["run-no-cache+crash,prune"],
+            "the temporary cache is removed when the handle drops, on success and on error, but a killed run's stays: prune works on the shared cache only",
+        ),
         (Uv0819 | Uv0820 | Uv013 | UvPr15977 | Serial, P::CleanRemovesUnused) => {
             holds("a clean that gets the lock deletes every environment")
         }
-        (Uv0819, P::CleanOverlapsChild) => {
-            holds("the lock is released before spawning, so a clean runs beside any child")
-        }
+        (Uv0819, P::CleanOverlapsChild) => fails(
+            &["run-no-cache,prune", "run-no-cache+crash,prune"],
+            "the lock is released before spawning, so a clean runs beside any child; but a --no-cache child never runs: its temporary cache is dropped before spawning",
+        ),
         (Uv0819 | Uv0820 | Uv013 | UvPr15977 | UvAutoprune, P::RunsShareLock) => {
             holds(TWO_RUNS_REASON)
         }
@@ -299,7 +346,12 @@ pub fn expected(policy: Policy, property: P) -> Expected {
 
         // ---- uv PR 15977
         (UvPr15977, P::LiveEnvIntact) => fails_all_but(
-            &["run-no-cache", "run-no-cache+crash"],
+            &[
+                "run-no-cache",
+                "run-no-cache+crash",
+                "run-no-cache,prune",
+                "run-no-cache+crash,prune",
+            ],
             "persistent caches are released before spawning, so any clean deletes a running child's env; --no-cache alone is safe",
         ),
         (UvPr15977, P::NoDeadlock) => {
@@ -325,6 +377,8 @@ pub fn expected(policy: Policy, property: P) -> Expected {
                 "run-script,clean-force",
                 "run-no-cache+crash",
                 "run-script+crash,clean-force",
+                "run-no-cache,prune",
+                "run-no-cache+crash,prune",
             ],
             "a clean that finds the lock busy gives up: exit 0 with nothing deleted (--force goes on without the lock instead)",
         ),
@@ -360,8 +414,13 @@ pub fn expected(policy: Policy, property: P) -> Expected {
 
         // ---- cachelock and its broken variants
         (
-            Cachelock | CachelockLateEnvLock | CachelockUnlock | CachelockCloexec
-            | CachelockNoAnnounce | CachelockKeepTemp,
+            Cachelock
+            | CachelockLateEnvLock
+            | CachelockUnlock
+            | CachelockCloexec
+            | CachelockNoAnnounce
+            | CachelockKeepTemp
+            | CachelockPruneAnyTemp,
             P::MutualExclusion,
         ) => fails(CLEAN_FORCE, FORCE_REASON),
         (Cachelock, P::LiveEnvIntact) => holds(
@@ -370,6 +429,10 @@ pub fn expected(policy: Policy, property: P) -> Expected {
         (CachelockNoAnnounce | CachelockKeepTemp, P::LiveEnvIntact) => {
             holds("as cachelock: the environment locks are intact")
         }
+        (CachelockPruneAnyTemp, P::LiveEnvIntact) => fails(
+            &["run-no-cache,prune", "run-no-cache+crash,prune"],
+            "prune removes a temporary cache whose lock a --no-cache run (or its child) holds: the run's build or its running child loses its environment",
+        ),
         (CachelockLateEnvLock, P::LiveEnvIntact) => fails_all_but(
             NO_RUN_AND_CLEAN,
             "between releasing the root lock and taking the env lock, a clean can lock and delete the env",
@@ -396,33 +459,53 @@ pub fn expected(policy: Policy, property: P) -> Expected {
                 "run-daemon+crash,clean",
                 "run-script+crash,clean-force",
                 "run-nested-clean+crash,clean",
+                "run-no-cache+crash,prune",
             ],
-            "the env lock dies with the run: a killed parent's child and a daemon are unprotected",
+            "the env lock dies with the run: a killed parent's child and a daemon are unprotected; so is a killed --no-cache run's child, whose temporary cache a prune then takes",
         ),
         (
-            Cachelock | CachelockLateEnvLock | CachelockUnlock | CachelockCloexec
-            | CachelockNoAnnounce | CachelockKeepTemp,
+            Cachelock
+            | CachelockLateEnvLock
+            | CachelockUnlock
+            | CachelockCloexec
+            | CachelockNoAnnounce
+            | CachelockKeepTemp
+            | CachelockPruneAnyTemp,
             P::NoDeadlock,
         ) => {
             holds("runs hold the root lock only while setting up, never while waiting for a child")
         }
         (
-            Cachelock | CachelockLateEnvLock | CachelockUnlock | CachelockCloexec
-            | CachelockNoAnnounce | CachelockKeepTemp,
+            Cachelock
+            | CachelockLateEnvLock
+            | CachelockUnlock
+            | CachelockCloexec
+            | CachelockNoAnnounce
+            | CachelockKeepTemp
+            | CachelockPruneAnyTemp,
             P::CleanTerminates,
         ) => holds(
             "the root lock is released before spawning and clean skips locked environments instead of waiting",
         ),
         (
-            Cachelock | CachelockLateEnvLock | CachelockUnlock | CachelockCloexec
-            | CachelockNoAnnounce | CachelockKeepTemp,
+            Cachelock
+            | CachelockLateEnvLock
+            | CachelockUnlock
+            | CachelockCloexec
+            | CachelockNoAnnounce
+            | CachelockKeepTemp
+            | CachelockPruneAnyTemp,
             P::CleanSucceeds,
         ) => holds(
             "a clean waits for the root lock only while runs set up, then deletes what no lock protects and keeps .lock and the root; a timeout that cuts a finite wait short is judged like a kill",
         ),
         (
-            Cachelock | CachelockLateEnvLock | CachelockUnlock | CachelockCloexec
-            | CachelockKeepTemp,
+            Cachelock
+            | CachelockLateEnvLock
+            | CachelockUnlock
+            | CachelockCloexec
+            | CachelockKeepTemp
+            | CachelockPruneAnyTemp,
             P::NoOvertaking,
         ) => holds(
             "a clean's first step publishes an already-locked announcement that later runs wait for",
@@ -432,33 +515,58 @@ pub fn expected(policy: Policy, property: P) -> Expected {
             "without the announcement a started clean is invisible and later runs lock shared first",
         ),
         (
-            Cachelock | CachelockLateEnvLock | CachelockUnlock | CachelockCloexec
-            | CachelockNoAnnounce,
+            Cachelock
+            | CachelockLateEnvLock
+            | CachelockUnlock
+            | CachelockCloexec
+            | CachelockNoAnnounce
+            | CachelockPruneAnyTemp,
             P::NoLeakedTemp,
         ) => holds(
-            "the temporary cache guard drops after the child exits, on every path but SIGKILL",
+            "the temporary cache guard drops after the child exits, on every path but SIGKILL; a killed run's temporary cache, its lock free once the child has exited, goes with the next prune",
         ),
         (CachelockKeepTemp, P::NoLeakedTemp) => fails(
-            &["run-no-cache", "run-no-cache+crash", BIG],
-            "the kept temporary cache has no owner left to remove it",
+            &[
+                "run-no-cache",
+                "run-no-cache+crash",
+                BIG,
+                "run-no-cache,prune",
+                "run-no-cache+crash,prune",
+            ],
+            "the kept temporary cache has no owner left to remove it; a prune that runs before the run ends leaves it",
         ),
         (
-            Cachelock | CachelockLateEnvLock | CachelockUnlock | CachelockCloexec
-            | CachelockNoAnnounce | CachelockKeepTemp,
+            Cachelock
+            | CachelockLateEnvLock
+            | CachelockUnlock
+            | CachelockCloexec
+            | CachelockNoAnnounce
+            | CachelockKeepTemp
+            | CachelockPruneAnyTemp,
             P::CleanRemovesUnused,
         ) => holds(
             "an environment is locked exactly while something uses it, so clean skips only live ones",
         ),
         (
-            Cachelock | CachelockLateEnvLock | CachelockUnlock | CachelockCloexec
-            | CachelockNoAnnounce | CachelockKeepTemp,
+            Cachelock
+            | CachelockLateEnvLock
+            | CachelockUnlock
+            | CachelockCloexec
+            | CachelockNoAnnounce
+            | CachelockKeepTemp
+            | CachelockPruneAnyTemp,
             P::CleanOverlapsChild,
         ) => holds(
             "clean takes the root lock while children run: they hold only their environment locks",
         ),
         (
-            Cachelock | CachelockLateEnvLock | CachelockUnlock | CachelockCloexec
-            | CachelockNoAnnounce | CachelockKeepTemp,
+            Cachelock
+            | CachelockLateEnvLock
+            | CachelockUnlock
+            | CachelockCloexec
+            | CachelockNoAnnounce
+            | CachelockKeepTemp
+            | CachelockPruneAnyTemp,
             P::RunsShareLock,
         ) => holds(TWO_RUNS_REASON),
     }
@@ -467,7 +575,6 @@ pub fn expected(policy: Policy, property: P) -> Expected {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::check::CI_SCENARIOS;
 
     #[test]
     fn declarations_name_only_ci_scenarios_and_give_reasons() {

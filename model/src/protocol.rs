@@ -43,7 +43,10 @@
 //!   clean that is only waiting is thus visible, and later runs do not overtake it
 //!   (`no-overtaking`), which flock alone (no writer preference) cannot give.
 //! - A `--no-cache` run keeps its temporary cache until its child has exited, and drops
-//!   it on every path but SIGKILL (`no-leaked-temp`).
+//!   it on every path but SIGKILL (`no-leaked-temp`). The temporary cache is locked
+//!   shared from birth and the child inherits that lock, so a prune can tell a leaked
+//!   one (its lock is free) from one in use, and removes only those
+//!   (`remove-leaked-temp`): a killed run's temporary cache goes with the next prune.
 
 use std::fmt;
 
@@ -140,11 +143,16 @@ pub enum Step {
     RemoveRoot,
     /// cachelock clean: remove this clean's announcement and unlock it.
     WithdrawAnnouncement,
+    /// cachelock prune, last: remove the temporary caches that killed `--no-cache` runs
+    /// left in `$TMPDIR` (only cachelock's). Which ones is the design's [`PruneTemp`]:
+    /// under cachelock's, only those whose lock it can take exclusive without waiting,
+    /// so that a live run, or the child that inherited the lock, keeps its own.
+    RemoveLeakedTemp,
 }
 
 impl Step {
     /// Every step, in the order the docs list them.
-    pub const ALL: [Step; 20] = [
+    pub const ALL: [Step; 21] = [
         Step::AnnounceClean,
         Step::AwaitAnnouncedCleans,
         Step::CreateTempCache,
@@ -165,6 +173,7 @@ impl Step {
         Step::UnlinkLockFile,
         Step::RemoveRoot,
         Step::WithdrawAnnouncement,
+        Step::RemoveLeakedTemp,
     ];
 
     /// The step's name in stories, logs and docs (kebab case of the variant).
@@ -190,6 +199,7 @@ impl Step {
             Step::UnlinkLockFile => "unlink-lock-file",
             Step::RemoveRoot => "remove-root",
             Step::WithdrawAnnouncement => "withdraw-announcement",
+            Step::RemoveLeakedTemp => "remove-leaked-temp",
         }
     }
 
@@ -224,6 +234,9 @@ impl Step {
             Step::UnlinkLockFile => "unlink <cache>/.lock",
             Step::RemoveRoot => "remove the cache root if it is empty",
             Step::WithdrawAnnouncement => "clean removes and unlocks its announcement",
+            Step::RemoveLeakedTemp => {
+                "prune removes killed --no-cache runs' temporary caches whose lock is free"
+            }
         }
     }
 
@@ -601,6 +614,22 @@ pub enum DropTemp {
     Never,
 }
 
+/// Which temporary caches (of `--no-cache` runs, in `$TMPDIR`) a prune removes. A
+/// `--no-cache` run locks its temporary cache shared from birth (`create-temp-cache`)
+/// and its child inherits that lock where the design has the child inherit the
+/// environment lock; a SIGKILL leaves the temporary cache behind.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum PruneTemp {
+    /// None: prune works on the shared cache only (uv), so a killed run's temporary
+    /// cache stays for ever.
+    Never,
+    /// Those whose lock it can take exclusive without waiting (`remove-leaked-temp`):
+    /// their run is gone and no child holds the inherited lock.
+    Unlocked,
+    /// Every one, locked or not (built to break `live-env-intact`).
+    Any,
+}
+
 /// Whether and when a run locks its environment's own lock file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum EnvLock {
@@ -636,6 +665,8 @@ pub struct Design {
     pub release_root: ReleaseRoot,
     /// When a `--no-cache` run removes its temporary cache.
     pub drop_temp: DropTemp,
+    /// Which temporary caches a prune removes (`remove-leaked-temp`).
+    pub prune_temp: PruneTemp,
     /// Environment locks.
     pub env_lock: EnvLock,
     /// A run ends its environment lock with `LOCK_UN` rather than `close`.
@@ -687,6 +718,8 @@ pub enum Policy {
     CachelockNoAnnounce,
     /// cachelock, but the temporary cache is handed to the child and never removed.
     CachelockKeepTemp,
+    /// cachelock, but prune removes every temporary cache, in use or not.
+    CachelockPruneAnyTemp,
 }
 
 /// Why a policy name was refused.
@@ -703,7 +736,7 @@ impl std::error::Error for PolicyError {}
 
 impl Policy {
     /// Every policy, in table order.
-    pub const ALL: [Policy; 12] = [
+    pub const ALL: [Policy; 13] = [
         Policy::Uv0819,
         Policy::Uv0820,
         Policy::Uv013,
@@ -716,6 +749,7 @@ impl Policy {
         Policy::CachelockCloexec,
         Policy::CachelockNoAnnounce,
         Policy::CachelockKeepTemp,
+        Policy::CachelockPruneAnyTemp,
     ];
 
     /// The policy's name, as `--policy` takes it.
@@ -733,6 +767,7 @@ impl Policy {
             Policy::CachelockCloexec => "cachelock-cloexec",
             Policy::CachelockNoAnnounce => "cachelock-no-announce",
             Policy::CachelockKeepTemp => "cachelock-keep-temp",
+            Policy::CachelockPruneAnyTemp => "cachelock-prune-any-temp",
         }
     }
 
@@ -789,6 +824,11 @@ impl Policy {
                 "Built to break no-leaked-temp: as cachelock, but the temporary cache is handed over to the child \
                  (kept) so that it outlives a killed parent, and nobody removes it."
             }
+            Policy::CachelockPruneAnyTemp => {
+                "Built to break live-env-intact with --no-cache: as cachelock, but prune removes every temporary \
+                 cache of cachelock's, not only those whose lock is free, so a running --no-cache child loses its \
+                 environment."
+            }
         }
     }
 
@@ -821,6 +861,7 @@ impl Policy {
             run_lock: Mode::Shared,
             release_root: ReleaseRoot::AfterChild,
             drop_temp: DropTemp::AfterChild,
+            prune_temp: PruneTemp::Never,
             env_lock: EnvLock::None,
             env_unlock: false,
             child_inherits_env_lock: false,
@@ -842,6 +883,7 @@ impl Policy {
             env_lock: EnvLock::BeforeBuild,
             child_inherits_env_lock: true,
             announce_cleans: true,
+            prune_temp: PruneTemp::Unlocked,
             ..uv_0_13
         };
         match self {
@@ -886,6 +928,10 @@ impl Policy {
                 drop_temp: DropTemp::Never,
                 ..cachelock
             },
+            Policy::CachelockPruneAnyTemp => Design {
+                prune_temp: PruneTemp::Any,
+                ..cachelock
+            },
         }
     }
 
@@ -908,6 +954,9 @@ impl Policy {
             }
             if d.announce_cleans {
                 p.push(Step::WithdrawAnnouncement);
+            }
+            if kind == Kind::Prune && d.prune_temp != PruneTemp::Never {
+                p.push(Step::RemoveLeakedTemp);
             }
             return p;
         }

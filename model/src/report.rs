@@ -245,7 +245,7 @@ fn module_doc(source: &str) -> String {
 /// each step lives in the model, the implementation, the conformance harness and the
 /// docs. Generated from the code.
 pub fn protocol_markdown() -> String {
-    use crate::protocol::{Design, DropTemp, EnvLock, Mode, ReleaseRoot};
+    use crate::protocol::{Design, DropTemp, EnvLock, PruneTemp, ReleaseRoot};
     let mut md = String::new();
     let _ = writeln!(
         md,
@@ -263,14 +263,8 @@ pub fn protocol_markdown() -> String {
         if b { "yes" } else { "no" }
     }
     type Column = (&'static str, fn(&Design) -> String);
-    let columns: [Column; 13] = [
-        ("run lock", |d| {
-            match d.run_lock {
-                Mode::Shared => "shared",
-                Mode::Exclusive => "exclusive",
-            }
-            .into()
-        }),
+    let columns: [Column; 14] = [
+        ("run lock", |d| d.run_lock.name().into()),
         ("root released", |d| {
             match d.release_root {
                 ReleaseRoot::BeforeSpawn => "before spawn",
@@ -283,6 +277,14 @@ pub fn protocol_markdown() -> String {
                 DropTemp::BeforeSpawn => "before spawn",
                 DropTemp::AfterChild => "after child",
                 DropTemp::Never => "never",
+            }
+            .into()
+        }),
+        ("prune removes temp caches", |d| {
+            match d.prune_temp {
+                PruneTemp::Never => "none",
+                PruneTemp::Unlocked => "unlocked ones",
+                PruneTemp::Any => "any",
             }
             .into()
         }),
@@ -344,7 +346,8 @@ pub fn protocol_markdown() -> String {
         md,
         "\n## One vocabulary\n\nEach step has one name in all four parts. To find a step, search for its \
          `Step::` variant or its name:\n\n\
-         - model: the `Step::…` arm of `CacheModel::take_step` in `model/src/machine.rs`;\n\
+         - model: the `Step::…` arm of `CacheModel::take_step` in `model/src/transitions.rs`, \
+         and the function it calls;\n\
          - implementation: the `Step::…` arm of `Session::perform` in `impl/src/session.rs` \
          (`--verbose` logs the name);\n\
          - conformance: `Op::Advance` in `conformance/src/lockstep.rs` performs the real step and \

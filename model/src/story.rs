@@ -34,13 +34,6 @@ fn who(m: &CacheModel, p: usize) -> &str {
     &m.procs[p].label
 }
 
-fn mode_name(mode: Mode) -> &'static str {
-    match mode {
-        Mode::Shared => "shared",
-        Mode::Exclusive => "exclusive",
-    }
-}
-
 fn env_label(m: &CacheModel, p: usize) -> String {
     match m.procs[p].kind.env() {
         Some(EnvName::Temp) => "its environment in the temporary cache".to_string(),
@@ -120,9 +113,9 @@ fn step_outcome(m: &CacheModel, before: &State, p: usize, step: Step, after: &St
             } else if a.forced {
                 "busy: goes on without the lock (--force)".into()
             } else if b.life == Life::Waiting {
-                format!("granted {} on .lock inode {inode}", mode_name(mode))
+                format!("granted {} on .lock inode {inode}", mode.name())
             } else {
-                format!("acquired {} on .lock inode {inode}", mode_name(mode))
+                format!("acquired {} on .lock inode {inode}", mode.name())
             }
         }
         Step::OpenLockFile => {
@@ -148,7 +141,7 @@ fn step_outcome(m: &CacheModel, before: &State, p: usize, step: Step, after: &St
         }
         Step::AnnounceClean => "announces itself (.cleans/<id>, already locked)".into(),
         Step::WithdrawAnnouncement => "withdraws its announcement".into(),
-        Step::CreateTempCache => "creates its temporary cache".into(),
+        Step::CreateTempCache => "creates its temporary cache, locked shared".into(),
         Step::CreateScaffold => "creates the cache root and scaffold".into(),
         Step::LockEnv => format!("locks {} shared", env_label(m, p)),
         Step::BuildEnv => {
@@ -162,7 +155,11 @@ fn step_outcome(m: &CacheModel, before: &State, p: usize, step: Step, after: &St
         Step::ReleaseRootLock => "releases the lock on .lock".into(),
         Step::SpawnChild => {
             if a.env_fd.is_some_and(|f| f.child) {
-                "the child runs (it inherited the environment lock)".into()
+                if m.procs[p].kind.env() == Some(EnvName::Temp) {
+                    "the child runs (it inherited the temporary cache's lock)".into()
+                } else {
+                    "the child runs (it inherited the environment lock)".into()
+                }
             } else {
                 "the child runs".into()
             }
@@ -210,6 +207,33 @@ fn step_outcome(m: &CacheModel, before: &State, p: usize, step: Step, after: &St
             Some(i) if after.fs.lock_path.is_none() => format!("unlinks .lock (inode {i})"),
             _ => "leaves .lock (it did not hold the lock)".into(),
         },
+        Step::RemoveLeakedTemp => {
+            let mut removed = Vec::new();
+            let mut kept = Vec::new();
+            for q in 0..m.procs.len() {
+                if matches!(before.procs[q].temp, Temp::Present(_)) {
+                    let lock = if before.procs[q].env_fd.is_some() {
+                        "locked: in use"
+                    } else {
+                        "its lock free"
+                    };
+                    let text = format!("{}'s temporary cache ({lock})", who(m, q));
+                    if matches!(after.procs[q].temp, Temp::Present(_)) {
+                        kept.push(text);
+                    } else {
+                        removed.push(text);
+                    }
+                }
+            }
+            match (removed.is_empty(), kept.is_empty()) {
+                (true, true) => "no temporary cache to remove".into(),
+                (false, true) => format!("removes {}", removed.join(", ")),
+                (true, false) => format!("keeps {}", kept.join(", ")),
+                (false, false) => {
+                    format!("removes {}; keeps {}", removed.join(", "), kept.join(", "))
+                }
+            }
+        }
         Step::RemoveRoot => {
             if after.fs.root {
                 "the root is not empty: kept".into()
@@ -333,7 +357,19 @@ fn verdict_line(m: &CacheModel, s: &State, property: PropertyName) -> String {
             "violated: a run that started after a clean got the cache before it".into()
         }
         PropertyName::NoLeakedTemp => {
-            "violated: everything finished and a temporary cache is still on disk".into()
+            let left = crate::predicates::pruned_leaked_temps(m, s);
+            if left == 0 {
+                "violated: everything finished and a temporary cache is still on disk".into()
+            } else {
+                let runs: Vec<&str> = (0..m.procs.len())
+                    .filter(|q| left & (1 << q) != 0)
+                    .map(|q| who(m, q))
+                    .collect();
+                format!(
+                    "violated: a prune that started once {} had been killed and had no child left has finished, and the temporary cache is still on disk",
+                    runs.join(", ")
+                )
+            }
         }
         PropertyName::CleanRemovesUnused => {
             "violated: a clean finished and left an environment nobody uses".into()

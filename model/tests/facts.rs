@@ -29,7 +29,7 @@ fn uv_0_8_19_breaks_live_env_intact_with_one_no_cache_run() {
     assert_eq!(
         story(Policy::Uv0819, "run-no-cache", Property::LiveEnvIntact),
         "\
-1. run-no-cache#1: create-temp-cache -> creates its temporary cache
+1. run-no-cache#1: create-temp-cache -> creates its temporary cache, locked shared
 2. run-no-cache#1: build-env -> starts building its environment in the temporary cache
 3. run-no-cache#1: persist-env -> its environment in the temporary cache is in place
 4. run-no-cache#1: drop-temp-cache -> removes its temporary cache
@@ -366,6 +366,78 @@ fn cachelock_with_a_late_env_lock_loses_the_env_in_the_window() {
 }
 
 #[test]
+fn a_prune_that_removes_temp_caches_in_use_takes_a_no_cache_runs_environment() {
+    assert_eq!(
+        verdict(
+            Policy::CachelockPruneAnyTemp,
+            "run-no-cache,prune",
+            Property::LiveEnvIntact
+        ),
+        Verdict::Fails
+    );
+    assert_eq!(
+        verdict(
+            Policy::Cachelock,
+            "run-no-cache,prune",
+            Property::LiveEnvIntact
+        ),
+        Verdict::Holds
+    );
+    assert_eq!(
+        story(
+            Policy::CachelockPruneAnyTemp,
+            "run-no-cache,prune",
+            Property::LiveEnvIntact
+        ),
+        "\
+1. run-no-cache#1: create-temp-cache -> creates its temporary cache, locked shared
+2. run-no-cache#1: build-env -> starts building its environment in the temporary cache
+3. prune#1: announce-clean -> announces itself (.cleans/<id>, already locked)
+4. prune#1: open-lock-file -> opens .lock (inode 0)
+5. prune#1: lock-exclusive -> acquired exclusive on .lock inode 0
+6. prune#1: delete-entries -> deletes the scaffold (no environment)
+7. prune#1: release-root-lock -> releases the lock on .lock
+8. prune#1: withdraw-announcement -> withdraws its announcement
+9. prune#1: remove-leaked-temp -> removes run-no-cache#1's temporary cache (locked: in use)
+10. run-no-cache#1: persist-env -> fails: its environment in the temporary cache vanished while being built
+=> live-env-intact: violated: run-no-cache#1 lost its environment in the temporary cache"
+    );
+}
+
+#[test]
+fn cachelock_prune_removes_a_killed_no_cache_runs_temp_cache_and_uv_leaves_it() {
+    let sc = "run-no-cache+crash,prune";
+    for policy in [Policy::Cachelock, Policy::CachelockPruneAnyTemp] {
+        assert_eq!(
+            verdict(policy, sc, Property::NoLeakedTemp),
+            Verdict::Holds,
+            "{policy}"
+        );
+    }
+    assert_eq!(
+        story(Policy::Uv013, sc, Property::NoLeakedTemp),
+        "\
+1. run-no-cache#1: create-temp-cache -> creates its temporary cache, locked shared
+2. run-no-cache#1: killed -> SIGKILL: its descriptors close; its temporary cache leaks
+3. prune#1: open-lock-file -> opens .lock (inode 0)
+4. prune#1: lock-exclusive -> acquired exclusive on .lock inode 0
+5. prune#1: delete-entries -> deletes the scaffold (no environment)
+6. prune#1: release-root-lock -> releases the lock on .lock
+=> no-leaked-temp: violated: a prune that started once run-no-cache#1 had been killed and had no child left has finished, and the temporary cache is still on disk"
+    );
+    // Without inheriting the lock, a killed run's child is unprotected: the prune takes
+    // the temporary cache it runs in.
+    let s = story(Policy::CachelockCloexec, sc, Property::LiveEnvIntact);
+    assert!(
+        s.contains(
+            "remove-leaked-temp -> removes run-no-cache#1's temporary cache (its lock free)"
+        ),
+        "{s}"
+    );
+    assert!(s.contains("run-no-cache#1: killed"), "{s}");
+}
+
+#[test]
 fn symmetry_reduction_keeps_every_verdict() {
     for policy in [
         Policy::Uv0820,
@@ -381,11 +453,46 @@ fn symmetry_reduction_keeps_every_verdict() {
             assert!(with.states <= without.states, "{policy} {sc}");
         }
     }
+    // Two interchangeable killed `--no-cache` runs: the prune's record of leaked
+    // temporary caches names processes, and is renumbered with them.
+    for policy in [Policy::Uv013, Policy::Cachelock, Policy::CachelockCloexec] {
+        let sc = Scenario::parse("run-no-cache+crash,run-no-cache+crash,prune").unwrap();
+        let with = check_pair_with(policy, &sc, true);
+        let without = check_pair_with(policy, &sc, false);
+        assert_eq!(with.verdicts, without.verdicts, "{policy} {sc}");
+        assert!(with.states < without.states, "{policy} {sc}");
+    }
     let sc = Scenario::parse("run,run,clean").unwrap();
     let with = check_pair_with(Policy::Cachelock, &sc, true).states;
     let without = check_pair_with(Policy::Cachelock, &sc, false).states;
     assert!(
         with < without,
         "symmetry should merge the two runs: {with} vs {without}"
+    );
+}
+
+#[test]
+fn a_prune_withdraws_its_announcement_before_removing_leaked_temp_caches() {
+    use cachelock_model::Step;
+    use cachelock_model::machine::{Action, CacheModel, Life};
+    let m = CacheModel::new(Policy::Cachelock, &Scenario::parse("run,prune").unwrap());
+    let (run, prune) = (0, 1);
+    let program = &m.procs[prune].program;
+    assert_eq!(
+        &program[program.len() - 2..],
+        [Step::WithdrawAnnouncement, Step::RemoveLeakedTemp]
+    );
+    let mut s = m.initial_state();
+    // The prune takes every step up to its withdrawal; the run then finds it announced.
+    for step in &program[..program.len() - 2] {
+        s = m.after(&s, Action::Step(prune, *step));
+    }
+    s = m.after(&s, Action::Step(run, Step::AwaitAnnouncedCleans));
+    assert_eq!(s.procs[run].life, Life::Waiting);
+    assert!(!m.step_enabled(&s, run));
+    s = m.after(&s, Action::Step(prune, Step::WithdrawAnnouncement));
+    assert!(
+        m.step_enabled(&s, run),
+        "the withdrawn announcement must not hold the run while the prune still works"
     );
 }

@@ -1,0 +1,204 @@
+//! What a state of the model is: each process's place in its program, its descriptors,
+//! its child and daemon, the cache directory as the processes see it, and the facts about
+//! the past that the properties need. Plain data: what can be asked of a state is in
+//! `crate::queries`, how it changes in `crate::transitions`.
+
+use std::fmt;
+
+use crate::protocol::{EnvName, Event, Mode, Step};
+
+/// Index of a process in the scenario (after `run-nested-clean` is expanded).
+pub type ProcId = usize;
+
+/// Where a process is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Life {
+    /// It can take its next step.
+    Ready,
+    /// It tried the lock of its next step, found it busy and waits for it.
+    Waiting,
+    /// It has finished.
+    Done(Outcome),
+    /// It was killed with SIGKILL.
+    Killed,
+}
+
+/// How a process finished.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Outcome {
+    /// Every step done.
+    Ok,
+    /// A clean found no cache root ("No cache found"), exit 0.
+    NoCache,
+    /// A lock wait timed out, exit 2.
+    TimedOut,
+    /// A clean found the lock busy and gave up, exit 0.
+    GaveUp,
+    /// The child could not be spawned: its environment was gone.
+    SpawnFailed,
+    /// The environment vanished while the run was building or reusing it.
+    EnvVanished,
+    /// The cache root vanished before the run could open `.lock`.
+    RootVanished,
+    /// A clean could not remove the cache root: it was not empty (exit 2).
+    RootNotEmpty,
+}
+
+/// A run's child.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Child {
+    NotSpawned,
+    Running,
+    Exited,
+    FailedToSpawn,
+}
+
+/// The background process a `run-daemon` child starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Daemon {
+    None,
+    Running,
+    Exited,
+}
+
+/// An environment on disk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum EnvState {
+    Absent,
+    /// Under construction in a temporary directory.
+    Building,
+    Present,
+}
+
+/// A run's own part in building its environment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Build {
+    /// Not yet at `build-env`.
+    None,
+    /// Building in its own temporary directory.
+    InProgress,
+    /// Its build directory was deleted under it.
+    Lost,
+    /// The environment was there already: reusing it.
+    Reused,
+}
+
+/// A `--no-cache` run's temporary cache.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Temp {
+    /// Not created (or not a `--no-cache` run).
+    None,
+    /// On disk, holding the run's environment.
+    Present(EnvState),
+    /// Removed.
+    Gone,
+}
+
+/// A descriptor on `<cache>/.lock`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RootFd {
+    /// The inode the descriptor was opened on.
+    pub inode: u8,
+    /// The lock held through it, if any.
+    pub lock: Option<Mode>,
+}
+
+/// The open file description of a run's environment lock (always a shared lock) and
+/// which processes have a descriptor on it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct EnvFd {
+    pub parent: bool,
+    pub child: bool,
+    pub daemon: bool,
+}
+
+impl EnvFd {
+    /// The description as long as some process still has a descriptor on it.
+    pub(crate) fn normalize(fd: Option<EnvFd>) -> Option<EnvFd> {
+        fd.filter(|f| f.parent || f.child || f.daemon)
+    }
+}
+
+/// One process's state.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Proc {
+    /// Symmetry class: processes with the same class are interchangeable. Constant.
+    pub class: u8,
+    /// Index of the next step in the process's program.
+    pub at: u8,
+    pub life: Life,
+    pub root_fd: Option<RootFd>,
+    pub env_fd: Option<EnvFd>,
+    pub temp: Temp,
+    pub build: Build,
+    pub child: Child,
+    pub daemon: Daemon,
+    /// A `clean --force` that found the lock busy and went on without it.
+    pub forced: bool,
+    /// Cleans this run waits for (bit per process), at `AwaitAnnouncedCleans`.
+    pub awaited: u16,
+    /// Cleans that had started and not yet got the cache when this run started.
+    pub pending_cleans: u16,
+    /// For a prune: the `--no-cache` runs whose temporary cache had leaked when it
+    /// started (the run killed, its child exited), bit per process.
+    pub leaked_at_start: u16,
+}
+
+/// The cache directory as the processes see it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Fs {
+    /// The root directory exists.
+    pub root: bool,
+    /// The scaffold files exist.
+    pub scaffold: bool,
+    /// The bucket directories exist (`environments/`, `builds/`): made with the scaffold
+    /// and again by any build; a prune keeps them, a clean without environment locks
+    /// removes them. The root cannot be removed while they exist.
+    pub buckets: bool,
+    /// The inode `<cache>/.lock` names, if the path exists.
+    pub lock_path: Option<u8>,
+    /// The next inode number a create will use.
+    pub next_inode: u8,
+    /// The cached environments, indexed like [`EnvName::CACHED`].
+    pub envs: [EnvState; 3],
+}
+
+/// Facts about the past that the properties need (set by transitions, never cleared).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct History {
+    /// A process deleted cache contents while another believed it held the lock.
+    pub deleted_under_lock_holder: bool,
+    /// A run got the cache before a clean that had started before it.
+    pub overtook_clean: bool,
+    /// A clean finished its work leaving an environment nobody used.
+    pub left_unused_env: bool,
+}
+
+/// The whole state.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct State {
+    pub procs: Vec<Proc>,
+    pub fs: Fs,
+    pub history: History,
+}
+
+/// An action of the model: a process takes its next step, or an event happens to it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Action {
+    Step(ProcId, Step),
+    Event(ProcId, Event),
+}
+
+/// The slot of a cached environment in [`Fs::envs`] (`None` for `EnvName::Temp`).
+pub(crate) fn env_index(env: EnvName) -> Option<usize> {
+    EnvName::CACHED.iter().position(|e| *e == env)
+}
+
+impl fmt::Display for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Action::Step(p, s) => write!(f, "p{p}: {s}"),
+            Action::Event(p, e) => write!(f, "p{p}: {e}"),
+        }
+    }
+}
