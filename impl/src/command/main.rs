@@ -15,7 +15,6 @@ use anyhow::Context;
 use cachelock::cache::CacheDir;
 use cachelock::settings::{CacheOwner, ResolvedCache, resolve_cache_dir};
 use cachelock::{Kind, Mode, Policy, Session, SessionConfig};
-use cachelock_model::protocol::EnvLock;
 use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Args, Parser, Subcommand};
 
@@ -245,12 +244,8 @@ fn main() -> ExitCode {
             };
             clean(&args.cache, args.policy.policy, kind)
         }
-        // Removing leaked temporary caches is cachelock's own addition: the uv
-        // policies reproduce uv's prune, which does not.
-        Command::Prune(args) if args.policy.policy.design().env_lock != EnvLock::None => {
-            clean(&args.cache, args.policy.policy, Kind::Prune)
-                .and_then(|code| Ok(code.max(prune_leaked_temp_caches()?)))
-        }
+        // Which leaked temporary caches a prune removes is the policy's design
+        // (`Design::prune_temp`, step `remove-leaked-temp`), checked by the model.
         Command::Prune(args) => clean(&args.cache, args.policy.policy, Kind::Prune),
         Command::Status(mut args) => {
             args.verbose |= cli.verbose;
@@ -358,19 +353,6 @@ fn clean(cache: &CacheArgs, policy: Policy, kind: Kind) -> anyhow::Result<i32> {
         kind,
     )?;
     Ok(Session::new(config)?.run_to_completion()?)
-}
-
-/// Removes the temporary caches that killed `--no-cache` runs left in `$TMPDIR` (only
-/// cachelock's, only unlocked ones: see `cache::leaked_temp_caches`).
-fn prune_leaked_temp_caches() -> anyhow::Result<i32> {
-    for (dir, report) in cachelock::cache::remove_leaked_temp_caches(&std::env::temp_dir())? {
-        eprintln!(
-            "Removed leaked temporary cache {} ({} files)",
-            dir.display(),
-            report.removed_files
-        );
-    }
-    Ok(0)
 }
 
 fn status(args: &StatusArgs) -> anyhow::Result<i32> {
