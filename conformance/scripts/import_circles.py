@@ -1,10 +1,12 @@
 #!/usr/bin/env python3
-"""Lists the pairs of source files that import each other, in impl/ and conformance/.
+"""Lists the import circles between source files of every crate of the workspace.
 
 For every crate root (lib.rs, main.rs, src/bin/*.rs) the script maps each module to its
 file, then collects, per file, the modules it names through `crate::`, `super::`, or a
 child module it declares (`mod x;` then `x::`), comments and unit-test modules left out. A pair of files A, B
-with A naming B and B naming A is an import circle. Exit 1 if there is one.
+with A naming B and B naming A is an import circle, and so is any longer cycle
+A -> B -> ... -> A (the crate root, which only declares and re-exports, is left out of
+cycles). Exit 1 if there is one.
 
 Usage: conformance/scripts/import_circles.py [ROOT]
 """
@@ -26,7 +28,13 @@ def strip_comments(text: str) -> str:
 
 def crate_roots() -> list[Path]:
     roots = []
-    for src in [ROOT / "impl" / "src", ROOT / "impl" / "inspect" / "src", ROOT / "conformance" / "src"]:
+    for src in [
+        ROOT / "model" / "src",
+        ROOT / "impl" / "src",
+        ROOT / "impl" / "inspect" / "src",
+        ROOT / "conformance" / "src",
+        ROOT / "conformance" / "gate" / "src",
+    ]:
         roots += [p for p in [src / "lib.rs", src / "main.rs", src / "command" / "main.rs"] if p.exists()]
         roots += sorted((src / "bin").glob("*.rs")) if (src / "bin").is_dir() else []
     return roots
@@ -105,8 +113,42 @@ def references(path: tuple[str, ...], file: Path, mods: dict) -> set[tuple[str, 
     return found
 
 
+def cycles(refs: dict) -> list[list[tuple[str, ...]]]:
+    """The strongly connected components of more than one module (Tarjan), crate root
+    left out."""
+    graph = {a: {b for b in r if b != () and b in refs} for a, r in refs.items() if a != ()}
+    index, low, stack, on, out = {}, {}, [], set(), []
+
+    def visit(v):
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on.add(v)
+        for w in graph.get(v, ()):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                out.append(sorted(comp))
+
+    for v in graph:
+        if v not in index:
+            visit(v)
+    return out
+
+
 def main() -> int:
     circles = []
+    longer = []
     edges = 0
     for root in crate_roots():
         mods = modules(root)
@@ -116,11 +158,19 @@ def main() -> int:
             for b in ra:
                 if a < b and a in refs.get(b, set()):
                     circles.append((mods[a].relative_to(ROOT), mods[b].relative_to(ROOT)))
+        for comp in cycles(refs):
+            if len(comp) > 2:
+                longer.append([str(mods[m].relative_to(ROOT)) for m in comp])
     files = len({f for root in crate_roots() for f in modules(root).values()})
-    print(f"{files} files, {edges} file-to-module references, {len(circles)} pairs importing each other")
+    print(
+        f"{files} files, {edges} file-to-module references, {len(circles)} pairs importing "
+        f"each other, {len(longer)} longer cycles"
+    )
     for a, b in sorted(set(circles)):
         print(f"  {a} <-> {b}")
-    return 1 if circles else 0
+    for comp in longer:
+        print("  cycle: " + " -> ".join(comp))
+    return 1 if circles or longer else 0
 
 
 if __name__ == "__main__":
