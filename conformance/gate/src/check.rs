@@ -7,8 +7,13 @@
 //!   process; a blocking lock the model cannot grant puts the process in the model's
 //!   wait, and the lock is taken when the real call returns granted;
 //! - steps the gate cannot see (a scaffold or an environment already there, an empty
-//!   cache with nothing to delete, the wait for the child) are taken implicitly when
-//!   the model has them next and enabled;
+//!   cache with nothing to delete, the wait for the child, the wait for announced cleans
+//!   when none is announced) are taken implicitly when the model has them next and
+//!   enabled, and the process does not take them anywhere in the trace; so is
+//!   `release-root-lock` for a process that never unlocks `.lock` with `LOCK_UN` (it
+//!   releases it by closing the descriptor, a call the gate does not stop at: cachelock
+//!   drops its lock this way). A step the process does take is held to the moment it
+//!   does;
 //! - a step the process already took (a retried lock, a re-opened `.lock`, the next
 //!   removal of `delete-entries`) is one step, taken once;
 //! - of the processes a run starts, the last is its child (uv starts helpers, such as
@@ -75,6 +80,7 @@ fn unseen(step: Step) -> bool {
             | Step::PersistEnv
             | Step::WaitForChild
             | Step::DeleteEntries
+            | Step::AwaitAnnouncedCleans
     )
 }
 
@@ -92,6 +98,9 @@ struct Replay<'a> {
     pids: Vec<i32>,
     /// For each model process, its child's pid (the last process it started).
     child: Vec<Option<i32>>,
+    /// For each model process, the steps it takes somewhere in the trace: the others may
+    /// be implied.
+    seen: Vec<Vec<Step>>,
     steps: usize,
 }
 
@@ -141,7 +150,12 @@ impl Replay<'_> {
             let live = matches!(self.s.procs[p].life, Life::Ready | Life::Waiting);
             match self.model.next_step(&self.s, p) {
                 Some(n) if n == step && live => break,
-                Some(n) if unseen(n) && live && self.model.step_enabled(&self.s, p) => {
+                Some(n)
+                    if (unseen(n) || n == Step::ReleaseRootLock)
+                        && !self.seen[p].contains(&n)
+                        && live
+                        && self.model.step_enabled(&self.s, p) =>
+                {
                     self.take(p, n)
                 }
                 _ => return Err(self.diverge(p, Some(id), step.to_string())),
@@ -234,12 +248,23 @@ pub fn check(policy: Policy, records: &[Record], timeline: &[Moment]) -> Result<
                 .map(|r| r.event.pid)
         })
         .collect();
+    let seen: Vec<Vec<Step>> = pids
+        .iter()
+        .map(|pid| {
+            records
+                .iter()
+                .filter(|r| r.event.pid == *pid)
+                .filter_map(|r| r.event.step)
+                .collect()
+        })
+        .collect();
     let mut rp = Replay {
         s: model.initial_state(),
         model,
         records,
         pids,
         child,
+        seen,
         steps: 0,
     };
     let verdict = replay(&mut rp, timeline);

@@ -22,5 +22,5 @@ pub mod trace;
 pub mod vocab;
 
 pub use gate::{Error, Event, EventId, Exit, Gate, Hold, Moment, Record, Settled, Spawned};
-pub use trace::{TraceReport, trace};
+pub use trace::{Outcome, TraceReport, Verdict, trace, trace_and_check};
 pub use vocab::{LockOp, Syscall};
