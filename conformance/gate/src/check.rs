@@ -19,8 +19,9 @@
 //! - of the processes a run starts, the last is its child (uv starts helpers, such as
 //!   interpreter queries, before it); its `exit_group` is the model's `child-exits`;
 //! - a process's `exit_group` (or its death) ends it: its descriptors close, so the
-//!   steps left that the model allows are taken then (a holder that never unlocks
-//!   explicitly releases its lock by exiting).
+//!   releases left (and the wait for its child) are taken then (a holder that never
+//!   unlocks explicitly releases its lock by exiting); any other step left (unlinking
+//!   `.lock`, removing the root) is a divergence: the process exited without it.
 //!
 //! The first step (or lock grant) the model does not allow is the divergence.
 
@@ -182,14 +183,27 @@ impl Replay<'_> {
         Ok(())
     }
 
-    /// Process `p` ends: the steps left that the model allows are taken.
-    fn end(&mut self, p: usize) {
+    /// Process `p` ends: its descriptors close, so the steps left that closing does
+    /// (releasing its locks, the wait for its child) and the unseen steps it never took
+    /// are taken. A step left that the process had to do itself (unlink `.lock`, remove
+    /// the root) is a divergence.
+    fn end(&mut self, p: usize, id: Option<EventId>) -> Result<(), Divergence> {
         while matches!(self.s.procs[p].life, Life::Ready | Life::Waiting)
-            && self.model.step_enabled(&self.s, p)
             && let Some(n) = self.model.next_step(&self.s, p)
         {
+            let by_exit = matches!(
+                n,
+                Step::ReleaseRootLock
+                    | Step::CloseEnvLock
+                    | Step::UnlockEnvLock
+                    | Step::WaitForChild
+            ) || (unseen(n) && !self.seen[p].contains(&n));
+            if !by_exit || !self.model.step_enabled(&self.s, p) {
+                return Err(self.diverge(p, id, "exit".to_string()));
+            }
             self.take(p, n);
         }
+        Ok(())
     }
 
     fn child_exits(&mut self, p: usize) {
@@ -284,7 +298,7 @@ fn replay(rp: &mut Replay<'_>, timeline: &[Moment]) -> Result<(), Divergence> {
                 let (pid, step, syscall, parent) = (e.pid, e.step, e.syscall, e.parent);
                 if let Some(p) = rp.proc_of(pid) {
                     if matches!(syscall, Syscall::ExitGroup { .. }) {
-                        rp.end(p);
+                        rp.end(p, Some(id))?;
                     } else if let Some(step) = step
                         && step != Step::SpawnChild
                     {
@@ -314,7 +328,7 @@ fn replay(rp: &mut Replay<'_>, timeline: &[Moment]) -> Result<(), Divergence> {
             }
             Moment::Ended(pid) => {
                 if let Some(p) = rp.proc_of(pid) {
-                    rp.end(p);
+                    rp.end(p, None)?;
                 }
                 if let Some(p) = rp.child.iter().position(|c| *c == Some(pid)) {
                     rp.child_exits(p);
