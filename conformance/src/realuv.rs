@@ -34,6 +34,7 @@
 
 pub mod cachelock;
 pub mod compare;
+pub mod gated;
 pub mod scenarios;
 pub mod sys;
 
