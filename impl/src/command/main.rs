@@ -243,7 +243,10 @@ fn main() -> ExitCode {
             return check_cmd::check(args);
         }
         Command::Explore(args) => return check_cmd::explore(args),
-        Command::Trace(args) => return trace_cmd::trace(args),
+        Command::Trace(args) => {
+            let owner = args.policy.map_or(CacheOwner::Uv, owner_of);
+            return trace_cmd::trace(args, owner);
+        }
         Command::Run(args) => run(args),
         Command::ToolRun(args) => tool_run(args),
         Command::Clean(args) => {

@@ -12,8 +12,6 @@ use clap::builder::{PossibleValuesParser, TypedValueParser};
 
 use cachelock::settings::{CacheOwner, resolve_cache_dir};
 
-use crate::owner_of;
-
 /// What `cachelock trace --help` says after the options.
 pub const TRACE_HELP: &str = "\
 What it stops at: the system calls that are cache-lock protocol steps, for the command and \
@@ -58,9 +56,9 @@ pub struct TraceArgs {
 }
 
 /// Runs `cachelock trace`. The steps are named against the cache directory resolved as
-/// for the other commands (uv's cache without --policy or with a uv policy).
-pub fn trace(args: TraceArgs) -> ExitCode {
-    let owner = args.policy.map_or(CacheOwner::Uv, owner_of);
+/// for the other commands, `owner`'s by default (uv's without --policy or with a uv
+/// policy).
+pub fn trace(args: TraceArgs, owner: CacheOwner) -> ExitCode {
     let resolved = match resolve_cache_dir(args.cache_dir.as_deref(), owner) {
         Ok(r) => r,
         Err(e) => {
