@@ -7,15 +7,21 @@
 //!   process; a blocking lock the model cannot grant puts the process in the model's
 //!   wait, and the lock is taken when the real call returns granted;
 //! - steps the gate cannot see (a scaffold or an environment already there, an empty
-//!   cache with nothing to delete, the wait for the child) are taken implicitly when
-//!   the model has them next and enabled;
+//!   cache with nothing to delete, the wait for the child, the wait for announced cleans
+//!   when none is announced) are taken implicitly when the model has them next and
+//!   enabled, and the process does not take them anywhere in the trace; so is
+//!   `release-root-lock` for a process that never unlocks `.lock` with `LOCK_UN` (it
+//!   releases it by closing the descriptor, a call the gate does not stop at: cachelock
+//!   drops its lock this way). A step the process does take is held to the moment it
+//!   does;
 //! - a step the process already took (a retried lock, a re-opened `.lock`, the next
 //!   removal of `delete-entries`) is one step, taken once;
 //! - of the processes a run starts, the last is its child (uv starts helpers, such as
 //!   interpreter queries, before it); its `exit_group` is the model's `child-exits`;
 //! - a process's `exit_group` (or its death) ends it: its descriptors close, so the
-//!   steps left that the model allows are taken then (a holder that never unlocks
-//!   explicitly releases its lock by exiting).
+//!   releases left (and the wait for its child) are taken then (a holder that never
+//!   unlocks explicitly releases its lock by exiting); any other step left (unlinking
+//!   `.lock`, removing the root) is a divergence: the process exited without it.
 //!
 //! The first step (or lock grant) the model does not allow is the divergence.
 
@@ -75,6 +81,7 @@ fn unseen(step: Step) -> bool {
             | Step::PersistEnv
             | Step::WaitForChild
             | Step::DeleteEntries
+            | Step::AwaitAnnouncedCleans
     )
 }
 
@@ -92,6 +99,9 @@ struct Replay<'a> {
     pids: Vec<i32>,
     /// For each model process, its child's pid (the last process it started).
     child: Vec<Option<i32>>,
+    /// For each model process, the steps it takes somewhere in the trace: the others may
+    /// be implied.
+    seen: Vec<Vec<Step>>,
     steps: usize,
 }
 
@@ -141,7 +151,12 @@ impl Replay<'_> {
             let live = matches!(self.s.procs[p].life, Life::Ready | Life::Waiting);
             match self.model.next_step(&self.s, p) {
                 Some(n) if n == step && live => break,
-                Some(n) if unseen(n) && live && self.model.step_enabled(&self.s, p) => {
+                Some(n)
+                    if (unseen(n) || n == Step::ReleaseRootLock)
+                        && !self.seen[p].contains(&n)
+                        && live
+                        && self.model.step_enabled(&self.s, p) =>
+                {
                     self.take(p, n)
                 }
                 _ => return Err(self.diverge(p, Some(id), step.to_string())),
@@ -168,14 +183,27 @@ impl Replay<'_> {
         Ok(())
     }
 
-    /// Process `p` ends: the steps left that the model allows are taken.
-    fn end(&mut self, p: usize) {
+    /// Process `p` ends: its descriptors close, so the steps left that closing does
+    /// (releasing its locks, the wait for its child) and the unseen steps it never took
+    /// are taken. A step left that the process had to do itself (unlink `.lock`, remove
+    /// the root) is a divergence.
+    fn end(&mut self, p: usize, id: Option<EventId>) -> Result<(), Divergence> {
         while matches!(self.s.procs[p].life, Life::Ready | Life::Waiting)
-            && self.model.step_enabled(&self.s, p)
             && let Some(n) = self.model.next_step(&self.s, p)
         {
+            let by_exit = matches!(
+                n,
+                Step::ReleaseRootLock
+                    | Step::CloseEnvLock
+                    | Step::UnlockEnvLock
+                    | Step::WaitForChild
+            ) || (unseen(n) && !self.seen[p].contains(&n));
+            if !by_exit || !self.model.step_enabled(&self.s, p) {
+                return Err(self.diverge(p, id, "exit".to_string()));
+            }
             self.take(p, n);
         }
+        Ok(())
     }
 
     fn child_exits(&mut self, p: usize) {
@@ -234,12 +262,23 @@ pub fn check(policy: Policy, records: &[Record], timeline: &[Moment]) -> Result<
                 .map(|r| r.event.pid)
         })
         .collect();
+    let seen: Vec<Vec<Step>> = pids
+        .iter()
+        .map(|pid| {
+            records
+                .iter()
+                .filter(|r| r.event.pid == *pid)
+                .filter_map(|r| r.event.step)
+                .collect()
+        })
+        .collect();
     let mut rp = Replay {
         s: model.initial_state(),
         model,
         records,
         pids,
         child,
+        seen,
         steps: 0,
     };
     let verdict = replay(&mut rp, timeline);
@@ -259,7 +298,7 @@ fn replay(rp: &mut Replay<'_>, timeline: &[Moment]) -> Result<(), Divergence> {
                 let (pid, step, syscall, parent) = (e.pid, e.step, e.syscall, e.parent);
                 if let Some(p) = rp.proc_of(pid) {
                     if matches!(syscall, Syscall::ExitGroup { .. }) {
-                        rp.end(p);
+                        rp.end(p, Some(id))?;
                     } else if let Some(step) = step
                         && step != Step::SpawnChild
                     {
@@ -289,7 +328,7 @@ fn replay(rp: &mut Replay<'_>, timeline: &[Moment]) -> Result<(), Divergence> {
             }
             Moment::Ended(pid) => {
                 if let Some(p) = rp.proc_of(pid) {
-                    rp.end(p);
+                    rp.end(p, None)?;
                 }
                 if let Some(p) = rp.child.iter().position(|c| *c == Some(pid)) {
                     rp.child_exits(p);

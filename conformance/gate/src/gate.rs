@@ -36,6 +36,7 @@ use std::path::{Path, PathBuf};
 use std::process::{ChildStderr, ChildStdin, ChildStdout, Command};
 use std::time::{Duration, Instant};
 
+use cachelock_inspect::{process, wait};
 use cachelock_model::protocol::Step;
 use nix::errno::Errno;
 use nix::sys::ptrace;
@@ -45,7 +46,6 @@ use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 
 use crate::filter;
-use crate::procfs;
 use crate::vocab::{Context, Places, Syscall, normalize};
 
 /// How often [`Gate::settle`] and the deadline-bounded waits look again. It decides
@@ -555,7 +555,7 @@ impl Gate {
             }
             if blocked_counts
                 && matches!(self.event(id).syscall, Syscall::Flock { .. })
-                && procfs::blocked_in_flock(pid, tid, inode)
+                && wait::thread_blocked_in_flock(pid as u32, tid as u32, inode)
             {
                 return Ok(Settled::Blocked);
             }
@@ -606,7 +606,7 @@ impl Gate {
                     }
                 }
             }
-            self.tracees.retain(|tid, _| procfs::exists(*tid));
+            self.tracees.retain(|tid, _| process::exists(*tid as u32));
             if self.tracees.is_empty() || Instant::now() > deadline {
                 break;
             }
@@ -741,8 +741,7 @@ impl Gate {
             return;
         }
         let creator_pid = creator.and_then(|c| self.tracees.get(&c).map(|t| t.tgid));
-        let (tgid, ppid) =
-            procfs::tgid_ppid(tid).unwrap_or_else(|| (tid, creator_pid.unwrap_or(0)));
+        let (tgid, ppid) = tgid_ppid(tid).unwrap_or_else(|| (tid, creator_pid.unwrap_or(0)));
         self.tracees.insert(tid, Tracee { tgid, fresh: true });
         if !self.procs.contains_key(&tgid) {
             let parent = if self.procs.contains_key(&ppid) {
@@ -835,7 +834,7 @@ impl Gate {
             tid,
             parent: self.procs.get(&pid).and_then(|p| p.parent),
             syscall: Syscall::Exec,
-            path: procfs::exe(tid),
+            path: process::exe(tid as u32),
             from: None,
             inode: None,
             step,
@@ -901,7 +900,7 @@ impl Gate {
             // SAFETY: `op` says the `exit` member of the union is the one filled in.
             let rval = unsafe { info.u.exit.sval };
             let opened = (self.event(id).syscall == Syscall::Open && rval >= 0)
-                .then(|| procfs::fd_inode(tid, rval as i32))
+                .then(|| process::fd_inode(tid as u32, rval as i32))
                 .flatten();
             let r = &mut self.records[id.0];
             r.result = Some(rval);
@@ -929,9 +928,9 @@ fn decode(tid: i32, nr: i64, a: [u64; 6]) -> Option<Decoded> {
             let fd = a[0] as i32;
             return Some((
                 Syscall::flock(a[1]),
-                procfs::fd_path(tid, fd),
+                process::fd_target(tid as u32, fd),
                 None,
-                procfs::fd_inode(tid, fd),
+                process::fd_inode(tid as u32, fd),
             ));
         }
         libc::SYS_renameat | libc::SYS_renameat2 => {
@@ -965,6 +964,13 @@ fn decode(tid: i32, nr: i64, a: [u64; 6]) -> Option<Decoded> {
     Some((call, path, from, inode))
 }
 
+/// The process (thread group) and parent process of thread `tid`, from `/proc`.
+fn tgid_ppid(tid: i32) -> Option<(i32, i32)> {
+    let tgid = process::tgid(tid as u32)?;
+    let ppid = process::parent_of(tid as u32)?;
+    Some((tgid as i32, ppid as i32))
+}
+
 fn inode_of(path: &Path) -> Option<u64> {
     use std::os::unix::fs::MetadataExt;
     std::fs::symlink_metadata(path).ok().map(|m| m.ino())
@@ -979,9 +985,9 @@ fn resolve(tid: i32, dirfd: i32, addr: u64) -> Option<PathBuf> {
         return Some(normalize(&name));
     }
     let base = if dirfd == libc::AT_FDCWD {
-        procfs::cwd(tid)?
+        process::cwd(tid as u32)?
     } else {
-        procfs::fd_path(tid, dirfd)?
+        process::fd_target(tid as u32, dirfd)?
     };
     Some(normalize(&base.join(name)))
 }

@@ -11,15 +11,16 @@
 //!   reports the first step the model does not allow.
 //!
 //! Linux only (ptrace, seccomp, `/proc`); where ptrace is forbidden every entry point
-//! fails with [`Error::Unavailable`], saying so.
+//! fails with [`Error::Unavailable`], saying so. What ptrace does not tell (what a
+//! descriptor names, a thread's process, whether it sleeps in the flock wait) is read
+//! from `/proc` through the workspace's one reader, `cachelock-inspect`.
 
 pub mod check;
 pub mod filter;
 mod gate;
-pub mod procfs;
 pub mod trace;
 pub mod vocab;
 
 pub use gate::{Error, Event, EventId, Exit, Gate, Hold, Moment, Record, Settled, Spawned};
-pub use trace::{TraceReport, trace};
+pub use trace::{Outcome, TraceReport, Verdict, trace, trace_and_check};
 pub use vocab::{LockOp, Syscall};

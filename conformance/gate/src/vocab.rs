@@ -146,6 +146,10 @@ pub struct Places {
 impl Places {
     /// The places of a gate watching the cache at `cache`.
     pub fn new(cache: &Path) -> Places {
+        // The processes' paths are made absolute: so is the root (a relative one is taken
+        // against this process's working directory).
+        let absolute = std::path::absolute(cache).unwrap_or_else(|_| cache.to_path_buf());
+        let cache = absolute.as_path();
         let mut roots = vec![normalize(cache)];
         let canonical = cache.canonicalize().ok().or_else(|| {
             let parent = cache.parent()?.canonicalize().ok()?;

@@ -107,7 +107,7 @@ fn cl_trace_with_a_policy_exits_1_at_the_first_step_the_model_does_not_allow() {
     let (code, text) = verdict("uv-0.8.19");
     assert_eq!(code, Some(1), "{text}");
     assert!(
-        text.contains("did spawn-child; the model allows release-root-lock next"),
+        text.contains("did open-lock-file; the model allows create-scaffold next"),
         "{text}"
     );
 }

@@ -178,9 +178,9 @@ fn a_clean_released_into_a_shared_lock_is_seen_blocked_and_proceeds_when_the_hol
         Settled::Blocked
     );
     assert!(
-        cachelock_gate::procfs::flock_waiters()
+        cachelock_inspect::locks::waiters()
             .iter()
-            .any(|(p, ino)| *p == b && Some(*ino) == wait_lock.inode),
+            .any(|w| w.pid == b as u32 && Some(w.inode) == wait_lock.inode),
         "/proc/locks shows the clean waiting on .lock"
     );
     assert!(

@@ -4,7 +4,8 @@
 //!
 //! Nothing here decides an order by waiting a while. The harness *observes* (a process
 //! exited, the probe signalled, `/proc/locks` shows a process blocked in a lock wait) or
-//! *controls* (SIGSTOP/SIGCONT, the probe's go file). Every wait polls for an
+//! *controls* (the probe's go file; the gate, `super::gated`, for a process held at a
+//! protocol step). Every wait polls for an
 //! observable condition; its deadline only bounds a failure, and reaching it is an
 //! error that says what was not seen, never a verdict.
 
@@ -217,23 +218,6 @@ impl Proc {
                 None
             },
         )
-    }
-
-    /// SIGSTOP to this process (all its threads stop; its locks stay held).
-    pub fn stop(&self) {
-        // SAFETY: kill(2) with a pid we own; no memory is involved.
-        unsafe { libc::kill(self.pid() as i32, libc::SIGSTOP) };
-    }
-
-    /// SIGCONT to this process.
-    pub fn cont(&self) {
-        // SAFETY: as above.
-        unsafe { libc::kill(self.pid() as i32, libc::SIGCONT) };
-    }
-
-    /// True once every thread of the process is stopped.
-    pub fn is_stopped(&self) -> bool {
-        process::all_threads_stopped(self.pid())
     }
 
     /// The probe child's pid, once it has signalled.

@@ -213,6 +213,70 @@ pub fn shell_quote(arg: &str) -> String {
     }
 }
 
+/// True while `/proc/PID` exists: the process (or thread: `/proc/TID` works for any
+/// thread id) runs, is stopped, or is a zombie not yet reaped.
+pub fn exists(pid: u32) -> bool {
+    fs::symlink_metadata(format!("/proc/{pid}")).is_ok()
+}
+
+/// The process (thread group) thread `tid` belongs to (`Tgid:` of its `status`).
+pub fn tgid(tid: u32) -> Option<u32> {
+    status_field(tid, "Tgid")?.parse().ok()
+}
+
+/// The working directory of a process (`/proc/PID/cwd`).
+pub fn cwd(pid: u32) -> Option<PathBuf> {
+    fs::read_link(format!("/proc/{pid}/cwd")).ok()
+}
+
+/// The executable a process runs (`/proc/PID/exe`).
+pub fn exe(pid: u32) -> Option<PathBuf> {
+    fs::read_link(format!("/proc/{pid}/exe")).ok()
+}
+
+/// What descriptor `fd` of a process names (`/proc/PID/fd/FD`), without the
+/// ` (deleted)` the kernel appends once the path is unlinked. [`fds`] reads them all.
+pub fn fd_target(pid: u32, fd: i32) -> Option<PathBuf> {
+    use std::os::unix::ffi::OsStrExt;
+    let link = fs::read_link(format!("/proc/{pid}/fd/{fd}")).ok()?;
+    match link.as_os_str().as_bytes().strip_suffix(b" (deleted)") {
+        Some(b) => Some(PathBuf::from(std::ffi::OsStr::from_bytes(b))),
+        None => Some(link),
+    }
+}
+
+/// The inode of the file descriptor `fd` of a process is open on (also when the file
+/// was unlinked since).
+pub fn fd_inode(pid: u32, fd: i32) -> Option<u64> {
+    use std::os::unix::fs::MetadataExt;
+    fs::metadata(format!("/proc/{pid}/fd/{fd}"))
+        .ok()
+        .map(|m| m.ino())
+}
+
+/// One thread's `stat` (`/proc/PID/task/TID/stat`): its own state letter.
+pub fn thread_stat(pid: u32, tid: u32) -> Option<Stat> {
+    parse_stat(&fs::read_to_string(format!("/proc/{pid}/task/{tid}/stat")).ok()?)
+}
+
+/// The system call a thread is in (`/proc/PID/task/TID/syscall`, its first field), or
+/// `None` if it runs in user space, is gone, or is not ours to look at.
+pub fn thread_syscall(pid: u32, tid: u32) -> Option<i64> {
+    fs::read_to_string(format!("/proc/{pid}/task/{tid}/syscall"))
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// The kernel function one thread sleeps in (`/proc/PID/task/TID/wchan`), as [`wchan`].
+pub fn thread_wchan(pid: u32, tid: u32) -> Option<String> {
+    let text = fs::read_to_string(format!("/proc/{pid}/task/{tid}/wchan")).ok()?;
+    let text = text.trim();
+    (!text.is_empty() && text != "0").then(|| text.to_string())
+}
+
 /// One open descriptor of a process.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct OpenFd {
@@ -308,5 +372,28 @@ mod tests {
             fds(me).iter().any(|f| f.fd <= 2),
             "stdin, stdout or stderr is open"
         );
+    }
+
+    #[test]
+    fn this_thread_and_its_descriptors_are_read_one_by_one() {
+        let me = std::process::id();
+        assert!(exists(me));
+        assert_eq!(tgid(me), Some(me));
+        assert_eq!(cwd(me), std::env::current_dir().ok());
+        assert_eq!(exe(me), std::env::current_exe().ok());
+        let file = std::fs::File::open("/proc/self/stat").expect("open a file");
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&file);
+        let listed = fds(me)
+            .into_iter()
+            .find(|f| f.fd == fd as u32)
+            .expect("listed");
+        assert_eq!(fd_target(me, fd), Some(listed.target));
+        assert_eq!(fd_inode(me, fd), Some(listed.inode));
+        // SAFETY: gettid(2) has no preconditions.
+        let tid = unsafe { libc::gettid() } as u32;
+        // This thread is running this test, not asleep in a system call.
+        assert_eq!(thread_stat(me, tid).map(|s| s.state), Some('R'));
+        assert_eq!(tgid(tid), Some(me));
+        assert!(!exists(u32::MAX));
     }
 }

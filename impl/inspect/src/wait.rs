@@ -132,3 +132,23 @@ fn lock_fds(pid: u32) -> Vec<OpenFd> {
         })
         .collect()
 }
+
+/// True if thread `tid` of process `pid` sleeps in the kernel's flock wait (on `inode`,
+/// if given): it is inside `flock(2)` ([`process::thread_syscall`]), asleep (state `S`),
+/// and either its wait channel is the lock wait (`locks_lock_inode_wait`, or a name with
+/// `flock`) or the lock table has a waiting (`->`) entry of `pid` on the inode. Each of
+/// these is read from the kernel: a thread that merely takes long is not blocked.
+pub fn thread_blocked_in_flock(pid: u32, tid: u32, inode: Option<u64>) -> bool {
+    if process::thread_syscall(pid, tid) != Some(libc::SYS_flock)
+        || process::thread_stat(pid, tid).map(|s| s.state) != Some('S')
+    {
+        return false;
+    }
+    let wchan = process::thread_wchan(pid, tid).unwrap_or_default();
+    if wchan.contains("flock") || wchan.contains("lock_inode_wait") {
+        return true;
+    }
+    locks::waiters()
+        .iter()
+        .any(|w| w.pid == pid && inode.is_none_or(|i| i == w.inode))
+}

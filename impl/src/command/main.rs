@@ -6,6 +6,7 @@ mod explorer;
 mod messages;
 mod printer;
 mod status;
+mod trace_cmd;
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -81,6 +82,13 @@ enum Command {
     Check(check_cmd::CheckArgs),
     /// Explore one scenario of the model in a web browser.
     Explore(check_cmd::ExploreArgs),
+    /// Run a command under the gate, print its protocol steps and check them on the model.
+    ///
+    /// The command (a `uv run`, `uv cache clean`, `cachelock run`, a script starting
+    /// several of them) and every process it starts run under ptrace; each protocol step is
+    /// printed as it happens, and the recorded interleaving is checked against the model of
+    /// --policy (without it, of every policy). Linux only.
+    Trace(trace_cmd::TraceArgs),
 }
 
 /// The cache and timeout rules, shown by every `--help`.
@@ -234,6 +242,10 @@ fn main() -> ExitCode {
             return check_cmd::check(args);
         }
         Command::Explore(args) => return check_cmd::explore(args),
+        Command::Trace(args) => {
+            let owner = args.policy.map_or(CacheOwner::Uv, owner_of);
+            return trace_cmd::trace(args, owner);
+        }
         Command::Run(args) => run(args),
         Command::ToolRun(args) => tool_run(args),
         Command::Clean(args) => {

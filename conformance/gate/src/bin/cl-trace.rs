@@ -1,18 +1,20 @@
-//! `cl-trace [--cache DIR] [--policy P] -- CMD...`: runs CMD under the gate with nothing
-//! held and prints every process's protocol steps as they happen (`pid step path`).
-//! With `--policy`, the recorded interleaving is then checked against P's model, and the
-//! first step the model does not allow is printed (exit 1).
+//! `cl-trace [--cache DIR] [--policy P] -- CMD...`: the `cachelock trace` command for
+//! the conformance crates, which do not build the `cachelock` binary. Both call
+//! [`cachelock_gate::trace_and_check`]: CMD runs under the gate with nothing held, every
+//! process's protocol steps are printed as they happen (`pid step path`), and the
+//! recorded interleaving is checked against P's model (without `--policy`, against every
+//! policy's).
 //!
 //! The cache the steps are named against is `--cache`, else uv's default
 //! (`UV_CACHE_DIR`, `$XDG_CACHE_HOME/uv`, `$HOME/.cache/uv`). Exits with the command's
-//! exit code (128+n if it was killed by signal n), 1 if the check found a divergence, 2
-//! on bad input or when it cannot trace.
+//! exit code (128+n if it was killed by signal n), 1 if the interleaving is not a
+//! behaviour of the policy (of any policy, without `--policy`), 2 on bad input or when
+//! it cannot trace.
 
 use std::path::PathBuf;
 use std::process::{Command, ExitCode};
 
-use cachelock_gate::check::check;
-use cachelock_gate::{Exit, trace, trace::default_cache};
+use cachelock_gate::{trace::default_cache, trace_and_check};
 use cachelock_model::protocol::Policy;
 
 const USAGE: &str = "usage: cl-trace [--cache DIR] [--policy P] -- CMD [ARG...]";
@@ -63,36 +65,14 @@ fn main() -> ExitCode {
     };
     let mut cmd = Command::new(program);
     cmd.args(rest);
-    match trace(cmd, &cache, Box::new(std::io::stdout())) {
-        Ok(report) => {
-            if let Some(policy) = policy {
-                match check(policy, &report.records, &report.timeline) {
-                    Ok(c) => match c.verdict {
-                        Ok(()) => println!(
-                            "check: the interleaving of {} ({} steps) is a behaviour of {policy}",
-                            c.scenario, c.steps
-                        ),
-                        Err(d) => {
-                            println!("check: not a behaviour of {policy} ({}): {d}", c.scenario);
-                            return ExitCode::from(1);
-                        }
-                    },
-                    Err(e) => println!("check: nothing to check: {e}"),
-                }
-            }
-            exit_code(report.exit)
+    match trace_and_check(cmd, &cache, policy, Box::new(std::io::stdout())) {
+        Ok(outcome) => {
+            print!("{}", outcome.verdict);
+            ExitCode::from(outcome.exit_code())
         }
         Err(e) => {
             eprintln!("cl-trace: {e}");
             ExitCode::from(2)
         }
-    }
-}
-
-fn exit_code(exit: Option<Exit>) -> ExitCode {
-    match exit {
-        Some(Exit::Code(c)) => ExitCode::from(c.clamp(0, 255) as u8),
-        Some(Exit::Signal(s)) => ExitCode::from((128 + s).clamp(0, 255) as u8),
-        None => ExitCode::from(1),
     }
 }
