@@ -7,6 +7,7 @@ breaks exactly one rule.
 """
 
 SESSION = "impl/src/session.rs"
+ANNOUNCE = "impl/src/announce.rs"
 GUARDS = "impl/src/guards.rs"
 CHILD = "impl/src/child.rs"
 CACHE = "impl/src/cache.rs"
@@ -56,7 +57,7 @@ SPECS = [
     dict(
         id="announce-before-lock",
         rule="a clean's announcement is already locked when it appears",
-        file=SESSION,
+        file=ANNOUNCE,
         old="    file.try_lock().map_err(|e| {\n        Error::io(\n            \"lock the clean announcement\",\n            dir.child_path(&temp),\n            e.into(),\n        )\n    })?;\n",
         new="",
         change="the announcement is locked only after it got its final name",

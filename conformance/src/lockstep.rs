@@ -668,11 +668,7 @@ impl Lockstep {
                 } else {
                     v["next"].as_str().and_then(Step::from_name).map(Step::name)
                 };
-                pa.root_lock = match v["root_lock"].as_str() {
-                    Some("shared") => Some(Mode::Shared),
-                    Some("exclusive") => Some(Mode::Exclusive),
-                    _ => None,
-                };
+                pa.root_lock = v["root_lock"].as_str().and_then(Mode::from_name);
                 if let Some(pid) = v["child_pid"].as_u64() {
                     self.reals[p].child_pid = Some(pid as u32);
                 }
@@ -867,30 +863,13 @@ fn temp_caches(tmp: &Path) -> Vec<PathBuf> {
         .collect()
 }
 
-/// The flocks `pid` holds (not waits for) on inode `ino` of device `dev`, per
-/// `/proc/locks` (`1: FLOCK  ADVISORY  WRITE 1234 08:01:5678 0 EOF`; waiters have `->`
-/// after the number).
+/// The flocks `pid` holds (not waits for) on inode `ino` of device `dev`, per the
+/// kernel's lock table.
 pub fn flocks_held(pid: u32, dev: u64, ino: u64) -> Vec<Mode> {
-    let Ok(text) = fs::read_to_string("/proc/locks") else {
-        return Vec::new();
-    };
-    let want_dev = format!("{:02x}:{:02x}", libc::major(dev), libc::minor(dev));
-    text.lines()
-        .filter_map(|line| {
-            let f: Vec<&str> = line.split_whitespace().collect();
-            if f.len() < 6 || f[1] != "FLOCK" || f[4].parse::<u32>().ok() != Some(pid) {
-                return None;
-            }
-            let (d, i) = f[5].rsplit_once(':')?;
-            if d != want_dev || i.parse::<u64>().ok() != Some(ino) {
-                return None;
-            }
-            match f[3] {
-                "READ" => Some(Mode::Shared),
-                "WRITE" => Some(Mode::Exclusive),
-                _ => None,
-            }
-        })
+    cachelock_inspect::locks::held_by(pid)
+        .into_iter()
+        .filter(|l| l.is_on(dev, ino))
+        .map(|l| l.mode)
         .collect()
 }
 
@@ -922,18 +901,10 @@ fn lock_fd_inode(pid: u32, cache: &Path) -> Option<u64> {
 /// The (device, inode) of the descriptor process `pid` has open on `<cache>/.lock`.
 fn lock_fd_id(pid: u32, cache: &Path) -> Option<(u64, u64)> {
     let want = cache.join(LOCK_FILE);
-    let want = want.to_string_lossy();
-    let dir = fs::read_dir(format!("/proc/{pid}/fd")).ok()?;
-    for entry in dir.flatten() {
-        let Ok(target) = fs::read_link(entry.path()) else {
-            continue;
-        };
-        let target = target.to_string_lossy();
-        if target == want || target == format!("{want} (deleted)") {
-            return fs::metadata(entry.path()).ok().map(|m| (m.dev(), m.ino()));
-        }
-    }
-    None
+    cachelock_inspect::process::fds(pid)
+        .into_iter()
+        .find(|fd| fd.target == want)
+        .map(|fd| (fd.dev, fd.inode))
 }
 
 /// Waits up to 10 s for `pid` to be gone, calling `tick` between looks; false if it
@@ -949,16 +920,7 @@ fn wait_gone(pid: u32, mut tick: impl FnMut()) -> bool {
 
 /// True while `pid` runs (a zombie or a missing process does not).
 pub fn process_alive(pid: u32) -> bool {
-    match fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => {
-            // The state follows the parenthesised command name.
-            stat.rsplit(')')
-                .next()
-                .and_then(|rest| rest.split_whitespace().next())
-                .is_some_and(|state| state != "Z" && state != "X")
-        }
-        Err(_) => false,
-    }
+    cachelock_inspect::process::alive(pid)
 }
 
 /// Generators of scenarios and interleavings for property tests, biased towards the

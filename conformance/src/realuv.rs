@@ -17,8 +17,9 @@
 //!   `/proc/locks` shows it blocked in its lock wait (one of them must happen), so a
 //!   version without a lock timeout is seen waiting, not waited for;
 //! - a process that must be caught at a point (the first clean of `clean,run,clean`,
-//!   holding the exclusive lock while it deletes) is stopped there with SIGSTOP, checked
-//!   again once stopped, and continued once the next process is seen blocked on it.
+//!   holding the exclusive lock while it deletes) is held there by the gate, at the
+//!   protocol step itself ([`gated`]), and let go once the next process is seen blocked
+//!   on it.
 //!
 //! No duration decides an order or a verdict: a deadline only bounds a failure, and
 //! reaching it fails the suite saying what was not seen.
@@ -34,6 +35,7 @@
 
 pub mod cachelock;
 pub mod compare;
+pub mod gated;
 pub mod scenarios;
 pub mod sys;
 

@@ -327,8 +327,11 @@ impl Cache {
     }
 
     /// Deletes the environments and builds nobody uses, keeps the scaffold, like
-    /// `uv cache prune`; otherwise as [`Cache::clean`]. The temporary caches that killed
-    /// processes leaked are another matter: [`TempCache::remove_leaked`].
+    /// `uv cache prune`; otherwise as [`Cache::clean`]. Under a policy whose design says
+    /// so (`Design::prune_temp`: the default's removes those it can lock without waiting)
+    /// the prune's last step, `remove-leaked-temp`, also removes the temporary caches that
+    /// killed processes leaked in the temporary directory; they are told to the observer,
+    /// not counted in the report. [`TempCache::remove_leaked`] does only that.
     pub fn prune(&self, mut progress: impl FnMut(&Progress)) -> Result<CleanReport, CacheError> {
         self.delete(Kind::Prune, &mut progress)
     }
@@ -778,7 +781,7 @@ pub enum CacheError {
     #[error(
         "timed out after {:.1}s waiting for the {} lock on `{}`",
         waited.as_secs_f64(),
-        match mode { Mode::Shared => "shared", Mode::Exclusive => "exclusive" },
+        mode.name(),
         lock.display()
     )]
     LockTimeout {

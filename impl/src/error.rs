@@ -1,4 +1,5 @@
-//! Errors: each says what was being done to which path, and ends with what to do.
+//! Errors: each says what happened, what was being done to which path. Advice in terms
+//! of a command line (which flag or variable to use) is the command's to add.
 
 use std::io;
 use std::path::PathBuf;
@@ -22,13 +23,11 @@ pub enum Error {
     },
     /// A lock wait exceeded the lock timeout.
     #[error(
-        "timed out after {}s waiting for {} lock on `{}`{}; stop those processes{}, or raise \
-         CACHELOCK_LOCK_TIMEOUT (or UV_LOCK_TIMEOUT; default 300 s)",
+        "timed out after {}s waiting for {} lock on `{}`{}",
         waited.as_secs_f64().round(),
-        mode_name(*mode),
+        mode_with_article(*mode),
         path.display(),
-        held_by(holders),
-        hint
+        held_by(holders)
     )]
     LockTimeout {
         /// The lock file.
@@ -39,9 +38,6 @@ pub enum Error {
         waited: Duration,
         /// Who held the lock when the wait gave up (pid and command line).
         holders: Vec<String>,
-        /// More advice for the caller's situation (", use `cachelock clean --force`" for
-        /// a clean), or empty.
-        hint: &'static str,
     },
     /// `CACHELOCK_LOCK_TIMEOUT` or `UV_LOCK_TIMEOUT` does not parse.
     #[error(
@@ -54,7 +50,7 @@ pub enum Error {
         value: String,
     },
     /// A clean was asked to delete something that is not a cache.
-    #[error("refusing to clean `{}`: {reason}; point --cache-dir at a cache directory", path.display())]
+    #[error("refusing to clean `{}`: {reason}", path.display())]
     NotACache {
         /// The directory.
         path: PathBuf,
@@ -82,7 +78,7 @@ pub enum Error {
     },
     /// No cache directory was given and none can be derived from the environment.
     #[error(
-        "no cache directory: neither --cache-dir, CACHELOCK_CACHE_DIR, UV_CACHE_DIR (uv's cache), XDG_CACHE_HOME nor HOME is set; pass --cache-dir"
+        "no cache directory: none was named, and neither CACHELOCK_CACHE_DIR, UV_CACHE_DIR (uv's cache), XDG_CACHE_HOME nor HOME is set"
     )]
     NoCacheDir,
     /// A protocol step could not be carried out (the model's "the step fails"): the
@@ -118,11 +114,15 @@ impl Error {
     }
 }
 
-fn mode_name(mode: Mode) -> &'static str {
-    match mode {
-        Mode::Shared => "a shared",
-        Mode::Exclusive => "an exclusive",
-    }
+/// "a shared", "an exclusive": the mode's name with its article.
+pub fn mode_with_article(mode: Mode) -> String {
+    let name = mode.name();
+    let article = if name.starts_with(['a', 'e', 'i', 'o', 'u']) {
+        "an"
+    } else {
+        "a"
+    };
+    format!("{article} {name}")
 }
 
 fn held_by(holders: &[String]) -> String {

@@ -29,6 +29,7 @@ pub enum Fault {
     FlockUnsupported,
 }
 
+#[cfg(any(test, feature = "faults"))]
 impl Fault {
     /// Parses a `CACHELOCK_FAULT` value.
     pub fn parse(text: &str) -> Option<Fault> {

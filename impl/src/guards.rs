@@ -22,10 +22,10 @@
 
 use std::fmt::Debug;
 
+use crate::announce::Announcement;
 use crate::child::ChildGuard;
 use crate::lockfile::LockFile;
 use crate::safe_fs::OwnedTree;
-use crate::session::Announcement;
 
 /// The guard types a session holds.
 pub trait Platform {

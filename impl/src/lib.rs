@@ -24,16 +24,24 @@
 //! descriptor), [`cache`] (layout, scaffold, what a clean deletes), [`safe_fs`] (deletion
 //! and renames through directory descriptors, never through links), [`child`] (spawn,
 //! signals, exit codes), [`hold`], [`settings`] (environment variables), [`error`].
+//! `announce` (a clean's announcement) and `guards` (what a session holds, in its drop
+//! order) are internal; `guards` is public only for the loom tests of the conformance
+//! crate.
 //!
-//! The library neither prints nor reads `/proc`: lock waits and a clean's results are
-//! told to a [`lockfile::Observer`]. The command (feature `cli`) prints them and owns the
-//! one `/proc` reader (`procinfo.rs`, behind `cachelock status`).
+//! The library neither prints nor inspects other processes: lock waits and a clean's
+//! results are told to a [`lockfile::Observer`] (or through `tracing`); its errors say
+//! what happened. The `cachelock` command (feature `cli`, in `src/command/`) prints them,
+//! adds its command-line advice, and asks the `cachelock-inspect` crate who holds a busy
+//! lock.
 
+#[doc(hidden)]
+pub mod announce;
 pub mod api;
 pub mod cache;
 pub mod child;
 pub mod error;
-pub mod faults;
+mod faults;
+#[doc(hidden)]
 pub mod guards;
 pub mod hold;
 pub mod lockfile;

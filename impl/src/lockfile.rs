@@ -12,7 +12,7 @@
 //!   of the descriptor inherited by a child keeps the lock until the child closes it.
 //!   [`LockFile::unlock`] (`LOCK_UN`) releases it for every copy.
 //! - A wait blocks in flock(2), so that the kernel hands the lock over the moment it is
-//!   released, and `/proc/locks` shows the waiter (a `->` line) to `cachelock status`.
+//!   released, and the kernel's lock table shows the waiter to `cachelock status`.
 //!   Without a deadline it blocks on the calling thread (a signal handler's `EINTR` only
 //!   makes it wait again). With one it blocks on a helper thread that owns a duplicate of
 //!   the descriptor (`dup(2)`: the same open file description, whose lock is the
@@ -22,7 +22,7 @@
 //!   helper, whose flock(2) may stay blocked until the holder lets go. When it returns,
 //!   granted or not, the helper closes its descriptor, the description's last: a lock it
 //!   got is released at that instant, without the caller ever having held it. Until then
-//!   the abandoned request is still a `->` line of this pid in `/proc/locks`, and a
+//!   the abandoned request is still a waiter of this pid in the kernel's lock table, and a
 //!   granted one is held for the few instructions between the grant and the close.
 //! - This module neither prints nor looks at other processes: a wait reports to an
 //!   [`Observer`] that the command provides (who holds the lock, the time waited).
@@ -50,8 +50,8 @@ fn warn_unsupported(path: &Path) {
         tracing::warn!(
             "the file system of `{}` does not support file locks; continuing without \
              them, so concurrent cachelock or uv processes on this cache are not protected from \
-             each other (a clean may delete what a run uses). Use a local cache directory \
-             (--cache-dir) to be safe.",
+             each other (a clean may delete what a run uses); a cache directory on a local \
+             file system has working locks.",
             path.display()
         );
     }
@@ -73,6 +73,15 @@ pub trait Observer: Send + Sync + std::fmt::Debug {
     }
     /// A line for the user (what a clean removed, which cache it acts on, …).
     fn notice(&self, _text: &str) {}
+    /// A prune left these entries at the top of the cache alone: they are not part of
+    /// cachelock's layout (a uv cache's `archive-v0`, `wheels-v5`, …). By default a
+    /// [`Observer::notice`] naming them.
+    fn left_alone(&self, names: &[String]) {
+        self.notice(&format!(
+            "Left alone (not cachelock's layout, which a prune knows): {}",
+            names.join(", ")
+        ));
+    }
 }
 
 /// An [`Observer`] that shows nothing.
@@ -238,7 +247,7 @@ impl LockFile {
     /// about once a second, [`Observer::wait_ended`] when it ends, either way, and
     /// [`Observer::holders`] to name the holders in a timeout error.
     ///
-    /// The wait blocks in flock(2) (so a waiter shows in `/proc/locks` as a `->` line and
+    /// The wait blocks in flock(2) (so a waiter shows in the kernel's lock table and
     /// takes the lock the moment it is released), on this thread without a timeout, and
     /// on a helper thread with one; see [`LockFile`]'s module documentation for why a
     /// wait that times out never holds the lock afterwards.
@@ -266,7 +275,6 @@ impl LockFile {
                 path: self.path.clone(),
                 mode,
                 waited,
-                hint: "",
             }),
             Err(Waited::Failed(e)) => Err(e),
             Ok(()) => Ok(()),
@@ -294,7 +302,6 @@ impl LockFile {
                 mode,
                 waited,
                 holders: Vec::new(),
-                hint: "",
             }),
             Err(Waited::Failed(e)) => Err(e),
         }

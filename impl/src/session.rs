@@ -29,6 +29,7 @@ use std::time::Duration;
 use cachelock_model::protocol::{DropTemp, EnvLock, PruneTemp};
 use cachelock_model::{Design, EnvName, Kind, Mode, OnBusy, Policy, Step};
 
+use crate::announce;
 use crate::cache::{self, CLEANS_DIR, CacheDir, ENV_MARKER, ENVIRONMENTS_DIR, LOCK_FILE};
 use crate::child;
 use crate::error::{Error, IoContext};
@@ -161,43 +162,6 @@ pub struct SessionView {
     pub exit_code: Option<i32>,
 }
 
-/// A clean's announcement: a file in `.cleans/`, locked exclusive before it was visible.
-/// Dropping it withdraws it: unlink first (no new waiter can find it), then close. The
-/// unlink is relative to the descriptor of the `.cleans/` it was created in.
-#[derive(Debug)]
-pub struct Announcement {
-    dir: DirFd,
-    name: OsString,
-    path: PathBuf,
-    lock: Option<LockFile>,
-}
-
-impl Announcement {
-    fn withdraw(&mut self) -> Result<(), Error> {
-        self.dir
-            .remove_file(&self.name)
-            .ctx("remove the clean announcement", &self.path)?;
-        if let Some(mut lock) = self.lock.take() {
-            lock.unlock()?;
-        }
-        // `.cleans/` is cachelock's, not uv's: leave none behind on a uv cache. Only an
-        // empty one goes (another clean's announcement keeps it), and a clean announcing
-        // itself meanwhile makes it again (`announce`).
-        if let Some(root) = self.path.parent().and_then(Path::parent)
-            && let Ok(root) = DirFd::open_root(root)
-        {
-            let _ = root.remove_empty_dir(CLEANS_DIR);
-        }
-        Ok(())
-    }
-}
-
-impl Drop for Announcement {
-    fn drop(&mut self) {
-        let _ = self.withdraw();
-    }
-}
-
 /// One process of the protocol. See the module documentation.
 #[derive(Debug)]
 pub struct Session {
@@ -320,7 +284,11 @@ impl Session {
             root: self.root.clone(),
             root_lock: lock_view(&self.held.root_lock),
             env_lock: lock_view(&self.held.env_lock),
-            announcement: self.held.announcement.as_ref().map(|a| a.path.clone()),
+            announcement: self
+                .held
+                .announcement
+                .as_ref()
+                .map(|a| a.path().to_path_buf()),
             child_pid,
             child_running,
             env_dir: self.env_dir.clone(),
@@ -436,7 +404,7 @@ impl Session {
                 if !root.exists() {
                     return Ok(self.no_cache(&root));
                 }
-                self.held.announcement = Some(announce(&root)?);
+                self.held.announcement = Some(announce::announce(&root)?);
                 Ok(StepOutcome::Done)
             }
             Step::AwaitAnnouncedCleans => self.await_announced_cleans(wait),
@@ -648,11 +616,7 @@ impl Session {
                 } else if !scaffold {
                     let foreign = foreign_entries(&root);
                     if !foreign.is_empty() {
-                        self.notice(&format!(
-                            "Left alone (not cachelock's layout, which a prune knows): {}; \
-                             to prune a uv cache use `uv cache prune`, to empty it `cachelock clean`",
-                            foreign.join(", ")
-                        ));
+                        self.config.observer.left_alone(&foreign);
                     }
                 }
                 self.notice(&format!(
@@ -725,7 +689,7 @@ impl Session {
         if step == Step::LockExclusive {
             match self.config.policy.on_busy(kind) {
                 OnBusy::ProceedUnlocked => {
-                    tracing::debug!("cache is in use, proceeding due to --force");
+                    tracing::debug!("cache is in use, going on without the lock ({kind})");
                     return Ok(StepOutcome::ProceededUnlocked);
                 }
                 OnBusy::OwnLayout => {
@@ -744,32 +708,12 @@ impl Session {
         }
         let why = |pids: &[u32]| {
             if kind.is_clean() {
-                format!(
-                    "cache is in use by {}; waiting… (use --force to override)",
-                    process_list(pids)
-                )
+                format!("cache is in use by {}; waiting…", process_list(pids))
             } else {
                 format!("cache is locked by {}; waiting…", pid_list(pids))
             }
         };
-        let acquired = match self.acquire(lock, mode, wait, self.lock_timeout(), &why) {
-            Err(Error::LockTimeout {
-                path,
-                mode,
-                waited,
-                holders,
-                ..
-            }) if kind.is_clean() => {
-                return Err(Error::LockTimeout {
-                    path,
-                    mode,
-                    waited,
-                    holders,
-                    hint: ", use `cachelock clean --force`",
-                });
-            }
-            other => other?,
-        };
+        let acquired = self.acquire(lock, mode, wait, self.lock_timeout(), &why)?;
         Ok(if acquired {
             StepOutcome::Done
         } else {
@@ -993,110 +937,6 @@ fn foreign_entries(root: &Path) -> Vec<String> {
         .collect();
     names.sort();
     names
-}
-
-/// Publishes an announcement: created and locked under a temporary name, then renamed, so
-/// that it is never visible unlocked. Everything happens relative to the descriptor of
-/// `.cleans/`, opened from the root's without following a link.
-fn announce(root: &Path) -> Result<Announcement, Error> {
-    // Another clean withdrawing its announcement removes `.cleans/` when it is empty, at
-    // any moment until our own file is in it. An announcement made in a directory removed
-    // meanwhile is visible to nobody, so it is made again in the one `.cleans` names now
-    // (a bounded number of times: each retry means another clean finished in between).
-    let mut tries = 0;
-    loop {
-        match announce_once(root)? {
-            Some(announcement) => return Ok(announcement),
-            None if tries < 100 => tries += 1,
-            None => {
-                return Err(Error::io(
-                    "publish the clean announcement in",
-                    root.join(CLEANS_DIR),
-                    std::io::Error::other("the directory kept being removed by other cleans"),
-                ));
-            }
-        }
-    }
-}
-
-/// One try of [`announce`]; `None` if `.cleans/` was removed under it.
-fn announce_once(root: &Path) -> Result<Option<Announcement>, Error> {
-    fs::create_dir_all(root).ctx("create the cache directory", root)?;
-    let top = DirFd::open_root(root).ctx("open the cache directory", root)?;
-    let dir = match top.open_or_create_dir(CLEANS_DIR) {
-        Ok(dir) => dir,
-        // Made, then removed by a clean withdrawing its own announcement.
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(Error::io("create the directory", root.join(CLEANS_DIR), e)),
-    };
-    remove_stale_announcements(&dir)?;
-    // Readable by all: other users' runs lock it shared to wait for this clean.
-    let (file, temp) = match dir.create_unique_file(".tmp", 0o644) {
-        Ok(made) => made,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(Error::io("create a clean announcement in", dir.path(), e)),
-    };
-    file.try_lock().map_err(|e| {
-        Error::io(
-            "lock the clean announcement",
-            dir.child_path(&temp),
-            e.into(),
-        )
-    })?;
-    let suffix = temp
-        .to_string_lossy()
-        .trim_start_matches(".tmp")
-        .to_string();
-    let name = OsString::from(format!("{}-{suffix}", std::process::id()));
-    let path = dir.child_path(&name);
-    if let Err(e) = dir.rename_noreplace(&temp, &dir, &name) {
-        let _ = dir.remove_file(&temp);
-        if e.kind() == std::io::ErrorKind::NotFound {
-            return Ok(None);
-        }
-        return Err(Error::io("publish the clean announcement", &path, e));
-    }
-    faults::pause("announcement-published");
-    // Published only if `.cleans` still names the directory it is in.
-    let live = top
-        .stat_entry(CLEANS_DIR)
-        .ok()
-        .zip(dir.stat().ok())
-        .is_some_and(|(now, ours)| now.st_dev == ours.st_dev && now.st_ino == ours.st_ino);
-    if !live {
-        let _ = dir.remove_file(&name);
-        return Ok(None);
-    }
-    Ok(Some(Announcement {
-        lock: Some(LockFile::from_locked(file, path.clone(), Mode::Exclusive)),
-        dir,
-        name,
-        path,
-    }))
-}
-
-/// Removes announcements whose clean has gone without withdrawing them (killed): an
-/// announcement is locked before it gets its name, so one that can be locked exclusive
-/// now belongs to nobody. One that a run is waiting on is busy and stays.
-fn remove_stale_announcements(dir: &DirFd) -> Result<(), Error> {
-    let names = dir
-        .entries()
-        .ctx("list the clean announcements in", dir.path())?;
-    for name in names {
-        let text = name.to_string_lossy().into_owned();
-        if text.starts_with(".tmp") {
-            continue;
-        }
-        // Not a regular file (a link): not an announcement; left alone.
-        let Ok(Some(mut lock)) = cache::open_lock_at(dir, &text, false) else {
-            continue;
-        };
-        if lock.try_lock(Mode::Exclusive)? == TryLock::Acquired {
-            tracing::debug!(path = %dir.child_path(&name).display(), "removing a stale clean announcement");
-            let _ = dir.remove_file(&name);
-        }
-    }
-    Ok(())
 }
 
 /// An environment's name becomes a directory name (`environments/<name>`) and a lock file

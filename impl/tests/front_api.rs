@@ -213,11 +213,9 @@ fn blocked_on(path: &Path) -> bool {
     let Ok(meta) = fs::metadata(path) else {
         return false;
     };
-    let inode = format!(":{}", meta.ino());
-    fs::read_to_string("/proc/locks")
-        .unwrap_or_default()
-        .lines()
-        .any(|l| l.contains("->") && l.split_whitespace().any(|f| f.ends_with(&inode)))
+    cachelock_inspect::locks::waiters()
+        .iter()
+        .any(|l| l.inode == meta.ino())
 }
 
 #[test]

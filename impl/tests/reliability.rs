@@ -163,6 +163,9 @@ fn leaked_temp_cache_is_reported_and_pruned_only_when_unlocked_and_ours() {
     std::os::unix::fs::symlink(&canary, tmp.join(".tmplink")).expect("symlink");
 
     assert_eq!(leaked_temp_caches(&tmp), vec![leaked.clone()]);
+    // The prune's `remove-leaked-temp` is a step of its program, which (as in the model)
+    // ends early when there is no cache at all: give it one.
+    create_scaffold(&d.cache()).expect("scaffold the cache");
     assert_eq!(code(d.cmd("status", &["status"])), 0);
     let status = d.stdout("status");
     assert!(
@@ -170,7 +173,11 @@ fn leaked_temp_cache_is_reported_and_pruned_only_when_unlocked_and_ours() {
         "{status}"
     );
     assert_eq!(code(d.cmd("prune", &["prune"])), 0, "{}", d.stderr("prune"));
-    assert!(d.stderr("prune").contains("Removed leaked temporary cache"));
+    assert!(
+        d.stderr("prune").contains("Removed leaked temporary cache"),
+        "{}",
+        d.stderr("prune")
+    );
     assert!(!leaked.exists(), "prune removed the leaked one");
     for kept in [".tmplive", ".tmpuser", ".tmpforeign", ".tmplink"] {
         assert!(tmp.join(kept).exists(), "prune kept {kept}");

@@ -285,15 +285,10 @@ fn a_clean_keeps_the_lock_file_of_an_environment_it_deletes() {
     let pid = reached(&d, point, &mut clean);
     let env_gone = !d.cache().join("environments/e").exists();
     let now = std::fs::metadata(&lock).ok().map(|m| m.ino());
-    let locks = std::fs::read_to_string("/proc/locks").unwrap_or_default();
-    let held = locks.lines().any(|l| {
-        let f: Vec<&str> = l.split_whitespace().collect();
-        f.len() > 5
-            && f[1] == "FLOCK"
-            && f[3] == "WRITE"
-            && f[4] == pid.to_string()
-            && f[5].rsplit(':').next() == Some(&ino.to_string())
-    });
+    let locks = cachelock_inspect::locks::held_by(pid);
+    let held = locks
+        .iter()
+        .any(|l| l.mode == cachelock::Mode::Exclusive && l.inode == ino);
     resume(&d, point);
     assert_eq!(clean.exit_code(), 0, "{}", d.stderr("clean"));
     assert!(env_gone, "the clean paused after deleting environment `e`");
@@ -304,7 +299,7 @@ fn a_clean_keeps_the_lock_file_of_an_environment_it_deletes() {
     );
     assert!(
         held,
-        "the clean held `e.lock` exclusive while deleting: {locks}"
+        "the clean held `e.lock` exclusive while deleting: {locks:?}"
     );
     assert_eq!(
         std::fs::metadata(&lock).ok().map(|m| m.ino()),

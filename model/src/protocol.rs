@@ -143,10 +143,10 @@ pub enum Step {
     RemoveRoot,
     /// cachelock clean: remove this clean's announcement and unlock it.
     WithdrawAnnouncement,
-    /// cachelock prune: remove the temporary caches of `--no-cache` runs that were killed
-    /// (`$TMPDIR/.tmp*`, only cachelock's), each only if its lock can be taken exclusive
-    /// without waiting: a live run, or the child that inherited the lock, keeps it.
-    /// Which temporary caches go is the design's [`PruneTemp`].
+    /// cachelock prune, last: remove the temporary caches that killed `--no-cache` runs
+    /// left in `$TMPDIR` (only cachelock's). Which ones is the design's [`PruneTemp`]:
+    /// under cachelock's, only those whose lock it can take exclusive without waiting,
+    /// so that a live run, or the child that inherited the lock, keeps its own.
     RemoveLeakedTemp,
 }
 

@@ -25,15 +25,14 @@ use std::time::Duration;
 use cachelock::cache::CacheDir;
 use cachelock::error::Error;
 use cachelock::session::{LockView, Session, SessionConfig, StepOutcome, Wait};
-use cachelock_model::{Kind, Mode, Policy};
+use cachelock_model::{Kind, Policy};
 use serde_json::json;
 
 fn lock_name(l: LockView) -> &'static str {
     match l {
         LockView::Closed => "closed",
         LockView::Open => "open",
-        LockView::Held(Mode::Shared) => "shared",
-        LockView::Held(Mode::Exclusive) => "exclusive",
+        LockView::Held(mode) => mode.name(),
     }
 }
 
@@ -61,10 +60,8 @@ fn main() {
     }
     let text = |i: usize| args[i].to_string_lossy().into_owned();
     let policy = Policy::parse(&text(0)).unwrap_or_else(|e| fail(&e.to_string()));
-    let kind = Kind::ALL
-        .into_iter()
-        .find(|k| k.token() == text(1))
-        .unwrap_or_else(|| fail(&format!("unknown kind {}", text(1))));
+    let kind =
+        Kind::from_token(&text(1)).unwrap_or_else(|| fail(&format!("unknown kind {}", text(1))));
     let cache = if kind == Kind::RunNoCache {
         CacheDir::Temporary
     } else {

@@ -219,7 +219,7 @@ pub fn table(all: &[Compared], runners: &[String], scenarios: &[&str]) -> String
          - `clean-succeeds` under `uv-0.8.19` fails in the model because a run that sets up\n  \
          (scaffold, environment) between the clean's delete and its remove-root makes the\n  \
          root non-empty and the clean exit 2. `clean,run,clean` forces that window: the first\n  \
-         clean is stopped (SIGSTOP) while it deletes under the exclusive lock, the run is seen\n  \
+         clean is held by the gate at its first deletion under the exclusive lock, the run is seen\n  \
          blocked on that lock (its scaffold made), then the clean goes on; the other scenarios start the clean after the run has set up, so their\n  \
          `holds` is marked not forced. Likewise a clean that did not have to wait is not\n  \
          counted as evidence against a clean waiting forever.\n\

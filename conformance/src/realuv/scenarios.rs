@@ -6,16 +6,22 @@
 //!
 //! No duration decides an order. "Did the clean finish while the child ran?" is answered
 //! by waiting until the clean exits or is seen blocked in a lock wait (`/proc/locks`);
-//! one of them must happen. A process that must be held at a point is stopped there
-//! (SIGSTOP once `/proc` shows it at the point, checked again once it is stopped) and
-//! continued once the next process is seen where it must be. The deadlines below only
-//! bound a failure: reaching one fails the scenario, saying what was not seen.
+//! one of them must happen. A process that must be held at a point is held there by the
+//! gate ([`super::gated`]: stopped at the protocol step itself, under ptrace) and let go
+//! once the next process is seen where it must be. The deadlines below only bound a
+//! failure: reaching one fails the scenario, saying what was not seen.
 
 use std::ffi::OsString;
 use std::time::{Duration, Instant};
 
+use cachelock_inspect::locks::{self, FlockEntry};
+use cachelock_inspect::{process, wait};
 use cachelock_model::{Kind, ProcSpec, Scenario};
 
+use cachelock_gate::{Event, Record};
+use cachelock_model::protocol::Step;
+
+use super::gated::{Held, HoldAt};
 use super::sys::{self, Outcome, Proc, Report};
 use super::{LOCK_TIMEOUT_S, Observation, PropSeen, Runner, Sandbox, Seen, Setup};
 
@@ -24,9 +30,6 @@ const READY: Duration = Duration::from_secs(180);
 /// Bounds a process that neither exits nor blocks in a lock wait, or that does not exit
 /// once it may (a failure, not a verdict).
 const FINISH: Duration = Duration::from_secs(180);
-/// How many times `clean,run,clean` is tried when the point it must hold the first
-/// clean at was not reached (the clean got past it before it stopped).
-const ATTEMPTS: usize = 5;
 
 /// The model's `sometimes` properties: "fails" means the situation never arose.
 pub const WITNESSES: [&str; 2] = ["clean-overlaps-child", "runs-share-lock"];
@@ -121,6 +124,26 @@ impl Cx<'_> {
         env.extend(extra.iter().cloned());
         let p = Proc::spawn(&name, &self.sb.root, &argv, &env)?;
         self.log(format!("start {name} (pid {})", p.pid()));
+        Ok(p)
+    }
+
+    /// Starts `spec` under the gate, held at the first event `at` accepts.
+    fn start_held(&mut self, spec: ProcSpec, at: HoldAt) -> Result<Held, String> {
+        self.count += 1;
+        self.starts.push(spec.kind);
+        let name = format!("{}#{}", spec.kind.token(), self.count);
+        let argv = self.runner.argv(spec.kind, &self.sb);
+        let env = self.runner.env(&self.sb, spec.timeout);
+        let p = Held::spawn(
+            &name,
+            &self.sb.root,
+            &argv,
+            &env,
+            &self.sb.cache,
+            at,
+            FINISH,
+        )?;
+        self.log(format!("start {name} (pid {}) under the gate", p.pid));
         Ok(p)
     }
 
@@ -227,13 +250,13 @@ impl Cx<'_> {
     /// The flocks `p` holds on the cache's `.lock` (any inode that was ever there is
     /// not known here: this is the current one). Other locks (cachelock's environment
     /// locks) are logged, not returned: they are not the cache lock.
-    fn lock_held_by(&mut self, p: &Proc) -> Vec<sys::Flock> {
-        let all = sys::flocks_of(p.pid());
+    fn lock_held_by(&mut self, p: &Proc) -> Vec<FlockEntry> {
+        let all = locks::held_by(p.pid());
         let ino = sys::inode(&self.sb.lock_file());
         let on_lock: Vec<_> = all
             .iter()
-            .copied()
             .filter(|l| Some(l.inode) == ino)
+            .cloned()
             .collect();
         self.log(format!(
             "/proc/locks: {} holds {:?} (on .lock: {:?}, .lock inode {:?})",
@@ -245,7 +268,7 @@ impl Cx<'_> {
     /// `no-deadlock` as `/proc` shows it now, for the processes the scenario started: it
     /// fails only if every one still alive is blocked in a lock wait, itself or through
     /// the processes it waits for (its process group: its child, a nested clean), as
-    /// `/proc/locks` and the waiters' descriptors show ([`sys::lock_wait`]); it holds if
+    /// `/proc/locks` and the waiters' descriptors show ([`cachelock_inspect::wait::lock_wait`]); it holds if
     /// every process has exited, or one alive is not in any lock wait.
     fn deadlock_seen(&mut self, procs: &mut [&mut Proc]) -> (Seen, String) {
         let mut live = Vec::new();
@@ -258,11 +281,13 @@ impl Cx<'_> {
             }
             live.push(p.name.clone());
             // Seen blocked just before (and nothing let go since), or blocked now.
-            let members = sys::group_members(p.pid());
-            let wait = p
-                .seen_blocked
-                .clone()
-                .or_else(|| members.iter().find_map(|m| sys::lock_wait(*m)));
+            let members = process::group_members(p.pid());
+            let wait = p.seen_blocked.clone().or_else(|| {
+                members
+                    .iter()
+                    .find_map(|m| wait::lock_wait(*m))
+                    .map(|w| (w.how.to_string(), w.details))
+            });
             match wait {
                 Some((how, details)) => {
                     self.log(format!("{}: {details}", p.name));
@@ -452,7 +477,7 @@ fn run_then_clean(cx: &mut Cx, run_spec: ProcSpec, clean_spec: ProcSpec) -> Resu
     let run_holds = !held.is_empty();
     if run_spec.crash {
         run.kill_self();
-        let after = sys::flocks_of(run.pid());
+        let after = locks::held_by(run.pid());
         cx.log(format!(
             "SIGKILL {} (held {held:?}); its locks after: {after:?}",
             run.name
@@ -568,7 +593,7 @@ fn daemon_then_clean(cx: &mut Cx, run_spec: ProcSpec, clean_spec: ProcSpec) -> R
     let daemon = run.child_pid().unwrap_or_default();
     let env = run.child_env();
     let code = cx.finish(&mut run, FINISH)?;
-    let daemon_locks = sys::flocks_of(daemon);
+    let daemon_locks = locks::held_by(daemon);
     let prefix_before = env.as_ref().is_some_and(|e| e.exists());
     cx.log(format!(
         "daemon (pid {daemon}) outlives {}; it holds {daemon_locks:?}; its sys.prefix exists: {prefix_before}",
@@ -743,7 +768,7 @@ fn nested_clean(cx: &mut Cx, spec: ProcSpec) -> Result<(), String> {
         cx.log(format!(
             "{} blocked with its nested clean: {details}; locks: {:?}",
             run.name,
-            sys::flocks_of(run.pid())
+            locks::held_by(run.pid())
         ));
         run.kill_group();
     } else {
@@ -986,33 +1011,13 @@ fn overtaking(cx: &mut Cx) -> Result<(), String> {
     Ok(())
 }
 
-/// `clean,run,clean`: the first clean is held (SIGSTOP) in the middle of deleting a
-/// large cache, holding the exclusive lock; the run starts and is seen blocked on that
-/// lock (the run has opened `.lock` and made its scaffold while the clean deletes); the
-/// clean goes on, and the second clean starts once the run's child runs.
-///
-/// An attempt in which the first clean got past the point before it stopped (it had
-/// finished, or let go of the lock) did not force anything: it is detected, never
-/// judged, and tried again, up to [`ATTEMPTS`] times.
+/// `clean,run,clean`: the first clean is held by the gate at its first deletion, after
+/// its exclusive lock on `.lock` was granted; the run starts and is seen blocked on that
+/// lock (the run has opened `.lock`, and under the uv-0.8 policies made its scaffold,
+/// while the clean deletes); the clean is let go, and the second clean starts once the
+/// run's child runs. The gate holds the clean at the step itself: the interleaving is
+/// forced every time, whatever the speed of the machine.
 fn orphaned_lock(cx: &mut Cx) -> Result<(), String> {
-    let mut why = String::new();
-    for attempt in 1..=ATTEMPTS {
-        let before = cx.obs.props.len();
-        match orphaned_lock_attempt(cx)? {
-            None => return Ok(()),
-            Some(w) => why = w,
-        }
-        cx.log(format!("attempt {attempt} not forced: {why}; again"));
-        cx.obs.props.truncate(before);
-        let _ = std::fs::remove_dir_all(&cx.sb.cache);
-    }
-    Err(format!(
-        "the first clean could not be held at its point in {ATTEMPTS} attempts: {why}"
-    ))
-}
-
-/// One try of `clean,run,clean`: `Some(why)` if the interleaving was not forced.
-fn orphaned_lock_attempt(cx: &mut Cx) -> Result<Option<String>, String> {
     fill(&cx.sb.cache).map_err(|e| e.to_string())?;
     let clean_spec = ProcSpec {
         kind: Kind::Clean,
@@ -1026,75 +1031,39 @@ fn orphaned_lock_attempt(cx: &mut Cx) -> Result<Option<String>, String> {
     };
     let lock = cx.sb.lock_file();
     let ino = sys::inode(&lock);
-    let filler = cx.sb.cache.join("wheels-v5").join("filler");
-    let left = || {
-        (0..FILL_DIRS)
-            .filter(|d| filler.join(format!("d{d:03}")).exists())
-            .count()
-    };
-    // The point: clean#1 holds the exclusive lock on `.lock` and is deleting (some of
-    // the filler is gone, some is left).
-    let at_point = |pid: i32| {
-        let now = sys::inode(&lock);
-        let held = sys::flocks_of(pid)
-            .iter()
-            .any(|l| l.exclusive && Some(l.inode) == now);
-        let n = left();
-        held && n > 0 && n < FILL_DIRS
-    };
-    let mut c1 = cx.start(clean_spec)?;
-    let pid = c1.pid();
-    let reached = sys::observe(
-        FINISH,
-        || "clean#1 deleting the cache while it holds the exclusive lock, or exiting".into(),
-        || {
-            if at_point(pid) {
-                c1.stop();
-                return Some(true);
-            }
-            c1.poll().map(|_| false)
-        },
-    )?;
-    if !reached {
-        let code = c1.code();
-        return Ok(Some(format!(
-            "clean#1 exited ({code:?}) before it was seen deleting under the lock"
-        )));
-    }
-    sys::observe(
-        FINISH,
-        || "clean#1 stopped by SIGSTOP".into(),
-        || (c1.is_stopped() || c1.poll().is_some()).then_some(()),
-    )?;
-    // Checked again once stopped: it may have gone on between the look and the stop.
-    if c1.poll().is_some() || !at_point(pid) {
-        c1.cont();
-        let code = cx.finish(&mut c1, FINISH)?;
-        return Ok(Some(format!(
-            "clean#1 got past the point before it stopped (exit {code:?}, {} filler directories left)",
-            left()
-        )));
-    }
+    // The point: clean#1's exclusive lock on `.lock` was granted and it is about to
+    // delete its first entry.
+    let at: HoldAt = Box::new(|e: &Event, records: &[Record]| {
+        e.step == Some(Step::DeleteEntries)
+            && records.iter().any(|r| {
+                r.event.pid == e.pid
+                    && r.event.step == Some(Step::LockExclusive)
+                    && r.result == Some(0)
+            })
+    });
+    let mut c1 = cx.start_held(clean_spec, at)?;
+    let pid = c1.pid;
     let locked = sys::inode(&lock);
     cx.log(format!(
-        "clean#1 stopped holding the exclusive lock on .lock (inode {locked:?}; before it ran: {ino:?}) with {} of {FILL_DIRS} filler directories left",
-        left()
+        "clean#1 held by the gate at `{}`, holding the exclusive lock on .lock (inode {locked:?}; before it ran: {ino:?})",
+        c1.at
     ));
     let mut run = cx.start(run_spec)?;
     let first = run.exit_or_block(READY, true);
     // What the run waits for must be a lock clean#1 holds (`.lock`, or under cachelock
     // an announcement of the clean).
-    let waited = sys::waited_inodes(&sys::group_members(run.pid()));
-    let c1_holds: Vec<u64> = sys::flocks_of(pid).iter().map(|l| l.inode).collect();
+    let waited = wait::waited_inodes(&process::group_members(run.pid()));
+    let c1_holds: Vec<u64> = locks::held_by(pid).iter().map(|l| l.inode).collect();
     let on_old = waited.iter().any(|i| c1_holds.contains(i));
     cx.log(format!(
-        "{} while clean#1 is stopped: {first:?}; waits on {waited:?}, clean#1 holds {c1_holds:?}",
+        "{} while clean#1 is held: {first:?}; waits on {waited:?}, clean#1 holds {c1_holds:?}",
         run.name
     ));
-    c1.cont();
+    c1.go();
     let first = first?;
-    let c1_code = cx.finish(&mut c1, FINISH)?;
+    let c1_code = Some(c1.wait_exit(FINISH)?);
     let c1_err = c1.stderr();
+    cx.log(format!("{} exit {c1_code:?}", c1.name));
     let blocked_on_c1 = matches!(first, Outcome::Blocked(..)) && on_old;
     let ready = run.wait_ready(READY) && run.ready.exists();
     if !ready {
@@ -1113,12 +1082,12 @@ fn orphaned_lock_attempt(cx: &mut Cx) -> Result<Option<String>, String> {
             blocked_on_c1,
             "first clean",
         );
-        return Ok(None);
+        return Ok(());
     }
     let now = sys::inode(&lock);
     // Locks on `.lock`, the inode clean#1 locked or the one there now; not cachelock's
     // environment locks.
-    let run_locks: Vec<_> = sys::flocks_of(run.pid())
+    let run_locks: Vec<_> = locks::held_by(run.pid())
         .into_iter()
         .filter(|l| Some(l.inode) == locked || Some(l.inode) == now)
         .collect();
@@ -1172,10 +1141,10 @@ fn orphaned_lock_attempt(cx: &mut Cx) -> Result<Option<String>, String> {
             "the second clean failed".to_string()
         },
     );
-    Ok(None)
+    Ok(())
 }
 
-/// Makes the cache large enough that the clean is seen deleting it.
+/// Gives the cache entries for a clean to delete.
 fn fill(cache: &std::path::Path) -> std::io::Result<()> {
     let base = cache.join("wheels-v5").join("filler");
     for d in 0..FILL_DIRS {
@@ -1191,7 +1160,7 @@ fn fill(cache: &std::path::Path) -> std::io::Result<()> {
     )
 }
 
-// Enough that the clean is still deleting when the harness looks (it stops it there);
-// the size decides nothing else.
-const FILL_DIRS: usize = 100;
-const FILL_FILES: usize = 40;
+// Entries for the clean to delete (the gate holds it at the first); the size decides
+// nothing.
+const FILL_DIRS: usize = 2;
+const FILL_FILES: usize = 2;

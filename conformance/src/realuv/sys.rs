@@ -1,9 +1,11 @@
-//! The operating-system side of the harness: processes in their own process groups,
-//! `/proc/locks`, and what a cache directory holds.
+//! The operating-system side of the harness: processes in their own process groups, and
+//! what a cache directory holds. What the kernel says about locks and processes is read
+//! through `cachelock_inspect`.
 //!
 //! Nothing here decides an order by waiting a while. The harness *observes* (a process
 //! exited, the probe signalled, `/proc/locks` shows a process blocked in a lock wait) or
-//! *controls* (SIGSTOP/SIGCONT, the probe's go file). Every wait polls for an
+//! *controls* (the probe's go file; the gate, `super::gated`, for a process held at a
+//! protocol step). Every wait polls for an
 //! observable condition; its deadline only bounds a failure, and reaching it is an
 //! error that says what was not seen, never a verdict.
 
@@ -14,9 +16,11 @@ use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::thread::sleep;
+
+use cachelock_inspect::{process, wait};
 use std::time::{Duration, Instant};
 
-/// How often the harness polls files, processes and `/proc/locks`.
+/// How often the harness polls files, processes and the kernel's lock table.
 pub const POLL: Duration = Duration::from_millis(20);
 
 /// Polls `what` until it yields a value; an error naming `what` after `limit` (a bound on
@@ -116,8 +120,8 @@ impl Proc {
     }
 
     /// The process id (also its process group id).
-    pub fn pid(&self) -> i32 {
-        self.child.id() as i32
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// The exit status, if it has exited.
@@ -175,9 +179,12 @@ impl Proc {
     }
 
     /// The lock wait that this process, or a process of its group (its child, a nested
-    /// clean), is blocked in now ([`lock_wait`]).
+    /// clean), is blocked in now ([`wait::lock_wait`]).
     pub fn blocked(&self) -> Option<(String, String)> {
-        group_members(self.pid()).into_iter().find_map(lock_wait)
+        process::group_members(self.pid())
+            .into_iter()
+            .find_map(wait::lock_wait)
+            .map(|w| (w.how.to_string(), w.details))
     }
 
     /// Waits until the process exits or is seen blocked in a lock wait (one of them must
@@ -213,44 +220,8 @@ impl Proc {
         )
     }
 
-    /// SIGSTOP to this process (all its threads stop; its locks stay held).
-    pub fn stop(&self) {
-        // SAFETY: kill(2) with a pid we own; no memory is involved.
-        unsafe { libc::kill(self.pid(), libc::SIGSTOP) };
-    }
-
-    /// SIGCONT to this process.
-    pub fn cont(&self) {
-        // SAFETY: as above.
-        unsafe { libc::kill(self.pid(), libc::SIGCONT) };
-    }
-
-    /// True once every thread of the process is stopped (`T` in its tasks' `stat`).
-    pub fn is_stopped(&self) -> bool {
-        let Ok(tasks) = fs::read_dir(format!("/proc/{}/task", self.pid())) else {
-            return false;
-        };
-        let mut any = false;
-        for t in tasks.flatten() {
-            let Ok(stat) = fs::read_to_string(t.path().join("stat")) else {
-                continue;
-            };
-            any = true;
-            let state = stat
-                .rsplit(')')
-                .next()
-                .unwrap_or("")
-                .split_whitespace()
-                .next();
-            if state != Some("T") {
-                return false;
-            }
-        }
-        any
-    }
-
     /// The probe child's pid, once it has signalled.
-    pub fn child_pid(&self) -> Option<i32> {
+    pub fn child_pid(&self) -> Option<u32> {
         fs::read_to_string(&self.ready)
             .ok()?
             .lines()
@@ -285,18 +256,7 @@ impl Proc {
                 if let Ok(text) = fs::read_to_string(&self.report) {
                     return Some(Some(Report::parse(&text)));
                 }
-                let alive = child.is_some_and(|pid| {
-                    fs::read_to_string(format!("/proc/{pid}/stat"))
-                        .ok()
-                        .and_then(|s| {
-                            s.rsplit(')')
-                                .next()?
-                                .split_whitespace()
-                                .next()
-                                .map(|st| st != "Z" && st != "X")
-                        })
-                        .unwrap_or(false)
-                });
+                let alive = child.is_some_and(process::alive);
                 if alive {
                     return None;
                 }
@@ -313,14 +273,14 @@ impl Proc {
     /// SIGKILL to this process only (its child lives on, as after a crash).
     pub fn kill_self(&mut self) {
         // SAFETY: kill(2) with a pid we own; no memory is involved.
-        unsafe { libc::kill(self.pid(), libc::SIGKILL) };
+        unsafe { libc::kill(self.pid() as i32, libc::SIGKILL) };
         self.wait_for(KILLED);
     }
 
     /// SIGKILL to the whole process group (this process, its child, nested processes).
     pub fn kill_group(&mut self) {
         // SAFETY: as above; a negative pid names our own process group.
-        unsafe { libc::kill(-self.pid(), libc::SIGKILL) };
+        unsafe { libc::kill(-(self.pid() as i32), libc::SIGKILL) };
         self.wait_for(KILLED);
     }
 }
@@ -329,7 +289,7 @@ impl Drop for Proc {
     fn drop(&mut self) {
         // Nothing a scenario started may outlive it.
         // SAFETY: as above.
-        unsafe { libc::kill(-self.pid(), libc::SIGKILL) };
+        unsafe { libc::kill(-(self.pid() as i32), libc::SIGKILL) };
         let _ = self.child.wait();
     }
 }
@@ -377,192 +337,6 @@ impl Report {
             exec_stderr: v["exec_stderr"].as_str().unwrap_or_default().to_string(),
         }
     }
-}
-
-/// One granted flock from `/proc/locks` (waiters, `->` lines, are left out).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Flock {
-    pub pid: i32,
-    pub exclusive: bool,
-    pub inode: u64,
-}
-
-/// The granted flocks of the whole machine.
-pub fn flocks() -> Vec<Flock> {
-    let text = fs::read_to_string("/proc/locks").unwrap_or_default();
-    text.lines()
-        .filter_map(|line| {
-            let f: Vec<&str> = line.split_whitespace().collect();
-            if f.len() < 6 || f[1] != "FLOCK" {
-                return None;
-            }
-            let inode = f[5].rsplit(':').next()?.parse().ok()?;
-            Some(Flock {
-                pid: f[4].parse().ok()?,
-                exclusive: f[3] == "WRITE",
-                inode,
-            })
-        })
-        .collect()
-}
-
-/// The processes waiting for a flock (the `->` lines of `/proc/locks`): pid and inode.
-pub fn flock_waiters() -> Vec<(i32, u64)> {
-    let text = fs::read_to_string("/proc/locks").unwrap_or_default();
-    text.lines()
-        .filter_map(|line| {
-            let f: Vec<&str> = line.split_whitespace().collect();
-            if f.len() < 7 || f[1] != "->" || f[2] != "FLOCK" {
-                return None;
-            }
-            Some((f[5].parse().ok()?, f[6].rsplit(':').next()?.parse().ok()?))
-        })
-        .collect()
-}
-
-/// Whether `pid` waits for a flock, and on what: a `->` line of `/proc/locks` (a
-/// blocking wait), or a descriptor on a lock file (`*.lock`, or under `.cleans/`)
-/// through which it holds no lock (its `/proc/PID/fdinfo` lists none) while some
-/// other open file description holds one on that inode (a wait that polls with
-/// non-blocking attempts, as a wait with a timeout does, and is seen asleep between
-/// attempts: a thread in nanosleep, see [`asleep`]). `None` if it waits for none;
-/// else how it waits (stable text) and the details (pids, inodes, paths).
-pub fn lock_wait(pid: i32) -> Option<(String, String)> {
-    if let Some((_, ino)) = flock_waiters().into_iter().find(|(p, _)| *p == pid) {
-        return Some((
-            "in a blocking flock (/proc/locks `->`)".to_string(),
-            format!("pid {pid} blocks in flock on inode {ino}"),
-        ));
-    }
-    let held = flocks();
-    for LockFd {
-        name,
-        inode,
-        holds_through_it,
-    } in lock_fds(pid)
-    {
-        let others: Vec<i32> = held
-            .iter()
-            .filter(|l| l.inode == inode)
-            .map(|l| l.pid)
-            .collect();
-        // Having the file open unlocked is also what a process does between its open and
-        // its flock, or what `clean --force` does while it deletes without the lock: only
-        // a process asleep between attempts (a thread in nanosleep) is waiting.
-        if !holds_through_it && !others.is_empty() && asleep(pid) {
-            return Some((
-                "polling a lock file another process holds (open, unlocked through its descriptor, asleep between attempts)"
-                    .to_string(),
-                format!(
-                    "pid {pid} has {name} open without a lock on it while pid(s) {others:?} hold one"
-                ),
-            ));
-        }
-    }
-    None
-}
-
-/// True if a thread of `pid` is in `nanosleep`/`clock_nanosleep` now
-/// (`/proc/PID/task/TID/syscall`): a wait that polls sleeps there between attempts.
-pub fn asleep(pid: i32) -> bool {
-    let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else {
-        return false;
-    };
-    tasks.flatten().any(|t| {
-        fs::read_to_string(t.path().join("syscall"))
-            .ok()
-            .and_then(|s| s.split_whitespace().next()?.parse::<i64>().ok())
-            .is_some_and(|n| n == libc::SYS_nanosleep || n == libc::SYS_clock_nanosleep)
-    })
-}
-
-/// The inodes `pids` wait for a flock on: those of their `->` lines in `/proc/locks`,
-/// and those of lock files they have open without holding a lock through the descriptor
-/// while asleep between attempts (a polling wait; see [`lock_wait`]).
-pub fn waited_inodes(pids: &[i32]) -> Vec<u64> {
-    let mut out: Vec<u64> = flock_waiters()
-        .into_iter()
-        .filter(|(p, _)| pids.contains(p))
-        .map(|(_, i)| i)
-        .collect();
-    for pid in pids {
-        if !asleep(*pid) {
-            continue;
-        }
-        out.extend(
-            lock_fds(*pid)
-                .into_iter()
-                .filter(|fd| !fd.holds_through_it)
-                .map(|fd| fd.inode),
-        );
-    }
-    out
-}
-
-/// A descriptor of a process on a lock file (`*.lock`, or an announcement in `.cleans/`).
-struct LockFd {
-    name: String,
-    inode: u64,
-    /// The process holds a flock through this descriptor (`lock:` in its fdinfo).
-    holds_through_it: bool,
-}
-
-/// The descriptors `pid` has open on lock files.
-fn lock_fds(pid: i32) -> Vec<LockFd> {
-    let Ok(fds) = fs::read_dir(format!("/proc/{pid}/fd")) else {
-        return Vec::new();
-    };
-    fds.flatten()
-        .filter_map(|fd| {
-            let target = fs::read_link(fd.path()).ok()?;
-            let name = target.to_string_lossy();
-            let name = name.trim_end_matches(" (deleted)").to_string();
-            if !(name.ends_with(".lock") || name.contains("/.cleans/")) {
-                return None;
-            }
-            let inode = fs::metadata(fd.path()).ok()?.ino();
-            let info = fs::read_to_string(format!(
-                "/proc/{pid}/fdinfo/{}",
-                fd.file_name().to_string_lossy()
-            ))
-            .unwrap_or_default();
-            let holds_through_it = info.lines().any(|l| l.starts_with("lock:"));
-            Some(LockFd {
-                name,
-                inode,
-                holds_through_it,
-            })
-        })
-        .collect()
-}
-
-/// The live (not zombie) processes of process group `pgid`: a process the harness
-/// started, its child, and whatever they started and did not move away.
-pub fn group_members(pgid: i32) -> Vec<i32> {
-    let Ok(dir) = fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    dir.flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|pid| {
-            let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
-                return false;
-            };
-            // After the parenthesised name: state, ppid, pgrp.
-            let rest: Vec<&str> = stat
-                .rsplit(')')
-                .next()
-                .unwrap_or("")
-                .split_whitespace()
-                .collect();
-            rest.len() > 2 && rest[0] != "Z" && rest[2].parse::<i32>().ok() == Some(pgid)
-        })
-        .collect()
-}
-
-/// The flocks held by `pid`.
-pub fn flocks_of(pid: i32) -> Vec<Flock> {
-    flocks().into_iter().filter(|l| l.pid == pid).collect()
 }
 
 /// Inode of a path, if it exists.

@@ -179,16 +179,8 @@ pub fn snapshot(dir: &Path) -> std::collections::BTreeMap<PathBuf, Vec<u8>> {
     out
 }
 
-/// True while process `pid` is blocked in flock(2): a `->` waiter line of its own in
-/// `/proc/locks`.
+/// True while process `pid` is blocked in flock(2) (a waiting entry of its own in the
+/// kernel's lock table).
 pub fn blocked_in_flock(pid: u32) -> bool {
-    std::fs::read_to_string("/proc/locks")
-        .unwrap_or_default()
-        .lines()
-        .any(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            f.get(1) == Some(&"->")
-                && f.get(2) == Some(&"FLOCK")
-                && f.get(5) == Some(&pid.to_string().as_str())
-        })
+    cachelock_inspect::locks::blocked_in_flock(pid)
 }

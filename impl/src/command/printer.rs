@@ -1,5 +1,5 @@
 //! The command's [`Observer`]: prints lock waits and a clean's results on stderr, and
-//! names the holders of a busy lock from `/proc` (through `procinfo`, the one reader).
+//! names the holders of a busy lock (through `cachelock_inspect`, the one reader of `/proc`).
 
 use std::io::{IsTerminal, Write};
 use std::path::Path;
@@ -7,16 +7,20 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use cachelock::Mode;
+use cachelock::cache::LOCK_FILE;
 use cachelock::lockfile::Observer;
 use cachelock::settings::ResolvedCache;
 
-use crate::procinfo;
+use crate::messages;
 
 /// Prints to stderr; shows the time waited on a terminal. Before its first line it says
 /// which cache the command acts on, and why that one.
 #[derive(Debug, Default)]
 pub struct Printer {
     cache: Option<ResolvedCache>,
+    /// A clean's or prune's printer: its wait for the cache lock and what a prune left
+    /// alone come with advice ([`messages`]).
+    clean: bool,
     introduced: AtomicBool,
     ticked: AtomicBool,
 }
@@ -28,6 +32,11 @@ impl Printer {
             cache,
             ..Printer::default()
         }
+    }
+
+    /// The printer of a clean or prune (`clean` true).
+    pub fn clean(self, clean: bool) -> Printer {
+        Printer { clean, ..self }
     }
 
     fn introduce(&self) {
@@ -42,11 +51,17 @@ impl Printer {
 impl Observer for Printer {
     fn busy(&self, path: &Path, _mode: Mode, why: &dyn Fn(&[u32]) -> String) {
         self.introduce();
-        let pids: Vec<u32> = procinfo::holders_of(path)
+        let pids: Vec<u32> = cachelock_inspect::locks::holders_of(path)
             .into_iter()
             .map(|h| h.pid)
             .collect();
-        eprintln!("{}", why(&pids));
+        // The cache's own lock (`<cache>/.lock`): what `--force` would not wait for.
+        let advice = if self.clean && path.file_name() == Some(LOCK_FILE.as_ref()) {
+            messages::CLEAN_WAITS
+        } else {
+            ""
+        };
+        eprintln!("{}{advice}", why(&pids));
     }
 
     fn tick(&self, waited: Duration) {
@@ -64,11 +79,19 @@ impl Observer for Printer {
     }
 
     fn holders(&self, path: &Path) -> Vec<String> {
-        procinfo::describe_holders(path)
+        cachelock_inspect::wait::describe_holders(path)
     }
 
     fn notice(&self, text: &str) {
         self.introduce();
         eprintln!("{text}");
+    }
+
+    fn left_alone(&self, names: &[String]) {
+        self.notice(&format!(
+            "Left alone (not cachelock's layout, which a prune knows): {}{}",
+            names.join(", "),
+            messages::LEFT_ALONE
+        ));
     }
 }

@@ -1,11 +1,12 @@
-//! `cachelock stress`: many real `cachelock` processes hammering one cache, and the
-//! checking child (`cachelock check-env`) that notices when its environment disappears.
+//! The stress harness (`cl-stress`): many real `cachelock` processes hammering one cache,
+//! and the checking child (`cl-stress check-env`) that notices when its environment
+//! disappears.
 //!
 //! What it promises to measure:
-//! - Every operation is a real subprocess of the current executable (`run`, a long `run`,
-//!   `run --script`, `run --no-cache`, `tool-run`, `clean`, `prune`), looped by
-//!   `--processes` workers for `--seconds`, against one cache, with a private `TMPDIR`.
-//! - Every run's child is `cachelock check-env`: it checks `$CACHELOCK_ENV/cachelock-env`
+//! - Every operation is a real `cachelock` process (`run`, a long `run`, `run --script`,
+//!   `run --no-cache`, `tool-run`, `clean`, `prune`), looped by `--processes` workers for
+//!   `--seconds`, against one cache, with a private `TMPDIR`.
+//! - Every run's child is `cl-stress check-env`: it checks `$CACHELOCK_ENV/cachelock-env`
 //!   at start, every `--interval-ms` while it runs, and at exit, and exits
 //!   [`MISSING_EXIT`] naming the missing file if it is ever gone.
 //! - *Lock wait* is the time from spawning the `cachelock` process until its child
@@ -27,13 +28,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use anyhow::Context;
-use cachelock::Mode;
 use cachelock::cache::{ENV_MARKER, LOCK_FILE};
 use cachelock::lockfile::{LockFile, TryLock};
-use clap::Args;
-
-use crate::PolicyArgs;
+use cachelock_model::{Kind, Mode, Policy};
 
 /// The exit code of `check-env` when its environment's marker is missing.
 pub const MISSING_EXIT: u8 = 86;
@@ -42,39 +39,48 @@ const LOCK_TIMEOUT_SECS: u64 = 20;
 /// Added to a process's lock timeout and child time before it counts as stuck.
 const STUCK_SLACK: Duration = Duration::from_secs(10);
 
-#[derive(Debug, Args)]
-pub struct StressArgs {
-    /// How many processes run at the same time (each one loops over operations).
-    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=256))]
-    processes: u16,
+/// What to hammer, how hard and for how long.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// How many processes run at the same time (each one loops over operations), 1 to
+    /// 256.
+    pub processes: u16,
     /// How long to keep starting operations, in seconds.
-    #[arg(long, default_value_t = 60.0)]
-    seconds: f64,
-    #[command(flatten)]
-    policy: PolicyArgs,
-    /// The cache to hammer [default: a fresh one in a private directory, removed at the
-    /// end unless a violation was found]. Never taken from CACHELOCK_CACHE_DIR.
-    #[arg(long, value_name = "DIR")]
-    cache_dir: Option<PathBuf>,
-    /// Seed of the operation mix (for reproducing a run).
-    #[arg(long)]
-    seed: Option<u64>,
+    pub seconds: f64,
+    /// The protocol every process follows (`--policy`).
+    pub policy: Policy,
+    /// The cache to hammer; `None`: a fresh one in a private directory, removed at the
+    /// end unless a violation was found.
+    pub cache_dir: Option<PathBuf>,
+    /// Seed of the operation mix (for reproducing a run); `None`: from the clock.
+    pub seed: Option<u64>,
+    /// The `cachelock` binary.
+    pub cachelock: PathBuf,
+    /// The checking child's program, run as `CHECKER check-env --millis N` (the
+    /// `cl-stress` binary itself).
+    pub checker: PathBuf,
 }
 
-#[derive(Debug, Args)]
-pub struct CheckEnvArgs {
-    /// How long to run, checking the environment all along.
-    #[arg(long, default_value_t = 10)]
-    millis: u64,
-    /// Pause between two checks.
-    #[arg(long, default_value_t = 2)]
-    interval_ms: u64,
+impl Config {
+    /// 16 processes for 60 s under `policy`, on a fresh cache.
+    pub fn new(policy: Policy, cachelock: PathBuf, checker: PathBuf) -> Config {
+        Config {
+            processes: 16,
+            seconds: 60.0,
+            policy,
+            cache_dir: None,
+            seed: None,
+            cachelock,
+            checker,
+        }
+    }
 }
 
-/// `cachelock check-env`: prints `started <unix nanoseconds>`, then checks
-/// `$CACHELOCK_ENV/cachelock-env` until `--millis` have passed; exits [`MISSING_EXIT`]
-/// on the first check that finds it missing, 64 if `CACHELOCK_ENV` is not set.
-pub fn check_env(args: CheckEnvArgs) -> ExitCode {
+/// The checking child (`cl-stress check-env --millis N [--interval-ms M]`): prints
+/// `started <unix nanoseconds>`, then checks `$CACHELOCK_ENV/cachelock-env` every
+/// `interval_ms` until `millis` have passed; exits [`MISSING_EXIT`] on the first check
+/// that finds it missing, 64 if `CACHELOCK_ENV` is not set.
+pub fn check_env(millis: u64, interval_ms: u64) -> ExitCode {
     println!("started {}", unix_nanos(SystemTime::now()));
     let _ = std::io::stdout().flush();
     let Some(env) = std::env::var_os("CACHELOCK_ENV") else {
@@ -83,7 +89,7 @@ pub fn check_env(args: CheckEnvArgs) -> ExitCode {
     };
     let marker = PathBuf::from(env).join(ENV_MARKER);
     let start = Instant::now();
-    let run_for = Duration::from_millis(args.millis);
+    let run_for = Duration::from_millis(millis);
     let mut at = "at start".to_string();
     loop {
         if !marker.is_file() {
@@ -101,7 +107,7 @@ pub fn check_env(args: CheckEnvArgs) -> ExitCode {
             at = "at exit".into();
             continue;
         }
-        std::thread::sleep(Duration::from_millis(args.interval_ms.max(1)).min(run_for - elapsed));
+        std::thread::sleep(Duration::from_millis(interval_ms.max(1)).min(run_for - elapsed));
         at = format!("after {} ms", start.elapsed().as_millis());
     }
 }
@@ -134,15 +140,23 @@ impl Op {
         (Op::Prune, 10),
     ];
 
-    fn name(self) -> &'static str {
+    /// The process kind this operation is.
+    fn kind(self) -> Kind {
         match self {
-            Op::Run => "run",
-            Op::RunLong => "run (long child)",
-            Op::RunScript => "run --script",
-            Op::RunNoCache => "run --no-cache",
-            Op::ToolRun => "tool-run",
-            Op::Clean => "clean",
-            Op::Prune => "prune",
+            Op::Run | Op::RunLong => Kind::Run,
+            Op::RunScript => Kind::RunScript,
+            Op::RunNoCache => Kind::RunNoCache,
+            Op::ToolRun => Kind::ToolRun,
+            Op::Clean => Kind::Clean,
+            Op::Prune => Kind::Prune,
+        }
+    }
+
+    /// The operation in the report: its kind's token.
+    fn name(self) -> String {
+        match self {
+            Op::RunLong => format!("{} (long child)", self.kind().token()),
+            _ => self.kind().token().to_string(),
         }
     }
 }
@@ -174,7 +188,8 @@ struct Tally {
 }
 
 struct Shared {
-    exe: PathBuf,
+    cachelock: PathBuf,
+    checker: PathBuf,
     cache: PathBuf,
     tmp: PathBuf,
     work: PathBuf,
@@ -201,46 +216,42 @@ impl Rng {
     }
 }
 
-/// `cachelock stress`.
-pub fn stress(args: StressArgs) -> ExitCode {
-    match stress_inner(args) {
-        Ok(true) => ExitCode::SUCCESS,
-        Ok(false) => ExitCode::from(1),
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::from(2)
-        }
-    }
-}
-
-fn stress_inner(args: StressArgs) -> anyhow::Result<bool> {
+/// Runs the stress test and prints its report on stdout (progress on stderr): true if
+/// no violation was found. An error if it could not be set up.
+pub fn run(args: Config) -> Result<bool, String> {
     if !(args.seconds.is_finite() && args.seconds > 0.0 && args.seconds <= 86_400.0) {
-        anyhow::bail!(
+        return Err(format!(
             "--seconds {} is not a duration; give a number of seconds between 0 and 86400",
             args.seconds
-        );
+        ));
     }
-    let exe = std::env::current_exe().context("could not find the cachelock executable")?;
+    if !(1..=256).contains(&args.processes) {
+        return Err(format!(
+            "--processes {} is out of range; give a number from 1 to 256",
+            args.processes
+        ));
+    }
     let work = tempfile::Builder::new()
         .prefix("cachelock-stress-")
         .tempdir()
-        .context("could not create the stress directory")?;
+        .map_err(|e| format!("could not create the stress directory: {e}"))?;
     let cache = match &args.cache_dir {
-        Some(dir) => std::path::absolute(dir).context("could not resolve --cache-dir")?,
+        Some(dir) => std::path::absolute(dir)
+            .map_err(|e| format!("could not resolve --cache-dir {}: {e}", dir.display()))?,
         None => work.path().join("cache"),
     };
     let tmp = work.path().join("tmp");
-    std::fs::create_dir(&tmp).context("could not create the private TMPDIR")?;
+    std::fs::create_dir(&tmp).map_err(|e| format!("could not create the private TMPDIR: {e}"))?;
     let scripts = [0, 1].map(|i| work.path().join(format!("stress-script-{i}.py")));
     for s in &scripts {
         std::fs::write(s, "# a script for cachelock stress\n")
-            .with_context(|| format!("could not write {}", s.display()))?;
+            .map_err(|e| format!("could not write {}: {e}", s.display()))?;
     }
     let before = list_dir(&tmp);
     let seed = args
         .seed
         .unwrap_or_else(|| (unix_nanos(SystemTime::now()) as u64) ^ u64::from(std::process::id()));
-    let policy = args.policy.policy;
+    let policy = args.policy;
     eprintln!(
         "stress: policy {policy}, {} processes, {} s, seed {seed}, cache {}",
         args.processes,
@@ -249,7 +260,8 @@ fn stress_inner(args: StressArgs) -> anyhow::Result<bool> {
     );
     let start = Instant::now();
     let shared = Arc::new(Shared {
-        exe,
+        cachelock: args.cachelock.clone(),
+        checker: args.checker.clone(),
         cache: cache.clone(),
         tmp: tmp.clone(),
         work: work.path().to_path_buf(),
@@ -282,7 +294,7 @@ fn stress_inner(args: StressArgs) -> anyhow::Result<bool> {
             let t = shared
                 .tally
                 .lock()
-                .map_err(|_| anyhow::anyhow!("a worker panicked"))?;
+                .map_err(|_| "a worker panicked".to_string())?;
             eprintln!(
                 "  {:>4.0} s: {} operations, {} missing environments, {} stuck, {} other failures",
                 start.elapsed().as_secs_f64(),
@@ -296,7 +308,7 @@ fn stress_inner(args: StressArgs) -> anyhow::Result<bool> {
     shared.stop.store(true, Ordering::SeqCst);
     for w in workers {
         w.join()
-            .map_err(|_| anyhow::anyhow!("a stress worker panicked"))?;
+            .map_err(|_| "a stress worker panicked".to_string())?;
     }
     let elapsed = start.elapsed();
     let after = list_dir(&tmp);
@@ -305,7 +317,7 @@ fn stress_inner(args: StressArgs) -> anyhow::Result<bool> {
     let t = shared
         .tally
         .lock()
-        .map_err(|_| anyhow::anyhow!("a worker panicked"))?;
+        .map_err(|_| "a worker panicked".to_string())?;
     let total: u64 = t.ops.values().sum();
     let mut ops: Vec<_> = t.ops.iter().collect();
     ops.sort();
@@ -473,7 +485,7 @@ fn one_op(
     let is_run = !matches!(op, Op::Clean | Op::Prune);
     if is_run {
         args.push("--".into());
-        args.push(shared.exe.clone().into());
+        args.push(shared.checker.clone().into());
         args.extend([
             "check-env".into(),
             "--millis".into(),
@@ -491,7 +503,7 @@ fn one_op(
             "could not create the output files".into(),
         );
     };
-    let mut cmd = Command::new(&shared.exe);
+    let mut cmd = Command::new(&shared.cachelock);
     cmd.args(&args)
         .env_remove("CACHELOCK_CACHE_DIR")
         .env_remove("UV_LOCK_TIMEOUT")

@@ -2,7 +2,7 @@
 //! which processes keep each lock alive, and what to do about a hang; plus the cache's
 //! size and free space. Works on any cache that uses flock(2), a uv cache included.
 //!
-//! Locks come from `/proc/locks` (through `procinfo`), matched to the cache's files by
+//! Locks come from `/proc/locks` (through `cachelock_inspect`), matched to the cache's files by
 //! inode; a waiter is a `->` line there (cachelock's waits block in flock(2), as uv's do).
 //! A waiter waits for every holder of the same file whose mode conflicts with its own.
 //! The kernel does not record when a lock was taken: a holder has held it for at most
@@ -18,7 +18,7 @@ use std::time::Duration;
 use cachelock::Mode;
 use cachelock::error::Error;
 
-use crate::procinfo;
+use cachelock_inspect::{locks, process, wait};
 
 /// One process holding or waiting for a lock on a file of the cache.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -49,7 +49,7 @@ impl LockHolder {
     fn command(&self) -> String {
         self.argv.as_deref().map_or_else(
             || "(exited; the lock is held by a process that inherited it)".to_string(),
-            procinfo::shell_join,
+            process::shell_join,
         )
     }
 }
@@ -122,7 +122,7 @@ pub fn status(root: &Path, source: &str) -> Result<Status, Error> {
     st.available_bytes = fs4::available_space(&root).ok();
     let mut inodes: HashMap<u64, PathBuf> = HashMap::new();
     walk(&root, &root, &mut inodes, &mut st);
-    let lines = procinfo::lock_lines();
+    let lines = locks::flocks();
     st.flock_lines = lines.len();
     for line in &lines {
         if let Some(file) = inodes.get(&line.inode) {
@@ -159,7 +159,7 @@ pub fn status(root: &Path, source: &str) -> Result<Status, Error> {
         .map(|l| (l.inode, l.mode))
         .collect();
     let locked: HashSet<u64> = held.keys().copied().collect();
-    for (inode, pid) in procinfo::openers(&locked) {
+    for (inode, pid) in wait::lockers_through_descriptors(&locked) {
         let file = &inodes[&inode];
         if st
             .locks
@@ -181,11 +181,11 @@ pub fn status(root: &Path, source: &str) -> Result<Status, Error> {
 fn entry(pid: u32, mode: Mode, waiting: bool, file: &Path, inherited: bool) -> LockHolder {
     LockHolder {
         pid,
-        argv: procinfo::argv(pid),
+        argv: process::argv(pid),
         mode,
         waiting,
         file: file.to_path_buf(),
-        running_for: procinfo::running_for(pid),
+        running_for: process::running_for(pid),
         inherited,
         waits_for: Vec::new(),
         children: Vec::new(),
@@ -217,7 +217,7 @@ fn link_waiters(locks: &mut [LockHolder]) {
 /// exits, so the child is what keeps the lock alive.
 fn add_children(locks: &mut [LockHolder]) {
     let mut kids: HashMap<u32, Vec<u32>> = HashMap::new();
-    for (pid, ppid) in procinfo::parents() {
+    for (pid, ppid) in process::parents() {
         kids.entry(ppid).or_default().push(pid);
     }
     for l in locks.iter_mut().filter(|l| !l.waiting) {
@@ -229,7 +229,7 @@ fn add_children(locks: &mut [LockHolder]) {
             children.sort_unstable_by(|a, b| b.cmp(a));
             for child in children {
                 if seen.insert(child)
-                    && let Some(args) = procinfo::argv(child)
+                    && let Some(args) = process::argv(child)
                 {
                     out.push((depth + 1, child, args));
                     stack.push((depth + 1, child));
@@ -265,7 +265,7 @@ fn remedies(locks: &[LockHolder]) -> Vec<String> {
             match h.children.iter().max_by_key(|(d, _, _)| *d) {
                 Some((_, cpid, args)) if !h.inherited => stop.push(format!(
                     "pid {cpid} ({}), which keeps pid {pid} ({}) holding it",
-                    short(&procinfo::shell_join(args)),
+                    short(&process::shell_join(args)),
                     short(&h.command())
                 )),
                 _ => stop.push(format!("pid {pid} ({})", short(&h.command()))),
@@ -342,13 +342,6 @@ fn human(bytes: u64) -> String {
     }
 }
 
-fn mode_name(mode: Mode) -> &'static str {
-    match mode {
-        Mode::Shared => "shared",
-        Mode::Exclusive => "exclusive",
-    }
-}
-
 impl Status {
     /// The report as JSON (like `lslocks -J`: one object per lock).
     pub fn to_json(&self) -> serde_json::Value {
@@ -360,7 +353,7 @@ impl Status {
                 json!({
                     "pid": l.pid,
                     "command": l.argv,
-                    "mode": mode_name(l.mode),
+                    "mode": l.mode.name(),
                     "waiting": l.waiting,
                     "inherited": l.inherited,
                     "file": l.file,
@@ -462,7 +455,7 @@ impl fmt::Display for Status {
                 f,
                 "  pid {} {state} {} lock on {}{since}: {}",
                 l.pid,
-                mode_name(l.mode),
+                l.mode.name(),
                 l.file.display(),
                 l.command()
             )?;
@@ -479,14 +472,14 @@ impl fmt::Display for Status {
                 writeln!(f, "    blocked by {on}")?;
             }
             for (depth, pid, args) in &l.children {
-                let age = procinfo::running_for(*pid)
+                let age = process::running_for(*pid)
                     .map(|d| format!(" running for {}s", d.as_secs()))
                     .unwrap_or_default();
                 writeln!(
                     f,
                     "  {}└ pid {pid}{age}: {}",
                     "  ".repeat(*depth),
-                    procinfo::shell_join(args)
+                    process::shell_join(args)
                 )?;
             }
         }

@@ -3,10 +3,10 @@
 
 mod check_cmd;
 mod explorer;
+mod messages;
 mod printer;
-mod procinfo;
 mod status;
-mod stress;
+mod trace_cmd;
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -16,7 +16,6 @@ use anyhow::Context;
 use cachelock::cache::CacheDir;
 use cachelock::settings::{CacheOwner, ResolvedCache, resolve_cache_dir};
 use cachelock::{Kind, Mode, Policy, Session, SessionConfig};
-use cachelock_model::protocol::EnvLock;
 use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Args, Parser, Subcommand};
 
@@ -85,18 +84,13 @@ enum Command {
     Check(check_cmd::CheckArgs),
     /// Explore one scenario of the model in a web browser.
     Explore(check_cmd::ExploreArgs),
-    /// Hammer one cache with many real cachelock processes and report what broke.
+    /// Run a command under the gate, print its protocol steps and check them on the model.
     ///
-    /// Loops `run` (short and long children), `run --script`, `run --no-cache`,
-    /// `tool-run`, `clean` and `prune` in `--processes` parallel workers for `--seconds`.
-    /// Every child checks its environment all along. Prints the operations completed,
-    /// lock waits (median, p99), environments found missing, leaked temporary caches and
-    /// processes stuck past their timeout; exits 1 if any of those is not zero.
-    Stress(stress::StressArgs),
-    /// The checking child of `stress`: verifies `$CACHELOCK_ENV/cachelock-env` at start,
-    /// every few milliseconds, and at exit (exit 86 if it is missing).
-    #[command(hide = true)]
-    CheckEnv(stress::CheckEnvArgs),
+    /// The command (a `uv run`, `uv cache clean`, `cachelock run`, a script starting
+    /// several of them) and every process it starts run under ptrace; each protocol step is
+    /// printed as it happens, and the recorded interleaving is checked against the model of
+    /// --policy (without it, of every policy). Linux only.
+    Trace(trace_cmd::TraceArgs),
 }
 
 /// The cache and timeout rules, shown by every `--help`.
@@ -242,14 +236,19 @@ struct HoldArgs {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing(cli.verbose);
+    let doing = messages::Doing {
+        clean: matches!(&cli.command, Command::Clean(_) | Command::Prune(_)),
+    };
     let result = match cli.command {
         Command::Check(mut args) => {
             args.verbose |= cli.verbose;
             return check_cmd::check(args);
         }
         Command::Explore(args) => return check_cmd::explore(args),
-        Command::Stress(args) => return stress::stress(args),
-        Command::CheckEnv(args) => return stress::check_env(args),
+        Command::Trace(args) => {
+            let owner = args.policy.map_or(CacheOwner::Uv, owner_of);
+            return trace_cmd::trace(args, owner);
+        }
         Command::Run(args) => run(args),
         Command::ToolRun(args) => tool_run(args),
         Command::Clean(args) => {
@@ -260,12 +259,8 @@ fn main() -> ExitCode {
             };
             clean(&args.cache, args.policy.policy, kind)
         }
-        // Removing leaked temporary caches is cachelock's own addition: the uv
-        // policies reproduce uv's prune, which does not.
-        Command::Prune(args) if args.policy.policy.design().env_lock != EnvLock::None => {
-            clean(&args.cache, args.policy.policy, Kind::Prune)
-                .and_then(|code| Ok(code.max(prune_leaked_temp_caches()?)))
-        }
+        // Which leaked temporary caches a prune removes is the policy's design
+        // (`Design::prune_temp`, step `remove-leaked-temp`), checked by the model.
         Command::Prune(args) => clean(&args.cache, args.policy.policy, Kind::Prune),
         Command::Status(mut args) => {
             args.verbose |= cli.verbose;
@@ -276,26 +271,10 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
         Err(e) => {
-            eprintln!("error: {}", error_chain(&e));
+            eprintln!("error: {}", messages::error_message(&e, doing));
             ExitCode::from(2)
         }
     }
-}
-
-/// An error and its causes, each said once: a cause whose text the message already
-/// contains (an OS error that the message quotes) is left out.
-fn error_chain(e: &anyhow::Error) -> String {
-    let mut text = String::new();
-    for cause in e.chain() {
-        let cause = cause.to_string();
-        if !text.contains(&cause) {
-            if !text.is_empty() {
-                text.push_str(": ");
-            }
-            text.push_str(&cause);
-        }
-    }
-    text
 }
 
 fn init_tracing(verbose: bool) {
@@ -322,7 +301,7 @@ fn session(
 ) -> anyhow::Result<SessionConfig> {
     let mut config = SessionConfig::new(cache, policy, kind);
     config.lock_timeout = Some(cachelock::settings::lock_timeout_from_env()?);
-    config.observer = std::sync::Arc::new(printer::Printer::new(resolved));
+    config.observer = std::sync::Arc::new(printer::Printer::new(resolved).clean(kind.is_clean()));
     config.forward_signals = true;
     Ok(config)
 }
@@ -391,19 +370,6 @@ fn clean(cache: &CacheArgs, policy: Policy, kind: Kind) -> anyhow::Result<i32> {
     Ok(Session::new(config)?.run_to_completion()?)
 }
 
-/// Removes the temporary caches that killed `--no-cache` runs left in `$TMPDIR` (only
-/// cachelock's, only unlocked ones: see `cache::leaked_temp_caches`).
-fn prune_leaked_temp_caches() -> anyhow::Result<i32> {
-    for (dir, report) in cachelock::cache::remove_leaked_temp_caches(&std::env::temp_dir())? {
-        eprintln!(
-            "Removed leaked temporary cache {} ({} files)",
-            dir.display(),
-            report.removed_files
-        );
-    }
-    Ok(0)
-}
-
 fn status(args: &StatusArgs) -> anyhow::Result<i32> {
     let resolved = args.cache.resolve(CacheOwner::Uv)?;
     let st = status::status(&resolved.root, resolved.source)?;
@@ -444,35 +410,8 @@ fn hold(args: HoldArgs) -> anyhow::Result<i32> {
         &printer::Printer::new(Some(resolved)),
     ) {
         Ok(code) => Ok(code),
-        Err(cachelock::Error::LockTimeout {
-            path,
-            mode,
-            holders,
-            waited,
-            ..
-        }) => {
-            let mode = match mode {
-                Mode::Shared => "a shared",
-                Mode::Exclusive => "an exclusive",
-            };
-            let held = if holders.is_empty() {
-                String::new()
-            } else {
-                format!(" (held by {})", holders.join(", "))
-            };
-            if args.nonblock {
-                eprintln!(
-                    "error: `{}` is locked{held}, and --nonblock does not wait for {mode} lock",
-                    path.display()
-                );
-            } else {
-                eprintln!(
-                    "error: timed out after {}s waiting for {mode} lock on `{}`{held}; wait for \
-                     those processes to end, or raise --timeout",
-                    waited.as_secs_f64().round(),
-                    path.display()
-                );
-            }
+        Err(e @ cachelock::Error::LockTimeout { .. }) => {
+            eprintln!("error: {}", messages::hold_conflict(&e, args.nonblock));
             Ok(i32::from(args.conflict_exit_code))
         }
         Err(e) => Err(e.into()),

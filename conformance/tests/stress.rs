@@ -1,20 +1,21 @@
-//! `cachelock stress` under load: nothing is lost under our protocol, and the checking
-//! child does see environments vanish under a protocol that loses them.
+//! `cl-stress` under load: nothing is lost under our protocol, and the checking child
+//! does see environments vanish under a protocol that loses them.
 //!
 //! The 60 s, 16-process run is a command (see the README), not a test:
-//! `cachelock stress --processes 16 --seconds 60 --policy cachelock`.
+//! `cl-stress --processes 16 --seconds 60 --policy cachelock`. Like the fidelity test,
+//! this needs the `cachelock` binary built beside it (`cargo test --workspace` builds it).
 
 use std::process::{Command, Output, Stdio};
 
 fn stress(policy: &str, processes: u32, seconds: u32) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_cachelock"))
-        .args(["stress", "--policy", policy])
+    Command::new(env!("CARGO_BIN_EXE_cl-stress"))
+        .args(["--policy", policy])
         .args(["--processes", &processes.to_string()])
         .args(["--seconds", &seconds.to_string()])
         .env_remove("CACHELOCK_CACHE_DIR")
         .stdin(Stdio::null())
         .output()
-        .expect("run cachelock stress")
+        .expect("run cl-stress")
 }
 
 /// The number after `label` in the report.
