@@ -216,13 +216,18 @@ pub fn table(all: &[Compared], runners: &[String], scenarios: &[&str]) -> String
     );
     s.push_str(
         "## Notes\n\n\
-         - `clean-succeeds` under `uv-0.8.19` fails in the model because a run that sets up\n  \
-         (scaffold, environment) between the clean's delete and its remove-root makes the\n  \
-         root non-empty and the clean exit 2. `clean,run,clean` forces that window: the first\n  \
-         clean is held by the gate at its first deletion under the exclusive lock, the run is seen\n  \
-         blocked on that lock (its scaffold made), then the clean goes on; the other scenarios start the clean after the run has set up, so their\n  \
-         `holds` is marked not forced. Likewise a clean that did not have to wait is not\n  \
-         counted as evidence against a clean waiting forever.\n\
+         - Besides the scenario's own play, further plays force the interleaving of the\n  \
+         model's shortest counterexample with the gate: a clean held at its exclusive lock call\n  \
+         while a run starts after it (`no-overtaking`; a forced clean's `mutual-exclusion`), a\n  \
+         clean held at its first deletion under the lock while a run sets up (`clean-succeeds`:\n  \
+         under `uv-0.8.19` the run's scaffold makes the root non-empty and the clean exit 2),\n  \
+         two runs each held just after their shared lock was granted (`runs-share-lock`). A\n  \
+         property breaks if any play breaks it (a witness shows if any play shows it).\n\
+         - Not forced, and why: uv 0.8.19 has no `clean --force` (plain `clean` stands in and\n  \
+         waits), so the model's forced clean deleting under a run's lock cannot be played on it;\n  \
+         in `clean,run,clean` under `uv-0.8.19` the run holds no lock while its child runs, and\n  \
+         the play that would hold it just after its grant on the orphaned `.lock` inode is not\n  \
+         written yet.\n\
          - `run-daemon,clean`: the child forks a daemon and exits; the clean starts once the\n  \
          run has exited; the daemon then checks its environment. The environment is the\n  \
          model's cached one (the probe's files under uv, `$CACHELOCK_ENV/cachelock-env`\n  \
@@ -237,6 +242,7 @@ pub fn table(all: &[Compared], runners: &[String], scenarios: &[&str]) -> String
          - cachelock's runs hold environment locks besides the root lock; only locks on\n  \
          `.lock` (any inode it had) count as holding the cache.\n\n",
     );
+    s.push_str(&replayed_table(all, runners));
     s.push_str(
         "## Per run\n\n*model fails* lists the observed properties the model says fail (for the\n\
          witnesses `clean-overlaps-child` and `runs-share-lock`: the situation is unreachable);\n\
@@ -332,4 +338,35 @@ fn row_note(c: &Compared) -> String {
         note.push_str(r);
     }
     note
+}
+
+/// Per uv binary: how many of the model's counterexamples (one per failing property,
+/// the shortest, on each scenario the binary plays) a forced play reproduced on it.
+fn replayed_table(all: &[Compared], runners: &[String]) -> String {
+    let mut s = String::from(
+        "## The model's counterexamples on the uv binaries\n\n\
+         For each uv binary: the properties the model says fail under its policy on the\n\
+         scenarios above (one shortest counterexample each; witnesses left out), how many\n\
+         were played with that interleaving forced, and how many of those the binary broke.\n\n\
+         | binary | counterexamples | replayed (forced) | reproduced |\n|---|---|---|---|\n",
+    );
+    for r in runners.iter().filter(|r| r.starts_with("uv ")) {
+        let rows: Vec<&Row> = all
+            .iter()
+            .filter(|c| &c.obs.runner == r)
+            .flat_map(|c| c.rows.iter())
+            .filter(|row| row.predicted == Verdict::Fails && !WITNESSES.contains(&row.property))
+            .collect();
+        let replayed = rows
+            .iter()
+            .filter(|row| matches!(row.agreement, Agreement::Agree | Agreement::Disagree))
+            .count();
+        let reproduced = rows
+            .iter()
+            .filter(|row| row.seen == Some(Seen::Fails))
+            .count();
+        let _ = writeln!(s, "| {r} | {} | {replayed} | {reproduced} |", rows.len());
+    }
+    s.push('\n');
+    s
 }
