@@ -428,6 +428,10 @@ pub struct PropSeen {
     pub forced: bool,
     /// A stable one-line reason (no pids, paths or times): it goes into the docs.
     pub note: String,
+    /// Set when no run of this binary can play the interleaving that decides the
+    /// property (it lacks the feature the model's process uses): why. The table says so
+    /// instead of "not forced".
+    pub unplayable: Option<String>,
 }
 
 /// What one scenario did on one runner.

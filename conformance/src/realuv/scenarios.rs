@@ -202,6 +202,7 @@ impl Cx<'_> {
             // show up (`sometimes` properties) is not.
             forced: forced || (seen == Seen::Fails && !witness),
             note: note.into(),
+            unplayable: None,
         };
         let decisive = |p: &PropSeen| (p.seen == Seen::Holds) == witness;
         match self.obs.props.iter_mut().find(|p| p.property == property) {
@@ -209,6 +210,18 @@ impl Cx<'_> {
             Some(old) if decisive(&new) || (new.forced && !old.forced) => *old = new,
             Some(_) => {}
             None => self.obs.props.push(new),
+        }
+    }
+
+    /// Marks `property`, not forced by any play, as one this binary cannot play: `why`.
+    fn unplayable(&mut self, property: &'static str, why: &str) {
+        if let Some(p) = self
+            .obs
+            .props
+            .iter_mut()
+            .find(|p| p.property == property && !p.forced)
+        {
+            p.unplayable = Some(why.to_string());
         }
     }
 
@@ -554,6 +567,13 @@ fn run_then_clean(cx: &mut Cx, run_spec: ProcSpec, clean_spec: ProcSpec) -> Resu
     }
     if force {
         force_while_held(cx, run_spec, clean_spec)?;
+    } else if clean_spec.kind == Kind::CleanForce {
+        // The model's forced clean deletes without the lock when a run holds it; the
+        // stand-in waits for the lock instead, so no play of this binary can show it.
+        cx.unplayable(
+            "mutual-exclusion",
+            "this binary has no `clean --force`; its stand-in, plain `clean`, waits for the lock",
+        );
     }
     if force {
         cx.log("clean --force ran");
@@ -1164,6 +1184,64 @@ fn orphaned_lock(cx: &mut Cx) -> Result<(), String> {
             "both cleans finished (exit 0)".to_string()
         } else {
             "the second clean failed".to_string()
+        },
+    );
+    orphan_holder(cx, run_spec, clean_spec)?;
+    overtake(cx, run_spec, clean_spec, &[])
+}
+
+/// `mutual-exclusion` in `clean,run,clean`, forced as the model's counterexample has it:
+/// the first clean is held at its first deletion under its exclusive lock; the run starts
+/// and is seen blocked; the first clean goes on to its end; the run, granted its shared
+/// lock (on the `.lock` inode the first clean had, which it may have unlinked), is held
+/// just after the grant; the second clean runs until it reaches a deletion under its own
+/// exclusive lock (it deletes while the run holds a lock), is seen blocked, or ends.
+fn orphan_holder(cx: &mut Cx, run_spec: ProcSpec, clean_spec: ProcSpec) -> Result<(), String> {
+    let sb = another_sandbox(cx)?;
+    cx.log("another play: the run held while it holds its shared lock, the second clean beside it");
+    let mut c1 = cx.start_gated(Some(&sb), clean_spec, &[])?;
+    let at = c1.until(gated::at_delete_under_lock())?;
+    if !matches!(at, Reached::Held(_)) {
+        return Err(format!(
+            "{} did not reach its deletion under the lock: {at:?}",
+            c1.name
+        ));
+    }
+    let mut run = cx.start_gated(Some(&sb), run_spec, &[])?;
+    let first = run.until(gated::after_shared_lock(&sb.cache))?;
+    cx.log(format!("{} while {} deletes: {first:?}", run.name, c1.name));
+    let c1_code = c1.go()?;
+    let held = if matches!(first, Reached::Held(_)) {
+        first
+    } else {
+        run.until(gated::after_shared_lock(&sb.cache))?
+    };
+    cx.log(format!(
+        "{} exit {c1_code}; then {}: {held:?}",
+        c1.name, run.name
+    ));
+    if !matches!(held, Reached::Held(_)) {
+        // The run ended without holding the cache: nothing to delete under.
+        cx.log(format!("{} never held the cache lock", run.name));
+        return Ok(());
+    }
+    let mut c2 = cx.start_gated(Some(&sb), clean_spec, &[])?;
+    let second = c2.until(gated::at_delete_under_lock())?;
+    cx.log(format!(
+        "{} while {} holds its lock: {second:?}",
+        c2.name, run.name
+    ));
+    let deletes = matches!(second, Reached::Held(_));
+    let (a, b) = (run_go(&mut run)?, c2.go()?);
+    cx.log(format!("the other play ended: exits {a} then {b}"));
+    cx.see(
+        "mutual-exclusion",
+        if deletes { Seen::Fails } else { Seen::Holds },
+        true,
+        if deletes {
+            "the second clean deleted under its lock while the run held a shared lock on the orphaned `.lock` inode"
+        } else {
+            "the second clean did not delete while the run held its shared lock"
         },
     );
     Ok(())
