@@ -45,14 +45,27 @@ pub enum Reached {
 enum Cmd {
     Until(HoldAt),
     Release,
+    /// Free the whole tree and wait until all of it has exited.
     Go,
+    /// Free the whole tree and wait until the process itself has exited.
+    Free,
+    /// Wait until the process has exited (its tree stays held as it is).
+    WaitExit,
+    /// Its exit code, if it has exited.
+    Status,
 }
 
 enum Reply {
     Reached(Result<Reached, String>),
     Settled(Result<Settled, String>),
     Exited(Result<i32, String>),
+    Status(Option<i32>),
 }
+
+/// How long the tracer thread, with no command to do, waits for one before it takes in
+/// what the traced threads did (stops at calls that are no step are let go at once;
+/// held steps stay held). It decides no order.
+const IDLE: Duration = Duration::from_millis(2);
 
 /// A process run by its own tracer thread under a gate, driven by the harness.
 pub struct Gated {
@@ -116,6 +129,19 @@ pub fn at_delete_under_lock() -> HoldAt {
     })
 }
 
+/// Holds a process at the rename that signals the probe child runs (its ready file).
+pub fn at_signal(ready: &Path) -> HoldAt {
+    let ready = ready.to_path_buf();
+    Box::new(move |e: &Event, _: &[Record]| {
+        e.step.is_none() && e.syscall == Syscall::Rename && e.path.as_deref() == Some(&ready)
+    })
+}
+
+/// Holds a process nowhere: it runs until it blocks in a lock wait or its tree ends.
+pub fn nowhere() -> HoldAt {
+    Box::new(|_: &Event, _: &[Record]| false)
+}
+
 /// Holds a process at its first deletion, lock or none.
 pub fn at_delete() -> HoldAt {
     Box::new(|e: &Event, _: &[Record]| e.step == Some(Step::DeleteEntries))
@@ -156,6 +182,7 @@ impl Gated {
         let (cmd_tx, cmd_rx) = mpsc::channel::<Cmd>();
         let (reply_tx, reply_rx) = mpsc::channel::<Reply>();
         let label = name.to_string();
+        let ready_signal = ready.clone();
         let thread = std::thread::spawn(move || {
             let mut gate = match Gate::new(&cache) {
                 Ok(g) => g,
@@ -164,6 +191,7 @@ impl Gated {
                     return;
                 }
             };
+            gate.signal_on_rename_to(&ready_signal);
             let pid = match gate.spawn(cmd, Hold::Steps) {
                 Ok(s) => s.pid,
                 Err(e) => {
@@ -183,14 +211,29 @@ impl Gated {
                 limit,
             };
             // A harness that is gone kills the tree (the gate's drop).
-            while let Ok(cmd) = cmd_rx.recv() {
+            loop {
+                let cmd = match cmd_rx.recv_timeout(IDLE) {
+                    Ok(cmd) => cmd,
+                    Err(mpsc::RecvTimeoutError::Timeout) => {
+                        if tracer.gate.alive() {
+                            let _ = tracer.gate.take_in();
+                        }
+                        continue;
+                    }
+                    Err(mpsc::RecvTimeoutError::Disconnected) => return,
+                };
                 let reply = match cmd {
                     Cmd::Until(at) => Reply::Reached(tracer.until(&at)),
                     Cmd::Release => Reply::Settled(tracer.release()),
                     Cmd::Go => Reply::Exited(tracer.go()),
+                    Cmd::Free => Reply::Exited(tracer.free()),
+                    Cmd::WaitExit => Reply::Exited(tracer.wait_exit()),
+                    Cmd::Status => Reply::Status({
+                        let _ = tracer.gate.take_in();
+                        tracer.code()
+                    }),
                 };
-                let last = matches!(reply, Reply::Exited(_));
-                if reply_tx.send(reply).is_err() || last {
+                if reply_tx.send(reply).is_err() {
                     return;
                 }
             }
@@ -272,12 +315,45 @@ impl Gated {
             Reply::Exited(c) => c,
             _ => Err("unexpected reply".to_string()),
         }?;
-        self.cmds = None;
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
         self.exited = Some(code);
         Ok(code)
+    }
+
+    /// Lets the whole tree run free and waits until the process itself has exited (what
+    /// it started may live on, traced and free); its exit code.
+    pub fn free(&mut self) -> Result<i32, String> {
+        if let Some(code) = self.exited {
+            return Ok(code);
+        }
+        let code = match self.ask(Cmd::Free)? {
+            Reply::Exited(c) => c,
+            _ => Err("unexpected reply".to_string()),
+        }?;
+        self.exited = Some(code);
+        Ok(code)
+    }
+
+    /// Waits until the process has exited (killed, say), holding its tree as it is.
+    pub fn wait_exit(&mut self) -> Result<i32, String> {
+        if let Some(code) = self.exited {
+            return Ok(code);
+        }
+        let code = match self.ask(Cmd::WaitExit)? {
+            Reply::Exited(c) => c,
+            _ => Err("unexpected reply".to_string()),
+        }?;
+        self.exited = Some(code);
+        Ok(code)
+    }
+
+    /// Its exit code, if it has exited.
+    pub fn status(&mut self) -> Option<i32> {
+        if self.exited.is_none()
+            && let Ok(Reply::Status(c)) = self.ask(Cmd::Status)
+        {
+            self.exited = c;
+        }
+        self.exited
     }
 
     /// What it wrote to stderr so far.
@@ -288,15 +364,13 @@ impl Gated {
 
 impl Drop for Gated {
     fn drop(&mut self) {
-        if self.thread.is_some() {
-            // Nothing a scenario started may outlive it: the tracer may be waiting on
-            // the tree, so the tree goes first, then the thread (whose gate kills the rest).
-            // SAFETY: kill(2) on the process group this harness started; no memory.
-            unsafe { libc::kill(-(self.pid as i32), libc::SIGKILL) };
-            self.cmds = None;
-            if let Some(t) = self.thread.take() {
-                let _ = t.join();
-            }
+        // Nothing a scenario started may outlive it: the tree goes first, then the
+        // tracer thread (whose gate kills and reaps the rest).
+        // SAFETY: kill(2) on the process group this harness started; no memory.
+        unsafe { libc::kill(-(self.pid as i32), libc::SIGKILL) };
+        self.cmds = None;
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
         }
     }
 }
@@ -361,6 +435,22 @@ impl Tracer {
         self.gate
             .settle(id, Instant::now() + self.limit)
             .map_err(|e| format!("{}: {e}", self.label))
+    }
+
+    fn free(&mut self) -> Result<i32, String> {
+        self.held = None;
+        self.gate
+            .free(self.pid)
+            .map_err(|e| format!("{}: {e}", self.label))?;
+        self.wait_exit()
+    }
+
+    fn wait_exit(&mut self) -> Result<i32, String> {
+        self.gate
+            .wait_exit(self.pid, Instant::now() + self.limit)
+            .map_err(|e| format!("{}: {e}", self.label))?;
+        self.code()
+            .ok_or_else(|| format!("{}: its exit was not seen", self.label))
     }
 
     fn go(&mut self) -> Result<i32, String> {

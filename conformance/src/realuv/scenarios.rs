@@ -120,7 +120,7 @@ impl Cx<'_> {
         let argv = self.runner.argv(spec.kind, &self.sb);
         let mut env = self.runner.env(&self.sb, spec.timeout);
         env.extend(extra.iter().cloned());
-        let p = Proc::spawn(&name, &self.sb.root, &argv, &env)?;
+        let p = Proc::spawn(&name, &self.sb.root, &argv, &env, &self.sb.cache, FINISH)?;
         self.log(format!("start {name} (pid {})", p.pid()));
         Ok(p)
     }
@@ -983,7 +983,7 @@ fn overtaking(cx: &mut Cx) -> Result<(), String> {
     let later = b.exit_or_block(READY, true)?;
     cx.log(format!("{} while the clean waits: {later:?}", b.name));
     let b_ready = later == Outcome::Ready;
-    let clean_done_before_b = early || clean.poll().is_some();
+    let clean_done_before_b = early || clean.code().is_some();
     cx.log(format!(
         "clean {} when run#3 started; run#3 child {}",
         if early { "had finished" } else { "was waiting" },
