@@ -19,6 +19,7 @@ pub mod check;
 pub mod filter;
 mod gate;
 pub mod trace;
+pub mod realuv;
 pub mod vocab;
 
 pub use gate::{Error, Event, EventId, Exit, Gate, Hold, Moment, Record, Settled, Spawned};

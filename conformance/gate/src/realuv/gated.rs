@@ -25,7 +25,7 @@ use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use cachelock_gate::{Event, EventId, Exit, Gate, Hold, Record, Settled, Syscall};
+use crate::{Event, EventId, Exit, Gate, Hold, Record, Settled, Syscall};
 use cachelock_model::protocol::Step;
 
 /// Decides, with the gate's records so far, whether an event is the one to hold at.

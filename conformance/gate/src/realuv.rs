@@ -247,6 +247,32 @@ impl Setup {
         self.versions_dir.join("wheels")
     }
 
+    /// Builds the `clprobe` wheel into [`Setup::wheels`] (the builder script is part of
+    /// this crate, so that a binary built from it plays scenarios anywhere).
+    pub fn build_probe_wheel(&self) -> Result<(), String> {
+        let mut script = tempfile::Builder::new()
+            .prefix("build-probe-wheel-")
+            .suffix(".py")
+            .tempfile()
+            .map_err(|e| format!("cannot write the probe wheel's builder: {e}"))?;
+        std::io::Write::write_all(&mut script, PROBE_WHEEL_BUILDER.as_bytes())
+            .map_err(|e| format!("cannot write the probe wheel's builder: {e}"))?;
+        let built = Command::new(&self.python)
+            .arg(script.path())
+            .arg(self.wheels())
+            .output()
+            .map_err(|e| format!("cannot run {}: {e}", self.python.display()))?;
+        if !built.status.success() {
+            return Err(format!(
+                "could not build the clprobe wheel (`{} conformance/scripts/build-probe-wheel.py {}`): {}",
+                self.python.display(),
+                self.wheels().display(),
+                String::from_utf8_lossy(&built.stderr)
+            ));
+        }
+        Ok(())
+    }
+
     /// The uv releases of [`UV_VERSIONS`], installed first if missing (see
     /// [`ensure_uvs`]), and the probe wheel, rebuilt. An error says what could not be
     /// installed or built: the suite fails with it, it never skips.
@@ -255,21 +281,7 @@ impl Setup {
         let paths = ensure_uvs_in(&self.versions_dir, &versions)?;
         // The probe wheel is rebuilt every time (no network, milliseconds), so that it
         // always matches its source.
-        let script = scripts_dir().join("build-probe-wheel.py");
-        let built = Command::new(&self.python)
-            .arg(&script)
-            .arg(self.wheels())
-            .output()
-            .map_err(|e| format!("cannot run {}: {e}", self.python.display()))?;
-        if !built.status.success() {
-            return Err(format!(
-                "could not build the clprobe wheel (`{} {} {}`): {}",
-                self.python.display(),
-                script.display(),
-                self.wheels().display(),
-                String::from_utf8_lossy(&built.stderr)
-            ));
-        }
+        self.build_probe_wheel()?;
         Ok(UV_VERSIONS
             .into_iter()
             .zip(paths)
@@ -282,9 +294,12 @@ impl Setup {
     }
 }
 
+/// `conformance/scripts/build-probe-wheel.py`: builds the probe child's wheel.
+const PROBE_WHEEL_BUILDER: &str = include_str!("../../scripts/build-probe-wheel.py");
+
 /// `conformance/scripts`: `install-uv.sh` and `build-probe-wheel.py`.
 pub fn scripts_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts")
 }
 
 /// Where uv releases are installed: `CACHELOCK_UV_VERSIONS_DIR`, else
@@ -292,7 +307,7 @@ pub fn scripts_dir() -> PathBuf {
 pub fn versions_dir() -> PathBuf {
     std::env::var_os("CACHELOCK_UV_VERSIONS_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../.uv-versions"))
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.uv-versions"))
 }
 
 /// The `uv` binary of release `version` (`0.13.9`), installed from PyPI by

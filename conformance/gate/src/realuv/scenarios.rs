@@ -21,7 +21,7 @@ use cachelock_model::{Kind, ProcSpec, Scenario};
 use super::gated::{self, Gated, Reached};
 use super::sys::{self, Outcome, Proc, Report};
 use super::{LOCK_TIMEOUT_S, Observation, PropSeen, Runner, Sandbox, Seen, Setup};
-use cachelock_gate::Settled;
+use crate::Settled;
 
 /// Bounds a run that never starts its child (a failure, not a verdict).
 const READY: Duration = Duration::from_secs(180);
