@@ -18,8 +18,8 @@
 pub mod check;
 pub mod filter;
 mod gate;
-pub mod trace;
 pub mod realuv;
+pub mod trace;
 pub mod vocab;
 
 pub use gate::{Error, Event, EventId, Exit, Gate, Hold, Moment, Record, Settled, Spawned};

@@ -6,23 +6,25 @@
 //! and the locally built `clprobe` wheel served with `--no-index --find-links`.
 //!
 //! A real run sees one interleaving; the model sees all of them. So every scenario
-//! *forces* the interleaving that decides its properties:
-//! - a run's child (the probe) signals that it runs by creating a file, then waits until
-//!   the harness lets it go, then checks that its environment is still there (it imports
-//!   a module it had not imported yet) and reports what it saw;
-//! - a clean starts only once the child has signalled; a kill lands only after the
-//!   child runs (the lock, where the version holds it, is then taken: `/proc/locks`
-//!   shows it and the evidence says so);
-//! - a clean's wait is observed, not timed: the harness waits until the clean exits or
-//!   `/proc/locks` shows it blocked in its lock wait (one of them must happen), so a
-//!   version without a lock timeout is seen waiting, not waited for;
-//! - a process that must be caught at a point (the first clean of `clean,run,clean`,
-//!   holding the exclusive lock while it deletes) is held there by the gate, at the
-//!   protocol step itself ([`gated`]), and let go once the next process is seen blocked
-//!   on it.
+//! *forces* the interleavings that decide its properties, with the gate: every process
+//! runs under ptrace with a seccomp filter ([`sys::Proc`], [`gated::Gated`]: a tracer
+//! thread per process) and takes its protocol steps when the harness lets it:
+//! - a run's child (the probe) signals that it runs by renaming its ready file into
+//!   place; the gate stops that rename, so the harness knows the child runs without
+//!   looking for the file; the child then waits until the harness lets it go, and checks
+//!   that its environment is still there (it imports a module it had not imported yet);
+//! - a process that waits for a lock is seen waiting by the gate (the released `flock`
+//!   sleeps in the kernel's lock wait), not guessed from a timeout, and a process that
+//!   must be caught at a point is held at the protocol step itself;
+//! - besides the scenario's own play, further plays force the model's shortest
+//!   counterexamples: a clean held at its lock call while a run starts after it
+//!   (`no-overtaking`), a clean held at its first deletion while a run sets up
+//!   (`clean-succeeds`), runs held just after their shared lock was granted
+//!   (`runs-share-lock`, `mutual-exclusion` beside a forced or a second clean).
 //!
 //! No duration decides an order or a verdict: a deadline only bounds a failure, and
-//! reaching it fails the suite saying what was not seen.
+//! reaching it fails the suite saying what was not seen. The one wait left that looks
+//! again and again is for a probe child's report once it was let go (a wait for an end).
 //!
 //! Each observation is a verdict per model property ([`PropSeen`]), marked *forced* when
 //! the run exercised the interleaving that would break it. The [`compare`] module puts

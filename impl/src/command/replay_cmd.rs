@@ -87,10 +87,11 @@ pub fn replay(args: ReplayArgs) -> ExitCode {
                 .ok()
                 .filter(|o| o.status.success())
                 .and_then(|o| {
-                    String::from_utf8_lossy(&o.stdout)
-                        .split_whitespace()
-                        .nth(1)
-                        .map(str::to_string)
+                    let text = String::from_utf8_lossy(&o.stdout).into_owned();
+                    let mut words = text.split_whitespace();
+                    (words.next() == Some("uv"))
+                        .then(|| words.next().map(str::to_string))
+                        .flatten()
                 });
             let Some(version) = version else {
                 return bad(format!(
@@ -129,10 +130,7 @@ pub fn replay(args: ReplayArgs) -> ExitCode {
         .map(|(p, _)| *p)
         .collect();
     let traces = shortest_traces(policy, &sc, &failing);
-    println!(
-        "replay: `{scenario}` under {policy} on {}",
-        runner.label()
-    );
+    println!("replay: `{scenario}` under {policy} on {}", runner.label());
     for t in &traces {
         let what = if WITNESSES.contains(&t.property.name()) {
             "never arises"

@@ -1,15 +1,16 @@
-//! The scenarios the fidelity suite plays, each with the interleaving it forces.
+//! The scenarios the fidelity suite plays, each with the interleavings it forces.
 //!
-//! Every driver follows the same pattern: start the processes in the order that breaks
-//! the scenario's properties if anything does, wait for the signals that prove the
-//! order happened (`ready` files, `/proc/locks`), observe, and let everything finish.
+//! Every driver follows the same pattern: start the processes (each under the gate) in
+//! the order that breaks the scenario's properties if anything does, run each until the
+//! gate shows it where it must be (the probe child's ready signal, a lock wait, a held
+//! step), observe, and let everything finish. Further plays of the same scenario, in
+//! sandboxes of their own, force the model's shortest counterexamples step by step
+//! ([`super::gated`]); the plays merge per property.
 //!
 //! No duration decides an order. "Did the clean finish while the child ran?" is answered
-//! by waiting until the clean exits or is seen blocked in a lock wait (`/proc/locks`);
-//! one of them must happen. A process that must be held at a point is held there by the
-//! gate ([`super::gated`]: stopped at the protocol step itself, under ptrace) and let go
-//! once the next process is seen where it must be. The deadlines below only bound a
-//! failure: reaching one fails the scenario, saying what was not seen.
+//! by running the clean until it exits or the gate sees its `flock` sleep in the lock
+//! wait; one of them must happen. The deadlines below only bound a failure: reaching one
+//! fails the scenario, saying what was not seen.
 
 use std::ffi::OsString;
 use std::time::{Duration, Instant};
@@ -121,7 +122,7 @@ impl Cx<'_> {
         let mut env = self.runner.env(&self.sb, spec.timeout);
         env.extend(extra.iter().cloned());
         let p = Proc::spawn(&name, &self.sb.root, &argv, &env, &self.sb.cache, FINISH)?;
-        self.log(format!("start {name} (pid {})", p.pid()));
+        self.log(format!("start {name} (pid {}) under the gate", p.pid()));
         Ok(p)
     }
 

@@ -1,13 +1,12 @@
-//! The operating-system side of the harness: processes in their own process groups, and
-//! what a cache directory holds. What the kernel says about locks and processes is read
-//! through `cachelock_inspect`.
+//! The operating-system side of the harness: processes under the gate in their own
+//! process groups, and what a cache directory holds. What the kernel says about locks and
+//! processes is read through `cachelock_inspect`.
 //!
-//! Nothing here decides an order by waiting a while. The harness *observes* (a process
-//! exited, the probe signalled, `/proc/locks` shows a process blocked in a lock wait) or
-//! *controls* (the probe's go file; the gate, `super::gated`, for a process held at a
-//! protocol step). Every wait polls for an
-//! observable condition; its deadline only bounds a failure, and reaching it is an
-//! error that says what was not seen, never a verdict.
+//! Nothing here decides an order by waiting a while. The harness *controls* (the gate
+//! holds and releases each process's steps, the probe's go file lets its child check)
+//! and *observes* (the gate saw an exit, the probe's ready signal, a lock wait). The one
+//! wait that looks again and again ([`observe`], every [`POLL`]) is for a probe child's
+//! report once it was let go: a wait for an end, whose deadline only bounds a failure.
 
 use std::ffi::OsString;
 use std::fs;
