@@ -266,7 +266,7 @@ impl Setup {
             .map_err(|e| format!("cannot run {}: {e}", self.python.display()))?;
         if !built.status.success() {
             return Err(format!(
-                "could not build the clprobe wheel (`{} conformance/scripts/build-probe-wheel.py {}`): {}",
+                "could not build the clprobe wheel (`{} conformance/gate/scripts/build-probe-wheel.py {}`): {}",
                 self.python.display(),
                 self.wheels().display(),
                 String::from_utf8_lossy(&built.stderr)
@@ -296,10 +296,10 @@ impl Setup {
     }
 }
 
-/// `conformance/scripts/build-probe-wheel.py`: builds the probe child's wheel.
-const PROBE_WHEEL_BUILDER: &str = include_str!("../../scripts/build-probe-wheel.py");
+/// `conformance/gate/scripts/build-probe-wheel.py`: builds the probe child's wheel.
+const PROBE_WHEEL_BUILDER: &str = include_str!("../scripts/build-probe-wheel.py");
 
-/// `conformance/scripts`: `install-uv.sh` and `build-probe-wheel.py`.
+/// `conformance/scripts`: `install-uv.sh`.
 pub fn scripts_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts")
 }

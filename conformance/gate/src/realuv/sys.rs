@@ -230,7 +230,7 @@ impl Proc {
     }
 }
 
-/// What the probe child saw (see `conformance/scripts/build-probe-wheel.py`).
+/// What the probe child saw (see `conformance/gate/scripts/build-probe-wheel.py`).
 #[derive(Clone, Debug, Default)]
 pub struct Report {
     /// The environment was intact when the child checked it.
