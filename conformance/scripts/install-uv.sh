@@ -39,7 +39,7 @@ if [ -z "${CACHELOCK_UV_INSTALL_LOCKED:-}" ] && command -v flock >/dev/null 2>&1
 fi
 
 # The probe wheel needs no network: it is written by Python's zipfile.
-if ! "$python" "$here/build-probe-wheel.py" "$dest/wheels" >/dev/null; then
+if ! "$python" "$here/../gate/scripts/build-probe-wheel.py" "$dest/wheels" >/dev/null; then
     echo "install-uv.sh: could not build the clprobe wheel into $dest/wheels" >&2
     exit 1
 fi

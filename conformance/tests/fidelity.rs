@@ -41,8 +41,9 @@ fn real_uv_agrees_with_the_model() {
         runners.retain(|r| list.split(';').any(|l| l.trim() == r.label()));
     }
     // (runner, scenario) jobs, taken by a few workers. No verdict depends on how fast a
-    // scenario runs (orders are observed in /proc or controlled by signals and the
-    // probe's go file), so the worker count only trades time for load.
+    // scenario runs (every process's steps are held and released by the gate, lock
+    // waits are seen by it, the probe's child waits for its go file), so the worker
+    // count only trades time for load.
     let jobs: Vec<(usize, &str)> = (0..runners.len())
         .flat_map(|r| scenarios.iter().map(move |s| (r, *s)))
         .collect();

@@ -234,6 +234,9 @@ pub struct Gate {
     awaiting: HashMap<i32, EventId>,
     exits: HashMap<i32, Exit>,
     observer: Option<Observer>,
+    /// Paths a rename onto which is reported (and held) though it is no protocol step:
+    /// a harness's signal that a process got somewhere (the probe child runs).
+    signals: Vec<PathBuf>,
     /// ptrace requests must come from the thread that traces.
     _one_thread: PhantomData<*const ()>,
 }
@@ -255,6 +258,7 @@ impl Gate {
             awaiting: HashMap::new(),
             exits: HashMap::new(),
             observer: None,
+            signals: Vec::new(),
             _one_thread: PhantomData,
         })
     }
@@ -386,6 +390,18 @@ impl Gate {
         v.sort_unstable();
         v.dedup();
         v
+    }
+
+    /// Reports a rename onto `path` as an event (no step; held like a step), so that a
+    /// harness can wait for a signal file without looking for it again and again.
+    pub fn signal_on_rename_to(&mut self, path: &Path) {
+        self.signals.push(path.to_path_buf());
+    }
+
+    /// Takes in whatever the traced threads did meanwhile, without waiting: their exits
+    /// ([`Gate::exit_of`]) and their stops (queued for [`Gate::next_event`]).
+    pub fn take_in(&mut self) -> Result<(), Error> {
+        self.pump_ready()
     }
 
     /// The next held event, waiting (in `waitpid`) as long as it takes. `None` once no
@@ -874,7 +890,11 @@ impl Gate {
         );
         // A process's exit is reported once it took a step (a spawned child included).
         let exit = matches!(syscall, Syscall::ExitGroup { .. }) && took_step;
-        if step.is_none() && !exit {
+        let signal = syscall == Syscall::Rename
+            && path
+                .as_deref()
+                .is_some_and(|p| self.signals.iter().any(|s| s == p));
+        if step.is_none() && !exit && !signal {
             self.resume(tid, None);
             return;
         }

@@ -18,6 +18,7 @@
 pub mod check;
 pub mod filter;
 mod gate;
+pub mod realuv;
 pub mod trace;
 pub mod vocab;
 

@@ -5,6 +5,7 @@ mod check_cmd;
 mod explorer;
 mod messages;
 mod printer;
+mod replay_cmd;
 mod status;
 mod trace_cmd;
 
@@ -91,6 +92,12 @@ enum Command {
     /// printed as it happens, and the recorded interleaving is checked against the model of
     /// --policy (without it, of every policy). Linux only.
     Trace(trace_cmd::TraceArgs),
+    /// Replay the model's counterexamples with real processes (uv, or cachelock).
+    ///
+    /// For --policy on --scenario: prints each of the model's shortest counterexamples and
+    /// plays the scenario with real processes under the gate, forced through those
+    /// interleavings, printing what really happened beside them. Linux only.
+    Replay(replay_cmd::ReplayArgs),
 }
 
 /// The cache and timeout rules, shown by every `--help`.
@@ -245,6 +252,7 @@ fn main() -> ExitCode {
             return check_cmd::check(args);
         }
         Command::Explore(args) => return check_cmd::explore(args),
+        Command::Replay(args) => return replay_cmd::replay(args),
         Command::Trace(args) => {
             let owner = args.policy.map_or(CacheOwner::Uv, owner_of);
             return trace_cmd::trace(args, owner);

@@ -22,6 +22,9 @@ pub enum Agreement {
     Agree,
     /// The model's verdict needs an interleaving the real run did not force.
     NotForced,
+    /// The model's verdict needs a process this binary has no counterpart of (the row's
+    /// note says which): a fact about the binary, not a gap in the forcing.
+    NotPlayable,
     /// The scenario does not observe this property.
     Unobserved,
     Disagree,
@@ -32,6 +35,7 @@ impl Agreement {
         match self {
             Agreement::Agree => "agree",
             Agreement::NotForced => "not forced",
+            Agreement::NotPlayable => "not playable",
             Agreement::Unobserved => "not observed",
             Agreement::Disagree => "DISAGREE",
         }
@@ -128,7 +132,10 @@ pub fn compare(pred: &mut Predictions, obs: Observation) -> Compared {
                 (Agreement::Unobserved, format!("model: n/a; {}", s.note))
             }
             (Some(s), v) if s.seen.name() == v.name() => (Agreement::Agree, s.note.clone()),
-            (Some(s), _) if !s.forced => (Agreement::NotForced, s.note.clone()),
+            (Some(s), _) if !s.forced => match &s.unplayable {
+                Some(why) => (Agreement::NotPlayable, format!("not playable: {why}")),
+                None => (Agreement::NotForced, s.note.clone()),
+            },
             (Some(s), _) => (Agreement::Disagree, s.note.clone()),
         };
         rows.push(Row {
@@ -156,7 +163,9 @@ pub fn table(all: &[Compared], runners: &[String], scenarios: &[&str]) -> String
          under that policy.\n\n\
          *agree*: every property the run observed has the model's verdict. *nf*: not forced,\n\
          the model's verdict needs an interleaving the real run could not produce (the real run\n\
-         kept the property; that is not a pass, it is a gap the table admits).\n\n",
+         kept the property; that is not a pass, it is a gap the table admits). *np*: not\n\
+         playable, the model's verdict needs a process the binary has no counterpart of (the\n\
+         per-property table says which); a fact about the binary, not a gap in the forcing.\n\n",
     );
     let cell = |c: &Compared| {
         let bad: Vec<&str> = c.disagreements().map(|r| r.property).collect();
@@ -166,13 +175,23 @@ pub fn table(all: &[Compared], runners: &[String], scenarios: &[&str]) -> String
             .filter(|r| r.agreement == Agreement::NotForced)
             .map(|r| r.property)
             .collect();
-        if !bad.is_empty() {
+        let np: Vec<&str> = c
+            .rows
+            .iter()
+            .filter(|r| r.agreement == Agreement::NotPlayable)
+            .map(|r| r.property)
+            .collect();
+        let mut text = if !bad.is_empty() {
             format!("**DISAGREE** ({})", bad.join(", "))
         } else if !nf.is_empty() {
             format!("agree; nf: {}", nf.join(", "))
         } else {
             "agree".to_string()
+        };
+        if !np.is_empty() {
+            let _ = write!(text, "; np: {}", np.join(", "));
         }
+        text
     };
     let find = |sc: &str, r: &String| {
         all.iter()
@@ -185,7 +204,7 @@ pub fn table(all: &[Compared], runners: &[String], scenarios: &[&str]) -> String
     s.push_str("\n|---|");
     s.push_str(&"---|".repeat(runners.len()));
     s.push('\n');
-    let (mut agree, mut disagree, mut nf_cells) = (0, 0, 0);
+    let (mut agree, mut disagree, mut nf_cells, mut np_cells) = (0, 0, 0, 0);
     for sc in scenarios {
         let _ = write!(s, "| `{sc}` |");
         for r in runners {
@@ -199,6 +218,9 @@ pub fn table(all: &[Compared], runners: &[String], scenarios: &[&str]) -> String
                     if c.rows.iter().any(|r| r.agreement == Agreement::NotForced) {
                         nf_cells += 1;
                     }
+                    if c.rows.iter().any(|r| r.agreement == Agreement::NotPlayable) {
+                        np_cells += 1;
+                    }
                     cell(c)
                 }
                 None => "not run".to_string(),
@@ -210,19 +232,22 @@ pub fn table(all: &[Compared], runners: &[String], scenarios: &[&str]) -> String
     let _ = writeln!(
         s,
         "\n{} scenarios × {} columns: {agree} agree, {disagree} disagree; {nf_cells} cells have a \
-         property not forced.\n",
+         property not forced; {np_cells} have a property the binary cannot play (np).\n",
         scenarios.len(),
         runners.len()
     );
     s.push_str(
         "## Notes\n\n\
-         - `clean-succeeds` under `uv-0.8.19` fails in the model because a run that sets up\n  \
-         (scaffold, environment) between the clean's delete and its remove-root makes the\n  \
-         root non-empty and the clean exit 2. `clean,run,clean` forces that window: the first\n  \
-         clean is held by the gate at its first deletion under the exclusive lock, the run is seen\n  \
-         blocked on that lock (its scaffold made), then the clean goes on; the other scenarios start the clean after the run has set up, so their\n  \
-         `holds` is marked not forced. Likewise a clean that did not have to wait is not\n  \
-         counted as evidence against a clean waiting forever.\n\
+         - Besides the scenario's own play, further plays force the interleaving of the\n  \
+         model's shortest counterexample with the gate: a clean held at its exclusive lock call\n  \
+         while a run starts after it (`no-overtaking`; a forced clean's `mutual-exclusion`), a\n  \
+         clean held at its first deletion under the lock while a run sets up (`clean-succeeds`:\n  \
+         under `uv-0.8.19` the run's scaffold makes the root non-empty and the clean exit 2),\n  \
+         two runs each held just after their shared lock was granted (`runs-share-lock`). A\n  \
+         property breaks if any play breaks it (a witness shows if any play shows it).\n\
+         - Not playable: uv 0.8.19 has no `clean --force` (plain `clean` stands in and waits\n  \
+         for the lock), so the model's forced clean deleting under a run's lock cannot be\n  \
+         played on it (`run-script,clean-force`, `mutual-exclusion`).\n\
          - `run-daemon,clean`: the child forks a daemon and exits; the clean starts once the\n  \
          run has exited; the daemon then checks its environment. The environment is the\n  \
          model's cached one (the probe's files under uv, `$CACHELOCK_ENV/cachelock-env`\n  \
@@ -237,6 +262,7 @@ pub fn table(all: &[Compared], runners: &[String], scenarios: &[&str]) -> String
          - cachelock's runs hold environment locks besides the root lock; only locks on\n  \
          `.lock` (any inode it had) count as holding the cache.\n\n",
     );
+    s.push_str(&replayed_table(all, runners));
     s.push_str(
         "## Per run\n\n*model fails* lists the observed properties the model says fail (for the\n\
          witnesses `clean-overlaps-child` and `runs-share-lock`: the situation is unreachable);\n\
@@ -275,13 +301,22 @@ pub fn table(all: &[Compared], runners: &[String], scenarios: &[&str]) -> String
                 .filter(|r| r.agreement == Agreement::NotForced)
                 .map(|r| r.property)
                 .collect();
-            let verdict = if !bad.is_empty() {
+            let mut verdict = if !bad.is_empty() {
                 format!("**DISAGREE** ({})", bad.join(", "))
             } else if !nf.is_empty() {
                 format!("agree; not forced: {}", nf.join(", "))
             } else {
                 "agree".to_string()
             };
+            let np: Vec<&str> = c
+                .rows
+                .iter()
+                .filter(|r| r.agreement == Agreement::NotPlayable)
+                .map(|r| r.property)
+                .collect();
+            if !np.is_empty() {
+                let _ = write!(verdict, "; not playable: {}", np.join(", "));
+            }
             let note = row_note(c);
             let _ = writeln!(
                 s,
@@ -332,4 +367,42 @@ fn row_note(c: &Compared) -> String {
         note.push_str(r);
     }
     note
+}
+
+/// Per uv binary: how many of the model's counterexamples (one per failing property,
+/// the shortest, on each scenario the binary plays) a forced play reproduced on it.
+fn replayed_table(all: &[Compared], runners: &[String]) -> String {
+    let mut s = String::from(
+        "## The model's counterexamples on the uv binaries\n\n\
+         For each uv binary: the properties the model says fail under its policy on the\n\
+         scenarios above (one shortest counterexample each; witnesses left out), how many\n\
+         were played with that interleaving forced, and how many of those the binary broke.\n\n\
+         | binary | counterexamples | replayed (forced) | reproduced | not playable | not observed by the scenario |\n|---|---|---|---|---|---|\n",
+    );
+    for r in runners.iter().filter(|r| r.starts_with("uv ")) {
+        let rows: Vec<&Row> = all
+            .iter()
+            .filter(|c| &c.obs.runner == r)
+            .flat_map(|c| c.rows.iter())
+            .filter(|row| row.predicted == Verdict::Fails && !WITNESSES.contains(&row.property))
+            .collect();
+        let replayed = rows
+            .iter()
+            .filter(|row| matches!(row.agreement, Agreement::Agree | Agreement::Disagree))
+            .count();
+        let reproduced = rows
+            .iter()
+            .filter(|row| row.seen == Some(Seen::Fails))
+            .count();
+        let count = |a: Agreement| rows.iter().filter(|row| row.agreement == a).count();
+        let _ = writeln!(
+            s,
+            "| {r} | {} | {replayed} | {reproduced} | {} | {} |",
+            rows.len(),
+            count(Agreement::NotPlayable),
+            count(Agreement::Unobserved)
+        );
+    }
+    s.push('\n');
+    s
 }

@@ -6,23 +6,25 @@
 //! and the locally built `clprobe` wheel served with `--no-index --find-links`.
 //!
 //! A real run sees one interleaving; the model sees all of them. So every scenario
-//! *forces* the interleaving that decides its properties:
-//! - a run's child (the probe) signals that it runs by creating a file, then waits until
-//!   the harness lets it go, then checks that its environment is still there (it imports
-//!   a module it had not imported yet) and reports what it saw;
-//! - a clean starts only once the child has signalled; a kill lands only after the
-//!   child runs (the lock, where the version holds it, is then taken: `/proc/locks`
-//!   shows it and the evidence says so);
-//! - a clean's wait is observed, not timed: the harness waits until the clean exits or
-//!   `/proc/locks` shows it blocked in its lock wait (one of them must happen), so a
-//!   version without a lock timeout is seen waiting, not waited for;
-//! - a process that must be caught at a point (the first clean of `clean,run,clean`,
-//!   holding the exclusive lock while it deletes) is held there by the gate, at the
-//!   protocol step itself ([`gated`]), and let go once the next process is seen blocked
-//!   on it.
+//! *forces* the interleavings that decide its properties, with the gate: every process
+//! runs under ptrace with a seccomp filter ([`sys::Proc`], [`gated::Gated`]: a tracer
+//! thread per process) and takes its protocol steps when the harness lets it:
+//! - a run's child (the probe) signals that it runs by renaming its ready file into
+//!   place; the gate stops that rename, so the harness knows the child runs without
+//!   looking for the file; the child then waits until the harness lets it go, and checks
+//!   that its environment is still there (it imports a module it had not imported yet);
+//! - a process that waits for a lock is seen waiting by the gate (the released `flock`
+//!   sleeps in the kernel's lock wait), not guessed from a timeout, and a process that
+//!   must be caught at a point is held at the protocol step itself;
+//! - besides the scenario's own play, further plays force the model's shortest
+//!   counterexamples: a clean held at its lock call while a run starts after it
+//!   (`no-overtaking`), a clean held at its first deletion while a run sets up
+//!   (`clean-succeeds`), runs held just after their shared lock was granted
+//!   (`runs-share-lock`, `mutual-exclusion` beside a forced or a second clean).
 //!
 //! No duration decides an order or a verdict: a deadline only bounds a failure, and
-//! reaching it fails the suite saying what was not seen.
+//! reaching it fails the suite saying what was not seen. The one wait left that looks
+//! again and again is for a probe child's report once it was let go (a wait for an end).
 //!
 //! Each observation is a verdict per model property ([`PropSeen`]), marked *forced* when
 //! the run exercised the interleaving that would break it. The [`compare`] module puts
@@ -247,6 +249,32 @@ impl Setup {
         self.versions_dir.join("wheels")
     }
 
+    /// Builds the `clprobe` wheel into [`Setup::wheels`] (the builder script is part of
+    /// this crate, so that a binary built from it plays scenarios anywhere).
+    pub fn build_probe_wheel(&self) -> Result<(), String> {
+        let mut script = tempfile::Builder::new()
+            .prefix("build-probe-wheel-")
+            .suffix(".py")
+            .tempfile()
+            .map_err(|e| format!("cannot write the probe wheel's builder: {e}"))?;
+        std::io::Write::write_all(&mut script, PROBE_WHEEL_BUILDER.as_bytes())
+            .map_err(|e| format!("cannot write the probe wheel's builder: {e}"))?;
+        let built = Command::new(&self.python)
+            .arg(script.path())
+            .arg(self.wheels())
+            .output()
+            .map_err(|e| format!("cannot run {}: {e}", self.python.display()))?;
+        if !built.status.success() {
+            return Err(format!(
+                "could not build the clprobe wheel (`{} conformance/gate/scripts/build-probe-wheel.py {}`): {}",
+                self.python.display(),
+                self.wheels().display(),
+                String::from_utf8_lossy(&built.stderr)
+            ));
+        }
+        Ok(())
+    }
+
     /// The uv releases of [`UV_VERSIONS`], installed first if missing (see
     /// [`ensure_uvs`]), and the probe wheel, rebuilt. An error says what could not be
     /// installed or built: the suite fails with it, it never skips.
@@ -255,21 +283,7 @@ impl Setup {
         let paths = ensure_uvs_in(&self.versions_dir, &versions)?;
         // The probe wheel is rebuilt every time (no network, milliseconds), so that it
         // always matches its source.
-        let script = scripts_dir().join("build-probe-wheel.py");
-        let built = Command::new(&self.python)
-            .arg(&script)
-            .arg(self.wheels())
-            .output()
-            .map_err(|e| format!("cannot run {}: {e}", self.python.display()))?;
-        if !built.status.success() {
-            return Err(format!(
-                "could not build the clprobe wheel (`{} {} {}`): {}",
-                self.python.display(),
-                script.display(),
-                self.wheels().display(),
-                String::from_utf8_lossy(&built.stderr)
-            ));
-        }
+        self.build_probe_wheel()?;
         Ok(UV_VERSIONS
             .into_iter()
             .zip(paths)
@@ -282,9 +296,12 @@ impl Setup {
     }
 }
 
-/// `conformance/scripts`: `install-uv.sh` and `build-probe-wheel.py`.
+/// `conformance/gate/scripts/build-probe-wheel.py`: builds the probe child's wheel.
+const PROBE_WHEEL_BUILDER: &str = include_str!("../scripts/build-probe-wheel.py");
+
+/// `conformance/scripts`: `install-uv.sh`.
 pub fn scripts_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts")
 }
 
 /// Where uv releases are installed: `CACHELOCK_UV_VERSIONS_DIR`, else
@@ -292,7 +309,7 @@ pub fn scripts_dir() -> PathBuf {
 pub fn versions_dir() -> PathBuf {
     std::env::var_os("CACHELOCK_UV_VERSIONS_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../.uv-versions"))
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.uv-versions"))
 }
 
 /// The `uv` binary of release `version` (`0.13.9`), installed from PyPI by
@@ -428,6 +445,10 @@ pub struct PropSeen {
     pub forced: bool,
     /// A stable one-line reason (no pids, paths or times): it goes into the docs.
     pub note: String,
+    /// Set when no run of this binary can play the interleaving that decides the
+    /// property (it lacks the feature the model's process uses): why. The table says so
+    /// instead of "not forced".
+    pub unplayable: Option<String>,
 }
 
 /// What one scenario did on one runner.

@@ -1,24 +1,25 @@
-//! The operating-system side of the harness: processes in their own process groups, and
-//! what a cache directory holds. What the kernel says about locks and processes is read
-//! through `cachelock_inspect`.
+//! The operating-system side of the harness: processes under the gate in their own
+//! process groups, and what a cache directory holds. What the kernel says about locks and
+//! processes is read through `cachelock_inspect`.
 //!
-//! Nothing here decides an order by waiting a while. The harness *observes* (a process
-//! exited, the probe signalled, `/proc/locks` shows a process blocked in a lock wait) or
-//! *controls* (the probe's go file; the gate, `super::gated`, for a process held at a
-//! protocol step). Every wait polls for an
-//! observable condition; its deadline only bounds a failure, and reaching it is an
-//! error that says what was not seen, never a verdict.
+//! Nothing here decides an order by waiting a while. The harness *controls* (the gate
+//! holds and releases each process's steps, the probe's go file lets its child check)
+//! and *observes* (the gate saw an exit, the probe's ready signal, a lock wait). The one
+//! wait that looks again and again ([`observe`], every [`POLL`]) is for a probe child's
+//! report once it was let go: a wait for an end, whose deadline only bounds a failure.
 
 use std::ffi::OsString;
 use std::fs;
 use std::os::unix::fs::MetadataExt;
-use std::os::unix::process::{CommandExt, ExitStatusExt};
+
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+
 use std::thread::sleep;
 
 use cachelock_inspect::{process, wait};
 use std::time::{Duration, Instant};
+
+use super::gated::{self, Gated, Reached};
 
 /// How often the harness polls files, processes and the kernel's lock table.
 pub const POLL: Duration = Duration::from_millis(20);
@@ -53,18 +54,15 @@ pub enum Outcome {
     Ready,
 }
 
-/// How long a SIGKILLed process is given to be reaped (a bound on a failure).
-const KILLED: Duration = Duration::from_secs(60);
-
-/// A process the harness started: its own process group (so that a nested clean or an
-/// orphaned child can be reaped), stdout and stderr in files (so that nothing blocks on
-/// a full pipe), and the probe's signal files.
+/// A process the harness started: under the gate on a tracer thread of its own
+/// ([`Gated`]), in its own process group (so that a nested clean or an orphaned child can
+/// be reaped), stdout and stderr in files (so that nothing blocks on a full pipe), and
+/// the probe's signal files. Its steps run as the harness asks: the probe's ready signal
+/// (its rename onto the ready file) and a lock wait are seen by the gate, not looked for.
 pub struct Proc {
     /// `run#1`, `clean#2`: the process's name in evidence.
     pub name: String,
-    child: Child,
-    status: Option<ExitStatus>,
-    err: PathBuf,
+    inner: Gated,
     /// Created by the probe child once it runs.
     pub ready: PathBuf,
     /// Created by the harness to let the probe child check its environment and exit.
@@ -72,110 +70,61 @@ pub struct Proc {
     /// The probe child's report (JSON).
     pub report: PathBuf,
     /// The lock wait [`Proc::exit_or_block`] last saw it in. It stays true while the
-    /// harness lets nothing go (the holder it waits for is held by the harness), even
-    /// when a wait that polls is caught between its sleeps by a later look.
+    /// harness lets nothing go (the holder it waits for is held by the harness).
     pub seen_blocked: Option<(String, String)>,
+    limit: Duration,
 }
 
 impl Proc {
-    /// Starts `argv` with `env` (added to the harness's own environment).
+    /// Starts `argv` with `env` (added to the harness's own environment), its steps named
+    /// against `cache`; every wait on it is bounded by `limit` (a bound on a failure).
     pub fn spawn(
         name: &str,
         dir: &Path,
         argv: &[OsString],
         env: &[(OsString, OsString)],
+        cache: &Path,
+        limit: Duration,
     ) -> Result<Proc, String> {
-        let slot = dir.join(name.replace('#', "-"));
-        let out = slot.with_extension("out");
-        let err = slot.with_extension("err");
-        let ready = slot.with_extension("ready");
-        let go = slot.with_extension("go");
-        let report = slot.with_extension("report");
-        let mut cmd = Command::new(&argv[0]);
-        cmd.args(&argv[1..])
-            .envs(env.iter().map(|(k, v)| (k, v)))
-            .env("CLPROBE_READY", &ready)
-            .env("CLPROBE_GO", &go)
-            .env("CLPROBE_REPORT", &report)
-            // The probe waits for the harness's go file and nothing else: no time limit
-            // of its own lets it go (a scenario that fails kills its process group).
-            .env("CLPROBE_HOLD", "forever")
-            .stdin(Stdio::null())
-            .stdout(fs::File::create(&out).map_err(|e| format!("{}: {e}", out.display()))?)
-            .stderr(fs::File::create(&err).map_err(|e| format!("{}: {e}", err.display()))?)
-            .process_group(0);
-        let child = cmd
-            .spawn()
-            .map_err(|e| format!("cannot start {name} ({:?}): {e}", argv[0]))?;
+        let inner = Gated::spawn(name, dir, argv, env, cache, limit)?;
         Ok(Proc {
             name: name.to_string(),
-            child,
-            status: None,
-            err,
-            ready,
-            go,
-            report,
+            ready: inner.ready.clone(),
+            go: inner.go_file.clone(),
+            report: inner.report.clone(),
+            inner,
             seen_blocked: None,
+            limit,
         })
     }
 
     /// The process id (also its process group id).
     pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// The exit status, if it has exited.
-    pub fn poll(&mut self) -> Option<ExitStatus> {
-        if self.status.is_none() {
-            self.status = self.child.try_wait().ok().flatten();
-        }
-        self.status
-    }
-
-    /// Waits up to `limit` for the process to exit.
-    pub fn wait_for(&mut self, limit: Duration) -> Option<ExitStatus> {
-        let end = Instant::now() + limit;
-        loop {
-            if let Some(s) = self.poll() {
-                return Some(s);
-            }
-            if Instant::now() >= end {
-                return None;
-            }
-            sleep(POLL);
-        }
+        self.inner.pid
     }
 
     /// The exit code as a shell reports it (signal n: 128+n), if it has exited.
     pub fn code(&mut self) -> Option<i32> {
-        self.poll()
-            .map(|s| s.code().unwrap_or_else(|| 128 + s.signal().unwrap_or(0)))
+        self.inner.status()
     }
 
     /// What it wrote to stderr so far.
     pub fn stderr(&self) -> String {
-        fs::read_to_string(&self.err).unwrap_or_default()
+        self.inner.stderr()
     }
 
-    /// Waits until the probe child signals that it runs, or the process exits, or
-    /// `limit` passes. True if the child signalled.
-    pub fn wait_ready(&mut self, limit: Duration) -> bool {
-        let end = Instant::now() + limit;
-        loop {
-            if self.ready.exists() {
-                return true;
-            }
-            if self.poll().is_some() || Instant::now() >= end {
-                return self.ready.exists();
-            }
-            sleep(POLL);
-        }
+    /// Runs the process until the probe child signals that it runs (the gate holds the
+    /// signal, then lets it go), or it blocks in a lock wait, or its tree ends. True if
+    /// the child signalled.
+    pub fn wait_ready(&mut self, _limit: Duration) -> bool {
+        matches!(self.exit_or_block(self.limit, true), Ok(Outcome::Ready))
     }
 
-    /// Waits until the process exits; an error after `limit` (a bound on a failure).
-    pub fn wait_exit(&mut self, limit: Duration) -> Result<i32, String> {
-        let name = self.name.clone();
-        observe(limit, || format!("{name} exiting"), || self.code())
+    /// Lets the process and all it started run free and waits until it has exited; an
+    /// error after the spawn's limit (a bound on a failure).
+    pub fn wait_exit(&mut self, _limit: Duration) -> Result<i32, String> {
+        self.seen_blocked = None;
+        self.inner.free()
     }
 
     /// The lock wait that this process, or a process of its group (its child, a nested
@@ -187,37 +136,33 @@ impl Proc {
             .map(|w| (w.how.to_string(), w.details))
     }
 
-    /// Waits until the process exits or is seen blocked in a lock wait (one of them must
-    /// happen: a process that neither finishes nor waits for a lock is a failure, not a
-    /// verdict); `ready` also ends the wait when the probe child signals.
-    pub fn exit_or_block(&mut self, limit: Duration, ready: bool) -> Result<Outcome, String> {
-        let name = self.name.clone();
-        observe(
-            limit,
-            || {
-                format!(
-                    "{name} neither exited{} nor blocked in a lock wait",
-                    if ready { ", started its child" } else { "" }
-                )
-            },
-            || {
-                if ready && self.ready.exists() {
-                    return Some(Outcome::Ready);
-                }
-                if let Some(c) = self.code() {
-                    return Some(Outcome::Exited(c));
-                }
-                if let Some((how, details)) = self.blocked() {
-                    // Exited meanwhile: the exit is what happened.
-                    if let Some(c) = self.code() {
-                        return Some(Outcome::Exited(c));
-                    }
-                    self.seen_blocked = Some((how.clone(), details.clone()));
-                    return Some(Outcome::Blocked(how, details));
-                }
-                None
-            },
-        )
+    /// Runs the process (its steps released one by one) until it exits or a `flock` of
+    /// its tree is seen sleeping in the kernel's lock wait (the gate's `settle`); with
+    /// `ready`, also until the probe child signals. One of them must happen: a process
+    /// that does none is a failure (the spawn's limit), not a verdict.
+    pub fn exit_or_block(&mut self, _limit: Duration, ready: bool) -> Result<Outcome, String> {
+        let at = if ready {
+            gated::at_signal(&self.ready)
+        } else {
+            gated::nowhere()
+        };
+        match self.inner.until(at)? {
+            Reached::Held(_) => {
+                self.inner.release()?;
+                Ok(Outcome::Ready)
+            }
+            Reached::Blocked(event) => {
+                let how =
+                    "in a blocking flock (the gate saw it sleep in the lock wait)".to_string();
+                let details = match self.blocked() {
+                    Some((_, d)) => format!("{event}: {d}"),
+                    None => event,
+                };
+                self.seen_blocked = Some((how.clone(), details.clone()));
+                Ok(Outcome::Blocked(how, details))
+            }
+            Reached::Ended(code) => Ok(Outcome::Exited(code.unwrap_or(-1))),
+        }
     }
 
     /// The probe child's pid, once it has signalled.
@@ -274,27 +219,18 @@ impl Proc {
     pub fn kill_self(&mut self) {
         // SAFETY: kill(2) with a pid we own; no memory is involved.
         unsafe { libc::kill(self.pid() as i32, libc::SIGKILL) };
-        self.wait_for(KILLED);
+        let _ = self.inner.wait_exit();
     }
 
     /// SIGKILL to the whole process group (this process, its child, nested processes).
     pub fn kill_group(&mut self) {
         // SAFETY: as above; a negative pid names our own process group.
         unsafe { libc::kill(-(self.pid() as i32), libc::SIGKILL) };
-        self.wait_for(KILLED);
+        let _ = self.inner.wait_exit();
     }
 }
 
-impl Drop for Proc {
-    fn drop(&mut self) {
-        // Nothing a scenario started may outlive it.
-        // SAFETY: as above.
-        unsafe { libc::kill(-(self.pid() as i32), libc::SIGKILL) };
-        let _ = self.child.wait();
-    }
-}
-
-/// What the probe child saw (see `conformance/scripts/build-probe-wheel.py`).
+/// What the probe child saw (see `conformance/gate/scripts/build-probe-wheel.py`).
 #[derive(Clone, Debug, Default)]
 pub struct Report {
     /// The environment was intact when the child checked it.

@@ -1,15 +1,16 @@
-//! The scenarios the fidelity suite plays, each with the interleaving it forces.
+//! The scenarios the fidelity suite plays, each with the interleavings it forces.
 //!
-//! Every driver follows the same pattern: start the processes in the order that breaks
-//! the scenario's properties if anything does, wait for the signals that prove the
-//! order happened (`ready` files, `/proc/locks`), observe, and let everything finish.
+//! Every driver follows the same pattern: start the processes (each under the gate) in
+//! the order that breaks the scenario's properties if anything does, run each until the
+//! gate shows it where it must be (the probe child's ready signal, a lock wait, a held
+//! step), observe, and let everything finish. Further plays of the same scenario, in
+//! sandboxes of their own, force the model's shortest counterexamples step by step
+//! ([`super::gated`]); the plays merge per property.
 //!
 //! No duration decides an order. "Did the clean finish while the child ran?" is answered
-//! by waiting until the clean exits or is seen blocked in a lock wait (`/proc/locks`);
-//! one of them must happen. A process that must be held at a point is held there by the
-//! gate ([`super::gated`]: stopped at the protocol step itself, under ptrace) and let go
-//! once the next process is seen where it must be. The deadlines below only bound a
-//! failure: reaching one fails the scenario, saying what was not seen.
+//! by running the clean until it exits or the gate sees its `flock` sleep in the lock
+//! wait; one of them must happen. The deadlines below only bound a failure: reaching one
+//! fails the scenario, saying what was not seen.
 
 use std::ffi::OsString;
 use std::time::{Duration, Instant};
@@ -18,12 +19,10 @@ use cachelock_inspect::locks::{self, FlockEntry};
 use cachelock_inspect::{process, wait};
 use cachelock_model::{Kind, ProcSpec, Scenario};
 
-use cachelock_gate::{Event, Record};
-use cachelock_model::protocol::Step;
-
-use super::gated::{Held, HoldAt};
+use super::gated::{self, Gated, Reached};
 use super::sys::{self, Outcome, Proc, Report};
 use super::{LOCK_TIMEOUT_S, Observation, PropSeen, Runner, Sandbox, Seen, Setup};
+use crate::Settled;
 
 /// Bounds a run that never starts its child (a failure, not a verdict).
 const READY: Duration = Duration::from_secs(180);
@@ -122,27 +121,28 @@ impl Cx<'_> {
         let argv = self.runner.argv(spec.kind, &self.sb);
         let mut env = self.runner.env(&self.sb, spec.timeout);
         env.extend(extra.iter().cloned());
-        let p = Proc::spawn(&name, &self.sb.root, &argv, &env)?;
-        self.log(format!("start {name} (pid {})", p.pid()));
+        let p = Proc::spawn(&name, &self.sb.root, &argv, &env, &self.sb.cache, FINISH)?;
+        self.log(format!("start {name} (pid {}) under the gate", p.pid()));
         Ok(p)
     }
 
-    /// Starts `spec` under the gate, held at the first event `at` accepts.
-    fn start_held(&mut self, spec: ProcSpec, at: HoldAt) -> Result<Held, String> {
+    /// Starts `spec` under the gate (with `extra` environment), in the scenario's
+    /// sandbox, or in `other` for a further play of the scenario; it runs nothing until
+    /// the harness drives it.
+    fn start_gated(
+        &mut self,
+        other: Option<&Sandbox>,
+        spec: ProcSpec,
+        extra: &[(OsString, OsString)],
+    ) -> Result<Gated, String> {
         self.count += 1;
         self.starts.push(spec.kind);
         let name = format!("{}#{}", spec.kind.token(), self.count);
-        let argv = self.runner.argv(spec.kind, &self.sb);
-        let env = self.runner.env(&self.sb, spec.timeout);
-        let p = Held::spawn(
-            &name,
-            &self.sb.root,
-            &argv,
-            &env,
-            &self.sb.cache,
-            at,
-            FINISH,
-        )?;
+        let sb = other.unwrap_or(&self.sb);
+        let argv = self.runner.argv(spec.kind, sb);
+        let mut env = self.runner.env(sb, spec.timeout);
+        env.extend(extra.iter().cloned());
+        let p = Gated::spawn(&name, &sb.root, &argv, &env, &sb.cache, FINISH)?;
         self.log(format!("start {name} (pid {}) under the gate", p.pid));
         Ok(p)
     }
@@ -190,6 +190,10 @@ impl Cx<'_> {
         self.obs.log.push(format!("{t:6.2}s {}", line.into()));
     }
 
+    /// Records what a play saw of `property`. A scenario may be played more than once
+    /// (each play forcing the interleaving that decides other properties); the plays
+    /// merge: for a witness (`sometimes`) the play that shows it decides, for any other
+    /// property the play that breaks it; else a forced observation beats an unforced one.
     fn see(&mut self, property: &'static str, seen: Seen, forced: bool, note: impl Into<String>) {
         let note = note.into();
         // What is observed of mutual exclusion is a deletion while another process held
@@ -198,21 +202,40 @@ impl Cx<'_> {
         // a `.lock` holder what `.lock` does not protect, so the sharpened reading is the
         // same observation.
         if property == "mutual-exclusion" {
-            self.obs.props.push(PropSeen {
-                property: "root-lock-exclusion",
-                seen,
-                forced: forced || seen == Seen::Fails,
-                note: note.clone(),
-            });
+            self.record("root-lock-exclusion", seen, forced, note.clone());
         }
-        self.obs.props.push(PropSeen {
+        self.record(property, seen, forced, note);
+    }
+
+    fn record(&mut self, property: &'static str, seen: Seen, forced: bool, note: String) {
+        let witness = WITNESSES.contains(&property);
+        let new = PropSeen {
             property,
             seen,
             // A real counterexample is forced by definition; a witness that did not
             // show up (`sometimes` properties) is not.
-            forced: forced || (seen == Seen::Fails && !WITNESSES.contains(&property)),
+            forced: forced || (seen == Seen::Fails && !witness),
             note,
-        });
+            unplayable: None,
+        };
+        let decisive = |p: &PropSeen| (p.seen == Seen::Holds) == witness;
+        match self.obs.props.iter_mut().find(|p| p.property == property) {
+            Some(old) if decisive(old) => {}
+            Some(old) if decisive(&new) || (new.forced && !old.forced) => *old = new,
+            Some(_) => {}
+            None => self.obs.props.push(new),
+        }
+    }
+
+    /// Marks `property`, not forced by any play, as one this binary cannot play: `why`.
+    fn unplayable(&mut self, property: &'static str, why: &str) {
+        for p in self.obs.props.iter_mut().filter(|p| {
+            (p.property == property
+                || (property == "mutual-exclusion" && p.property == "root-lock-exclusion"))
+                && !p.forced
+        }) {
+            p.unplayable = Some(why.to_string());
+        }
     }
 
     /// What was seen of the cleans' ends, as the two clean liveness properties:
@@ -315,28 +338,6 @@ impl Cx<'_> {
                     free.join(", ")
                 ),
             )
-        }
-    }
-
-    /// How many runs were started after the first clean started: with none, nothing can
-    /// overtake a clean (`no-overtaking` holds vacuously, not forced).
-    fn runs_after_first_clean(&self) -> usize {
-        self.starts
-            .iter()
-            .skip_while(|k| !k.is_clean())
-            .filter(|k| k.is_run())
-            .count()
-    }
-
-    /// `no-overtaking` in a scenario where the suite starts every run before any clean.
-    fn no_overtaking_vacuous(&mut self) {
-        if self.runs_after_first_clean() == 0 {
-            self.see(
-                "no-overtaking",
-                Seen::Holds,
-                false,
-                "no run started after the clean (the window is between a clean's start and its lock call)",
-            );
         }
     }
 
@@ -572,7 +573,21 @@ fn run_then_clean(cx: &mut Cx, run_spec: ProcSpec, clean_spec: ProcSpec) -> Resu
         },
     );
     cx.see("no-deadlock", deadlock.0, true, deadlock.1);
-    cx.no_overtaking_vacuous();
+    overtake(cx, run_spec, clean_spec, &[])?;
+    // A prune deletes only what no run uses: a run setting up meanwhile cannot stop it.
+    if clean_spec.kind != Kind::Prune {
+        setup_while_deleting(cx, run_spec, clean_spec, &[])?;
+    }
+    if force {
+        force_while_held(cx, run_spec, clean_spec)?;
+    } else if clean_spec.kind == Kind::CleanForce {
+        // The model's forced clean deletes without the lock when a run holds it; the
+        // stand-in waits for the lock instead, so no play of this binary can show it.
+        cx.unplayable(
+            "mutual-exclusion",
+            "this binary has no `clean --force`; its stand-in, plain `clean`, waits for the lock",
+        );
+    }
     if force {
         cx.log("clean --force ran");
     }
@@ -669,7 +684,9 @@ fn daemon_then_clean(cx: &mut Cx, run_spec: ProcSpec, clean_spec: ProcSpec) -> R
         },
     );
     cx.see("no-deadlock", deadlock.0, true, deadlock.1);
-    cx.no_overtaking_vacuous();
+    let daemon = [("CLPROBE_DAEMON".into(), "1".into())];
+    overtake(cx, run_spec, clean_spec, &daemon)?;
+    setup_while_deleting(cx, run_spec, clean_spec, &daemon)?;
     Ok(())
 }
 
@@ -900,6 +917,46 @@ fn two_runs(cx: &mut Cx) -> Result<(), String> {
         }
     }
     cx.see("no-deadlock", deadlock.0, true, deadlock.1);
+    share(cx, spec)?;
+    Ok(())
+}
+
+/// `runs-share-lock`, forced where runs hold the cache lock only while they set up: the
+/// first run is held by the gate at its first step after its shared lock on `.lock` was
+/// granted; the second runs until it holds the lock too (held likewise) or is seen
+/// blocked in a lock wait.
+fn share(cx: &mut Cx, spec: ProcSpec) -> Result<(), String> {
+    let sb = Sandbox::new(&cx.sb.wheels, &cx.sb.python).map_err(|e| e.to_string())?;
+    cx.log("another play: both runs held while they hold the shared lock");
+    let mut a = cx.start_gated(Some(&sb), spec, &[])?;
+    let first = a.until(gated::after_shared_lock(&sb.cache))?;
+    cx.log(format!("{}: {first:?}", a.name));
+    if !matches!(first, Reached::Held(_)) {
+        return Err(format!(
+            "{} never held the cache lock: {first:?}; stderr:\n{}",
+            a.name,
+            a.stderr()
+        ));
+    }
+    let mut b = cx.start_gated(Some(&sb), spec, &[])?;
+    let second = b.until(gated::after_shared_lock(&sb.cache))?;
+    cx.log(format!(
+        "{} while {} holds the lock: {second:?}",
+        b.name, a.name
+    ));
+    let shared = matches!(second, Reached::Held(_));
+    let (ca, cb) = (run_go(&mut a)?, run_go(&mut b)?);
+    cx.log(format!("the other play ended: exits {ca} and {cb}"));
+    cx.see(
+        "runs-share-lock",
+        if shared { Seen::Holds } else { Seen::Fails },
+        true,
+        if shared {
+            "both runs held the shared lock at once (each held by the gate just after its grant)"
+        } else {
+            "the second run waited while the first held the shared lock"
+        },
+    );
     Ok(())
 }
 
@@ -941,19 +998,16 @@ fn overtaking(cx: &mut Cx) -> Result<(), String> {
     let later = b.exit_or_block(READY, true)?;
     cx.log(format!("{} while the clean waits: {later:?}", b.name));
     let b_ready = later == Outcome::Ready;
-    let clean_done_before_b = early || clean.poll().is_some();
+    let clean_done_before_b = early || clean.code().is_some();
     cx.log(format!(
         "clean {} when run#3 started; run#3 child {}",
         if early { "had finished" } else { "was waiting" },
         if b_ready { "runs" } else { "did not run" }
     ));
     if early {
-        cx.see(
-            "no-overtaking",
-            Seen::Holds,
-            false,
-            "not forced: the clean got the cache at once (the first run held no lock while its child ran)",
-        );
+        // The clean got the cache at once (the first run held no lock while its child
+        // ran): the window is forced in a play of its own.
+        cx.log("the clean got the cache at once");
     } else {
         let overtook = b_ready && !clean_done_before_b;
         cx.see(
@@ -1008,6 +1062,14 @@ fn overtaking(cx: &mut Cx) -> Result<(), String> {
             "the clean did not finish"
         },
     );
+    if early {
+        let clean = ProcSpec {
+            kind: Kind::Clean,
+            ..run
+        };
+        overtake(cx, run, clean, &[])?;
+        setup_while_deleting(cx, run, clean, &[])?;
+    }
     Ok(())
 }
 
@@ -1033,20 +1095,20 @@ fn orphaned_lock(cx: &mut Cx) -> Result<(), String> {
     let ino = sys::inode(&lock);
     // The point: clean#1's exclusive lock on `.lock` was granted and it is about to
     // delete its first entry.
-    let at: HoldAt = Box::new(|e: &Event, records: &[Record]| {
-        e.step == Some(Step::DeleteEntries)
-            && records.iter().any(|r| {
-                r.event.pid == e.pid
-                    && r.event.step == Some(Step::LockExclusive)
-                    && r.result == Some(0)
-            })
-    });
-    let mut c1 = cx.start_held(clean_spec, at)?;
+    let mut c1 = cx.start_gated(None, clean_spec, &[])?;
+    let at = match c1.until(gated::at_delete_under_lock())? {
+        Reached::Held(at) => at,
+        other => {
+            return Err(format!(
+                "{} did not reach its first deletion under the lock: {other:?}",
+                c1.name
+            ));
+        }
+    };
     let pid = c1.pid;
     let locked = sys::inode(&lock);
     cx.log(format!(
-        "clean#1 held by the gate at `{}`, holding the exclusive lock on .lock (inode {locked:?}; before it ran: {ino:?})",
-        c1.at
+        "clean#1 held by the gate at `{at}`, holding the exclusive lock on .lock (inode {locked:?}; before it ran: {ino:?})"
     ));
     let mut run = cx.start(run_spec)?;
     let first = run.exit_or_block(READY, true);
@@ -1059,9 +1121,8 @@ fn orphaned_lock(cx: &mut Cx) -> Result<(), String> {
         "{} while clean#1 is held: {first:?}; waits on {waited:?}, clean#1 holds {c1_holds:?}",
         run.name
     ));
-    c1.go();
     let first = first?;
-    let c1_code = Some(c1.wait_exit(FINISH)?);
+    let c1_code = Some(c1.go()?);
     let c1_err = c1.stderr();
     cx.log(format!("{} exit {c1_code:?}", c1.name));
     let blocked_on_c1 = matches!(first, Outcome::Blocked(..)) && on_old;
@@ -1139,6 +1200,272 @@ fn orphaned_lock(cx: &mut Cx) -> Result<(), String> {
             "both cleans finished (exit 0)".to_string()
         } else {
             "the second clean failed".to_string()
+        },
+    );
+    orphan_holder(cx, run_spec, clean_spec)?;
+    overtake(cx, run_spec, clean_spec, &[])
+}
+
+/// `mutual-exclusion` in `clean,run,clean`, forced as the model's counterexample has it:
+/// the first clean is held at its first deletion under its exclusive lock; the run starts
+/// and is seen blocked; the first clean goes on to its end; the run, granted its shared
+/// lock (on the `.lock` inode the first clean had, which it may have unlinked), is held
+/// just after the grant; the second clean runs until it reaches a deletion under its own
+/// exclusive lock (it deletes while the run holds a lock), is seen blocked, or ends.
+fn orphan_holder(cx: &mut Cx, run_spec: ProcSpec, clean_spec: ProcSpec) -> Result<(), String> {
+    let sb = another_sandbox(cx)?;
+    cx.log("another play: the run held while it holds its shared lock, the second clean beside it");
+    let mut c1 = cx.start_gated(Some(&sb), clean_spec, &[])?;
+    let at = c1.until(gated::at_delete_under_lock())?;
+    if !matches!(at, Reached::Held(_)) {
+        return Err(format!(
+            "{} did not reach its deletion under the lock: {at:?}",
+            c1.name
+        ));
+    }
+    let mut run = cx.start_gated(Some(&sb), run_spec, &[])?;
+    let first = run.until(gated::after_shared_lock(&sb.cache))?;
+    cx.log(format!("{} while {} deletes: {first:?}", run.name, c1.name));
+    let c1_code = c1.go()?;
+    let held = if matches!(first, Reached::Held(_)) {
+        first
+    } else {
+        run.until(gated::after_shared_lock(&sb.cache))?
+    };
+    cx.log(format!(
+        "{} exit {c1_code}; then {}: {held:?}",
+        c1.name, run.name
+    ));
+    if !matches!(held, Reached::Held(_)) {
+        // The run ended without holding the cache: nothing to delete under.
+        cx.log(format!("{} never held the cache lock", run.name));
+        return Ok(());
+    }
+    let mut c2 = cx.start_gated(Some(&sb), clean_spec, &[])?;
+    let second = c2.until(gated::at_delete_under_lock())?;
+    cx.log(format!(
+        "{} while {} holds its lock: {second:?}",
+        c2.name, run.name
+    ));
+    let deletes = matches!(second, Reached::Held(_));
+    let (a, b) = (run_go(&mut run)?, c2.go()?);
+    cx.log(format!("the other play ended: exits {a} then {b}"));
+    cx.see(
+        "mutual-exclusion",
+        if deletes { Seen::Fails } else { Seen::Holds },
+        true,
+        if deletes {
+            "the second clean deleted under its lock while the run held a shared lock on the orphaned `.lock` inode"
+        } else {
+            "the second clean did not delete while the run held its shared lock"
+        },
+    );
+    Ok(())
+}
+
+/// A further play of a scenario, in a sandbox of its own whose cache has entries for a
+/// clean to delete (the model's cleans find a cache there).
+fn another_sandbox(cx: &Cx) -> Result<Sandbox, String> {
+    let sb = Sandbox::new(&cx.sb.wheels, &cx.sb.python).map_err(|e| e.to_string())?;
+    fill(&sb.cache).map_err(|e| e.to_string())?;
+    Ok(sb)
+}
+
+/// `no-overtaking`, forced as the model's shortest counterexample has it: the clean
+/// starts (it opens `.lock`, and announces itself where the policy does) and is held by
+/// the gate at its exclusive lock call; a run starts after it and runs until it holds
+/// the cache's shared lock (held at its next step) or is seen blocked in a lock wait.
+/// A run holding the lock got the cache before the clean: the clean's lock call is then
+/// released and seen blocked, or, for a `clean --force` that does not wait, seen to
+/// reach its deletion while the run holds the lock (`mutual-exclusion`).
+fn overtake(
+    cx: &mut Cx,
+    run_spec: ProcSpec,
+    clean_spec: ProcSpec,
+    extra: &[(OsString, OsString)],
+) -> Result<(), String> {
+    let sb = another_sandbox(cx)?;
+    // The counterexample needs no crash and no timeout.
+    let run_spec = ProcSpec {
+        crash: false,
+        ..run_spec
+    };
+    cx.log("another play: the clean held at its lock call, a run started after it");
+    let mut clean = cx.start_gated(Some(&sb), clean_spec, &[])?;
+    match clean.until(gated::at_exclusive_lock(&sb.cache))? {
+        Reached::Held(at) => cx.log(format!("{} held at `{at}`", clean.name)),
+        other => {
+            return Err(format!(
+                "{} did not reach its exclusive lock call: {other:?}; stderr:\n{}",
+                clean.name,
+                clean.stderr()
+            ));
+        }
+    }
+    let mut run = cx.start_gated(Some(&sb), run_spec, extra)?;
+    let reached = run.until(gated::after_shared_lock(&sb.cache))?;
+    cx.log(format!("{} started after the clean: {reached:?}", run.name));
+    let overtook = match &reached {
+        Reached::Held(_) => true,
+        Reached::Blocked(_) => false,
+        Reached::Ended(code) => {
+            return Err(format!(
+                "{} ended ({code:?}) without holding the cache lock or waiting; stderr:\n{}",
+                run.name,
+                run.stderr()
+            ));
+        }
+    };
+    let settled = clean.release()?;
+    cx.log(format!("{}'s exclusive lock call: {settled:?}", clean.name));
+    let real_force =
+        clean_spec.kind == Kind::CleanForce && cx.runner.stand_in(Kind::CleanForce).is_none();
+    if overtook {
+        // The clean waits (blocked), or its try was refused (`LOCK_NB`): then it either
+        // waits in a blocking retry or, forced, deletes without the lock.
+        let (waits, how) = match settled {
+            Settled::Blocked => (true, "waited"),
+            Settled::Returned(0) => {
+                return Err(format!(
+                    "{} got the exclusive lock while {} held the shared lock",
+                    clean.name, run.name
+                ));
+            }
+            Settled::Returned(_) | Settled::Gone => {
+                let next = clean.until(gated::at_delete())?;
+                cx.log(format!(
+                    "{} after its try was refused: {next:?}",
+                    clean.name
+                ));
+                match next {
+                    Reached::Held(_) => (false, "deleted"),
+                    Reached::Blocked(_) => (true, "waited"),
+                    Reached::Ended(_) => (true, "gave up"),
+                }
+            }
+        };
+        if real_force {
+            cx.see(
+                "mutual-exclusion",
+                if waits { Seen::Holds } else { Seen::Fails },
+                true,
+                format!("the forced clean {how} while a run held the shared lock"),
+            );
+        }
+    }
+    // Whoever holds the cache goes first; the other follows.
+    let (first, second) = if overtook {
+        (&mut run, &mut clean)
+    } else {
+        (&mut clean, &mut run)
+    };
+    let (a, b) = (run_go(first)?, run_go(second)?);
+    cx.log(format!("the other play ended: exits {a} then {b}"));
+    cx.see(
+        "no-overtaking",
+        if overtook { Seen::Fails } else { Seen::Holds },
+        true,
+        if overtook {
+            "a run started after the clean (held at its lock call) got the shared lock first"
+        } else {
+            "a run started after the clean (held at its lock call) waited for it"
+        },
+    );
+    Ok(())
+}
+
+/// `mutual-exclusion` for a `clean --force`: a run is held by the gate just after its
+/// shared lock on `.lock` was granted; the forced clean then runs until it reaches a
+/// deletion (it deletes while the run holds the lock), is seen blocked, or ends.
+fn force_while_held(cx: &mut Cx, run_spec: ProcSpec, clean_spec: ProcSpec) -> Result<(), String> {
+    let sb = another_sandbox(cx)?;
+    let run_spec = ProcSpec {
+        crash: false,
+        ..run_spec
+    };
+    cx.log("another play: a forced clean while a run holds the shared lock");
+    let mut run = cx.start_gated(Some(&sb), run_spec, &[])?;
+    let first = run.until(gated::after_shared_lock(&sb.cache))?;
+    if !matches!(first, Reached::Held(_)) {
+        return Err(format!("{} never held the cache lock: {first:?}", run.name));
+    }
+    let mut clean = cx.start_gated(Some(&sb), clean_spec, &[])?;
+    let next = clean.until(gated::at_delete())?;
+    cx.log(format!(
+        "{} while {} holds the lock: {next:?}",
+        clean.name, run.name
+    ));
+    let deletes = matches!(next, Reached::Held(_));
+    let (a, b) = (run_go(&mut run)?, run_go(&mut clean)?);
+    cx.log(format!("the other play ended: exits {a} then {b}"));
+    cx.see(
+        "mutual-exclusion",
+        if deletes { Seen::Fails } else { Seen::Holds },
+        true,
+        if deletes {
+            "the forced clean deleted while a run held the shared lock"
+        } else {
+            "the forced clean did not delete while a run held the shared lock"
+        },
+    );
+    Ok(())
+}
+
+/// Lets a gated process and its probe child go, and waits until they have exited.
+fn run_go(p: &mut Gated) -> Result<i32, String> {
+    p.let_child_go();
+    p.go()
+}
+
+/// `clean-succeeds` (and `clean-terminates`), forced where the model breaks it: a run
+/// sets up (its scaffold, `.lock`) while the clean deletes. The clean is held by the gate
+/// at its first deletion under its exclusive lock; a run starts and runs until it is
+/// seen blocked in a lock wait; then the clean goes on and its exit is seen.
+fn setup_while_deleting(
+    cx: &mut Cx,
+    run_spec: ProcSpec,
+    clean_spec: ProcSpec,
+    extra: &[(OsString, OsString)],
+) -> Result<(), String> {
+    let sb = another_sandbox(cx)?;
+    let run_spec = ProcSpec {
+        crash: false,
+        ..run_spec
+    };
+    cx.log("another play: a run sets up while the clean deletes");
+    let mut clean = cx.start_gated(Some(&sb), clean_spec, &[])?;
+    match clean.until(gated::at_delete_under_lock())? {
+        Reached::Held(at) => cx.log(format!("{} held at `{at}`", clean.name)),
+        other => {
+            return Err(format!(
+                "{} did not reach its deletion under the lock: {other:?}; stderr:\n{}",
+                clean.name,
+                clean.stderr()
+            ));
+        }
+    }
+    let mut run = cx.start_gated(Some(&sb), run_spec, extra)?;
+    let reached = run.until(gated::after_shared_lock(&sb.cache))?;
+    cx.log(format!("{} while the clean deletes: {reached:?}", run.name));
+    let waited = matches!(reached, Reached::Blocked(_));
+    let code = clean.go()?;
+    let err = clean.stderr();
+    let run_code = run_go(&mut run)?;
+    cx.log(format!(
+        "{} exit {code}, {} exit {run_code}",
+        clean.name, run.name
+    ));
+    cx.see_clean_end(
+        true,
+        code == 0,
+        waited,
+        if code == 0 {
+            "the clean finished (exit 0) though a run set up while it deleted".to_string()
+        } else if err.contains("not empty") {
+            "a run set up while the clean deleted: the clean failed (Directory not empty)"
+                .to_string()
+        } else {
+            format!("a run set up while the clean deleted: the clean failed (exit {code})")
         },
     );
     Ok(())

@@ -1,0 +1,199 @@
+//! `cachelock replay`: plays a scenario with real processes under the gate, forcing the
+//! interleavings of the model's counterexamples, and puts each of the model's stories
+//! beside what really happened. The plays, their forcing and the comparison are the
+//! gate crate's (`cachelock_gate::realuv`, the same engine as the fidelity suite); this
+//! file only reads the command line and prints.
+
+use std::path::PathBuf;
+use std::process::{Command, ExitCode};
+
+use cachelock::Policy;
+use cachelock_gate::realuv::cachelock::Cachelock;
+use cachelock_gate::realuv::compare::{Agreement, Predictions, compare};
+use cachelock_gate::realuv::scenarios::{SCENARIOS, WITNESSES, play};
+use cachelock_gate::realuv::{Runner, Setup, UvBinary};
+use cachelock_model::Scenario;
+use cachelock_model::check::{Verdict, shortest_traces};
+use cachelock_model::properties::PropertyName;
+use clap::builder::{PossibleValuesParser, TypedValueParser};
+
+/// What `cachelock replay --help` says after the options.
+pub const REPLAY_HELP: &str = "\
+What it does: for every property the model says --policy breaks on --scenario, the model's \
+shortest counterexample is printed, step by step; then the scenario is played with real \
+processes (the uv binary given with --uv, else this cachelock under --policy), each under \
+ptrace with a seccomp filter that stops it at the cache-lock protocol's steps, and driven \
+through the counterexample's interleaving: a clean held at its lock call while a run starts \
+after it, a clean held at its first deletion while a run sets up, a run held just after its \
+shared lock was granted while a clean comes, and so on. What really happened is printed \
+beside the story: each stop the gate made the processes take, a lock wait seen in the kernel \
+(not guessed from a timeout), each exit. The properties the model says hold are played the \
+same way and must hold.
+Scenarios it can play (the fidelity suite's, model syntax): run,clean run-script,clean \
+tool-run,clean run,prune tool-run,prune run-script,clean-force run-no-cache \
+run-no-cache+crash run-server,clean+timeout run-daemon,clean run-nested-clean \
+run-nested-clean+timeout run,run run+crash,clean run,clean,run clean,run,clean.
+Needs: Linux with ptrace allowed, a Python 3 (`python3`, or CACHELOCK_PYTHON) for the probe \
+child, no network (the probe is a local wheel, uv runs offline).
+Exit codes: 0 when every verdict of the model was reproduced (every counterexample broke the \
+property on the real side, every `holds` held); 1 at the first divergence, after a line \
+naming the property and both verdicts (`divergence: PROPERTY: model fails, real holds`), or \
+when a verdict could not be forced; 2 on bad input (an unknown policy or scenario, a \
+scenario it cannot play, a --uv that does not run), or when processes cannot be traced here.";
+
+/// Arguments of `cachelock replay`.
+#[derive(Debug, clap::Args)]
+#[command(after_help = REPLAY_HELP)]
+pub struct ReplayArgs {
+    /// The policy whose model's counterexamples are replayed (and which the real side is
+    /// claimed to follow).
+    #[arg(
+        long,
+        value_parser = PossibleValuesParser::new(Policy::ALL.map(Policy::name)).try_map(|s| Policy::parse(&s)),
+    )]
+    pub policy: Policy,
+    /// The scenario, in the model's syntax (`run,clean`, `clean,run,clean`).
+    #[arg(long, value_name = "SCENARIO")]
+    pub scenario: String,
+    /// A uv binary to play the scenario with [default: this cachelock under --policy].
+    #[arg(long, value_name = "PATH")]
+    pub uv: Option<PathBuf>,
+}
+
+fn bad(msg: String) -> ExitCode {
+    eprintln!("error: {msg}");
+    ExitCode::from(2)
+}
+
+/// Runs `cachelock replay`.
+pub fn replay(args: ReplayArgs) -> ExitCode {
+    let scenario = args.scenario.trim().to_string();
+    let sc = match Scenario::parse(&scenario) {
+        Ok(sc) => sc,
+        Err(e) => return bad(format!("--scenario `{scenario}`: {e}")),
+    };
+    if !SCENARIOS.contains(&scenario.as_str()) {
+        return bad(format!(
+            "scenario `{scenario}` cannot be played with real processes; these can: {}",
+            SCENARIOS.join(" ")
+        ));
+    }
+    let policy = args.policy;
+    let runner: Box<dyn Runner> = match &args.uv {
+        Some(path) => {
+            let version = Command::new(path)
+                .arg("--version")
+                .output()
+                .ok()
+                .filter(|o| o.status.success())
+                .and_then(|o| {
+                    let text = String::from_utf8_lossy(&o.stdout).into_owned();
+                    let mut words = text.split_whitespace();
+                    (words.next() == Some("uv"))
+                        .then(|| words.next().map(str::to_string))
+                        .flatten()
+                });
+            let Some(version) = version else {
+                return bad(format!(
+                    "--uv {}: `{0} --version` does not say it is uv",
+                    path.display()
+                ));
+            };
+            Box::new(UvBinary {
+                version,
+                path: path.clone(),
+                policy,
+            })
+        }
+        None => match std::env::current_exe() {
+            Ok(path) => Box::new(Cachelock { path, policy }),
+            Err(e) => return bad(format!("cannot find this program: {e}")),
+        },
+    };
+    let work = match tempfile::Builder::new().prefix("cl-replay-").tempdir() {
+        Ok(d) => d,
+        Err(e) => return bad(format!("cannot make a working directory: {e}")),
+    };
+    let mut setup = Setup::from_env();
+    setup.versions_dir = work.path().to_path_buf();
+    if let Err(e) = setup.build_probe_wheel() {
+        return bad(e);
+    }
+
+    // The model's side: its verdicts and its stories.
+    let mut pred = Predictions::default();
+    let result = pred.get(policy, &scenario).clone();
+    let failing: Vec<PropertyName> = result
+        .verdicts
+        .iter()
+        .filter(|(_, v)| *v == Verdict::Fails)
+        .map(|(p, _)| *p)
+        .collect();
+    let traces = shortest_traces(policy, &sc, &failing);
+    println!("replay: `{scenario}` under {policy} on {}", runner.label());
+    for t in &traces {
+        let what = if WITNESSES.contains(&t.property.name()) {
+            "never arises"
+        } else {
+            "fails"
+        };
+        println!("\nmodel: {} {what}; its shortest story:", t.property.name());
+        for line in &t.story {
+            println!("  {line}");
+        }
+    }
+
+    // The real side.
+    println!("\nreal: played with the gate forcing these interleavings");
+    let obs = match play(runner.as_ref(), &setup, &scenario) {
+        Ok(obs) => obs,
+        Err(e) => {
+            if e.contains("cannot trace") {
+                return bad(e);
+            }
+            println!("divergence: the scenario could not be played as the model has it: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    for line in &obs.log {
+        println!("  {line}");
+    }
+    let compared = compare(&mut pred, obs);
+    println!("\nverdicts (model | real):");
+    let mut first_bad = None;
+    for row in &compared.rows {
+        let real = row.seen.map_or("-", |s| s.name());
+        println!(
+            "  {:<22} {:<5} | {:<5} {:<13} {}",
+            row.property,
+            row.predicted.name(),
+            real,
+            row.agreement.name(),
+            row.note
+        );
+        if first_bad.is_none()
+            && matches!(
+                row.agreement,
+                Agreement::Disagree | Agreement::NotForced | Agreement::NotPlayable
+            )
+        {
+            first_bad = Some(format!(
+                "divergence: {}: model {}, real {real} ({}): {}",
+                row.property,
+                row.predicted.name(),
+                row.agreement.name(),
+                row.note
+            ));
+        }
+    }
+    match first_bad {
+        Some(line) => {
+            println!("{line}");
+            ExitCode::from(1)
+        }
+        None => {
+            println!("every verdict of the model was reproduced");
+            ExitCode::SUCCESS
+        }
+    }
+}
