@@ -184,6 +184,7 @@ impl CacheModel {
                 lock_path: Some(0),
                 next_inode: 1,
                 envs: [[EnvState::Absent; 3]; 2],
+                trash: false,
             },
             history: History::default(),
         }
