@@ -986,7 +986,7 @@ impl Policy {
                  a new run's environment and the other way round, and a busy clean deletes one an old run uses."
             }
             Policy::FencedTrashAfterRelease => {
-                "Built to break root-lock-exclusion: as cachelock-fenced, but a clean moves what it deletes into its \
+                "Built to break mutual-exclusion: as cachelock-fenced, but a clean moves what it deletes into its \
                  trash only after releasing .lock, beside the runs that got .lock meanwhile."
             }
         }
