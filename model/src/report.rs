@@ -396,6 +396,16 @@ pub fn protocol_markdown() -> String {
         }),
         ("lock timeout", |d| yes(d.lock_timeout).into()),
         ("run overlay", |d| yes(d.run_overlay).into()),
+        ("clean deletes", |d| {
+            match d.trash {
+                crate::protocol::Trash::None => "in place, holding .lock",
+                crate::protocol::Trash::BeforeRelease => {
+                    "moves to its trash holding .lock, deletes it after"
+                }
+                crate::protocol::Trash::AfterRelease => "moves to its trash after releasing .lock",
+            }
+            .into()
+        }),
     ];
     let _ = writeln!(
         md,
