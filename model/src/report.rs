@@ -330,7 +330,7 @@ pub fn protocol_markdown() -> String {
         if b { "yes" } else { "no" }
     }
     type Column = (&'static str, fn(&Design) -> String);
-    let columns: [Column; 16] = [
+    let columns: [Column; 17] = [
         ("run lock", |d| d.run_lock.name().into()),
         ("root released", |d| {
             match d.release_root {
