@@ -18,13 +18,14 @@ const FIVE: &str = "run,run-script,tool-run,clean,prune";
 /// multiplicity, and none has a suffix.
 fn is_sub_scenario(sub: &str) -> bool {
     let mut left: Vec<&str> = FIVE.split(',').collect();
-    sub.split(',').all(|p| match left.iter().position(|q| *q == p) {
-        Some(i) => {
-            left.swap_remove(i);
-            true
-        }
-        None => false,
-    })
+    sub.split(',')
+        .all(|p| match left.iter().position(|q| *q == p) {
+            Some(i) => {
+                left.swap_remove(i);
+                true
+            }
+            None => false,
+        })
 }
 
 fn five_processes(policy: Policy) {
@@ -39,7 +40,11 @@ fn five_processes(policy: Policy) {
         "some CI scenarios are made of these processes"
     );
     let r = check_pair(policy, &sc);
-    eprintln!("{policy} on {FIVE}: {} states in {:.2}s", r.states, r.elapsed.as_secs_f64());
+    eprintln!(
+        "{policy} on {FIVE}: {} states in {:.2}s",
+        r.states,
+        r.elapsed.as_secs_f64()
+    );
     for (p, v) in &r.verdicts {
         eprintln!("  {:22} {}", p.name(), v.name());
     }
@@ -104,7 +109,10 @@ fn the_sub_scenarios_are_the_ci_scenarios_of_these_processes() {
         .copied()
         .filter(|s| is_sub_scenario(s))
         .collect();
-    assert_eq!(subs, ["run-script,clean", "tool-run,prune", "run,run-script,clean"]);
+    assert_eq!(
+        subs,
+        ["run-script,clean", "tool-run,prune", "run,run-script,clean"]
+    );
     assert!(!is_sub_scenario("run,run,clean"));
     assert!(!is_sub_scenario("run+crash,clean"));
 }
