@@ -31,13 +31,16 @@ use crate::properties::{Kind3, PropertyName};
 use crate::protocol::{Policy, Scenario};
 use crate::story;
 
+/// A walk: each state with the action taken from it (`None` for the last).
+pub type WalkPath = Vec<(State, Option<Action>)>;
+
 /// What one property's sampling found.
 #[derive(Clone, Debug)]
 pub struct Sampled {
     pub property: PropertyName,
     /// The shortest walk that shows the property's verdict (a violation of an `always` or
     /// `eventually` property, a witness of a `sometimes` one): its number and path.
-    pub found: Option<(usize, Vec<(State, Option<Action>)>)>,
+    pub found: Option<(usize, WalkPath)>,
     /// The found path as a numbered story.
     pub story: Vec<String>,
 }
@@ -94,8 +97,8 @@ fn walk(
     checked: &[PropertyName],
     rng: &mut SplitMix,
     seen: &mut HashSet<u64>,
-) -> (Vec<(State, Option<Action>)>, Vec<Option<usize>>) {
-    let mut path: Vec<(State, Option<Action>)> = Vec::new();
+) -> (WalkPath, Vec<Option<usize>>) {
+    let mut path: WalkPath = Vec::new();
     let mut shown = vec![None; checked.len()];
     let mut state = m.initial_state();
     let mut actions = Vec::new();
@@ -113,7 +116,7 @@ fn walk(
             return (path, shown);
         }
         let action = actions.swap_remove(rng.below(actions.len()));
-        let Some(next) = m.next_state(&state, action.clone()) else {
+        let Some(next) = m.next_state(&state, action) else {
             path.push((state, None));
             return (path, shown);
         };
@@ -138,7 +141,7 @@ pub fn simulate(
     let done = AtomicUsize::new(0);
     let all_found = AtomicBool::new(false);
     // Per property: the shortest showing walk so far (length, walk number, path).
-    type Best = Option<(usize, usize, Vec<(State, Option<Action>)>)>;
+    type Best = Option<(usize, usize, WalkPath)>;
     let best: Mutex<Vec<Best>> = Mutex::new(vec![None; checked.len()]);
     let seen: Mutex<HashSet<u64>> = Mutex::new(HashSet::new());
     std::thread::scope(|s| {

@@ -37,7 +37,7 @@ fn assert_traces_replay(r: &Simulation) {
             s.property
         );
         for w in path.windows(2) {
-            let action = w[0].1.clone().expect("an action between two states");
+            let action = w[0].1.expect("an action between two states");
             let mut enabled = Vec::new();
             m.actions(&w[0].0, &mut enabled);
             assert!(
