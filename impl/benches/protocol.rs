@@ -9,7 +9,10 @@
 //! - a `cachelock run` started while a clean deletes N files vs the same run on an idle
 //!   cache;
 //! - `cachelock clean` of an N-file cache vs `rm -rf` and vs uv 0.13.9's `uv cache clean`
-//!   (installed on first use, like the real-uv tests do).
+//!   (installed on first use, like the real-uv tests do), and, when
+//!   `CACHELOCK_BENCH_OTHER_BUILD` names another build of `cachelock`, vs its clean.
+//!   Each cache is written to disk (sync(2)) before its deletion is timed, and each round
+//!   starts with another contender.
 //!
 //! `cargo bench -p cachelock --bench protocol`: full mode (N = 100 000);
 //! `CACHELOCK_WRITE_DOCS=1` also rewrites its section of `docs/performance.md`. Without
@@ -47,7 +50,7 @@ fn main() {
             pairs: 40,
             handovers: 20,
             files: 100_000,
-            rounds: 3,
+            rounds: 2,
         }
     } else {
         Sizes {
@@ -92,7 +95,12 @@ fn fresh(base: &Path, name: &str) -> PathBuf {
 
 /// The `cachelock` command on `cache`, quiet, with no inherited settings.
 fn cl(cache: &Path, args: &[&str]) -> Command {
-    let mut cmd = Command::new(cachelock());
+    cl_at(&cachelock(), cache, args)
+}
+
+/// [`cl`] with the binary at `program`.
+fn cl_at(program: &Path, cache: &Path, args: &[&str]) -> Command {
+    let mut cmd = Command::new(program);
     cmd.args(args)
         .env_remove("CACHELOCK_LOCK_TIMEOUT")
         .env_remove("UV_LOCK_TIMEOUT")
@@ -285,6 +293,8 @@ fn run_during_clean(base: &Path, files: usize, rounds: usize) -> Figure {
         let lock = make_cache(&cache);
         let ino = locks::inode_of(&lock).expect("the lock file exists");
         fill(&cache, files);
+        // SAFETY: sync(2) takes no arguments and cannot fail.
+        unsafe { libc::sync() };
         let mut clean = cl(&cache, &["clean"])
             .spawn()
             .expect("start cachelock clean");
@@ -327,44 +337,74 @@ fn run_during_clean(base: &Path, files: usize, rounds: usize) -> Figure {
     )
 }
 
+/// A cache of `files` files below `base/name`, written out to the disk (so that no
+/// write-back of its making is timed with its deletion).
+fn filled_cache(base: &Path, name: &str, files: usize) -> PathBuf {
+    let cache = fresh(base, name);
+    make_cache(&cache);
+    fill(&cache, files);
+    // SAFETY: sync(2) takes no arguments and cannot fail.
+    unsafe { libc::sync() };
+    cache
+}
+
 fn clean_vs_peers(base: &Path, files: usize, rounds: usize) -> Vec<Figure> {
     let uv = uv();
+    // Another build of cachelock to compare with in the same run (e.g. the one before a
+    // change to deletion), if named.
+    let other = std::env::var_os("CACHELOCK_BENCH_OTHER_BUILD").map(PathBuf::from);
     let mut ours = Vec::new();
     let mut rm = Vec::new();
     let mut theirs = Vec::new();
-    for _ in 0..rounds {
-        let cache = fresh(base, "clean-ours");
-        make_cache(&cache);
-        fill(&cache, files);
-        ours.push(timed("cachelock clean", &mut cl(&cache, &["clean"])));
-        assert!(
-            !cache.join("data").exists(),
-            "cachelock clean deleted the data"
-        );
-
-        let cache = fresh(base, "clean-rm");
-        make_cache(&cache);
-        fill(&cache, files);
-        let cache_s = cache.to_str().expect("utf-8 path");
-        rm.push(timed("rm -rf", &mut quiet("rm", &["-rf", cache_s])));
-        assert!(!cache.exists(), "rm -rf deleted the cache");
-
-        let cache = fresh(base, "clean-uv");
-        make_cache(&cache);
-        fill(&cache, files);
-        let mut cmd = quiet(uv.to_str().expect("utf-8 path"), &["cache", "clean"]);
-        cmd.env("UV_CACHE_DIR", &cache)
-            .env("UV_NO_CONFIG", "1")
-            .env("UV_OFFLINE", "1")
-            .env("UV_LOCK_TIMEOUT", "120");
-        theirs.push(timed("uv cache clean", &mut cmd));
-        assert!(
-            !cache.join("data").exists(),
-            "uv cache clean deleted the data"
-        );
+    let mut other_times = Vec::new();
+    for round in 0..rounds {
+        let mut jobs: Vec<Box<dyn FnMut()>> = Vec::new();
+        jobs.push(Box::new(|| {
+            let cache = filled_cache(base, "clean-ours", files);
+            ours.push(timed("cachelock clean", &mut cl(&cache, &["clean"])));
+            assert!(
+                !cache.join("data").exists(),
+                "cachelock clean deleted the data"
+            );
+        }));
+        jobs.push(Box::new(|| {
+            let cache = filled_cache(base, "clean-rm", files);
+            let cache_s = cache.to_str().expect("utf-8 path");
+            rm.push(timed("rm -rf", &mut quiet("rm", &["-rf", cache_s])));
+            assert!(!cache.exists(), "rm -rf deleted the cache");
+        }));
+        jobs.push(Box::new(|| {
+            let cache = filled_cache(base, "clean-uv", files);
+            let mut cmd = quiet(uv.to_str().expect("utf-8 path"), &["cache", "clean"]);
+            cmd.env("UV_CACHE_DIR", &cache)
+                .env("UV_NO_CONFIG", "1")
+                .env("UV_OFFLINE", "1")
+                .env("UV_LOCK_TIMEOUT", "120");
+            theirs.push(timed("uv cache clean", &mut cmd));
+            assert!(
+                !cache.join("data").exists(),
+                "uv cache clean deleted the data"
+            );
+        }));
+        if let Some(program) = &other {
+            jobs.push(Box::new(|| {
+                let cache = filled_cache(base, "clean-other", files);
+                let mut cmd2 = cl_at(program, &cache, &["clean"]);
+                other_times.push(timed("the other build's clean", &mut cmd2));
+                assert!(
+                    !cache.join("data").exists(),
+                    "the other build's clean deleted the data"
+                );
+            }));
+        }
+        // Each round starts with another of the contenders.
+        let n = jobs.len();
+        for k in 0..n {
+            (jobs[(round + k) % n])();
+        }
     }
     let what = format!("`cachelock clean` of a {files}-file cache (median of {rounds})");
-    vec![
+    let mut figures = vec![
         Figure::times(&what, median(&ours), "`rm -rf`", median(&rm), "≤ 1.0x"),
         Figure::times(
             &what,
@@ -373,7 +413,17 @@ fn clean_vs_peers(base: &Path, files: usize, rounds: usize) -> Vec<Figure> {
             median(&theirs),
             "≤ 0.5x",
         ),
-    ]
+    ];
+    if let Some(program) = &other {
+        figures.push(Figure::times(
+            &what,
+            median(&ours),
+            &format!("`cachelock clean` of the build at {}", program.display()),
+            median(&other_times),
+            "below 1x: faster",
+        ));
+    }
+    figures
 }
 
 /// uv: `CACHELOCK_UV`, or uv [`UV_VERSION`] installed on first use by
