@@ -570,7 +570,7 @@ mod tests {
     }
 
     #[test]
-    fn a_wide_tree_deleted_on_several_threads_is_counted_exactly() -> Result<(), Error> {
+    fn a_wide_tree_with_links_is_deleted_and_counted_exactly() -> Result<(), Error> {
         let cache = tempfile::tempdir().ctx("tempdir", Path::new("/tmp"))?;
         create_scaffold(cache.path())?;
         let data = cache.path().join("data");

@@ -311,22 +311,8 @@ impl DirFd {
     /// Removes the entry `name` and, if it is a directory, everything in it, through
     /// descriptors (see the module documentation). An entry that vanishes meanwhile is
     /// fine; one that keeps changing under the removal is an error.
-    ///
-    /// A directory's entries are split over the machine's cores (at most
-    /// [`MAX_REMOVE_THREADS`]), each thread walking its share through the same directory
-    /// descriptor by the same rules; then one walk removes whatever is left (entries made
-    /// meanwhile) and the directory itself.
     pub fn remove_tree(&self, name: impl AsRef<OsStr>, removed: &mut Removed) -> Result<(), Error> {
         let name = checked(name.as_ref()).map_err(|e| Error::io("remove", self.path(), e))?;
-        let threads = std::thread::available_parallelism()
-            .map_or(1, |n| n.get())
-            .min(MAX_REMOVE_THREADS);
-        if threads > 1 {
-            match unlink_or_open(self, name, removed)? {
-                Step::Done => return Ok(()),
-                Step::Dir(dir) => remove_entries_parallel(&dir, threads, removed)?,
-            }
-        }
         remove_tree_at(self, name, removed)
     }
 
@@ -340,65 +326,6 @@ impl DirFd {
         }
         Ok(())
     }
-}
-
-/// The most threads one removal uses: unlinking is bound by the file system's locks
-/// beyond a few.
-pub const MAX_REMOVE_THREADS: usize = 4;
-
-/// Removes the entries of `dir`, split over `threads` threads (interleaved, so that each
-/// gets some of the big ones and some of the small), each with [`remove_tree_at`]. The
-/// first error is returned once every thread has stopped; what was removed before it is
-/// counted.
-fn remove_entries_parallel(
-    dir: &DirFd,
-    threads: usize,
-    removed: &mut Removed,
-) -> Result<(), Error> {
-    let names = dir
-        .entries()
-        .map_err(|e| Error::io("list", dir.path(), e))?;
-    if names.len() < 2 {
-        return Ok(());
-    }
-    let share = |t: usize| -> (Removed, Result<(), Error>) {
-        let mut mine = Removed::default();
-        for name in names.iter().skip(t).step_by(threads) {
-            if let Err(e) = remove_tree_at(dir, name, &mut mine) {
-                return (mine, Err(e));
-            }
-        }
-        (mine, Ok(()))
-    };
-    let results: Vec<(Removed, Result<(), Error>)> = std::thread::scope(|s| {
-        let spawned: Vec<_> = (1..threads)
-            .map(|t| {
-                let share = &share;
-                std::thread::Builder::new()
-                    .name("cachelock-delete".into())
-                    .spawn_scoped(s, move || share(t))
-                    .map_err(|_| t)
-            })
-            .collect();
-        let mut results = vec![share(0)];
-        for handle in spawned {
-            results.push(match handle {
-                Ok(h) => h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)),
-                // No thread to be had: this one does that share too.
-                Err(t) => share(t),
-            });
-        }
-        results
-    });
-    let mut first_error = None;
-    for (mine, result) in results {
-        removed.files += mine.files;
-        removed.bytes += mine.bytes;
-        if let Err(e) = result {
-            first_error.get_or_insert(e);
-        }
-    }
-    first_error.map_or(Ok(()), Err)
 }
 
 impl AsFd for DirFd {
