@@ -732,6 +732,34 @@ mod tests {
     }
 
     #[test]
+    fn a_wide_tree_with_links_is_deleted_and_counted_exactly() -> Result<(), Error> {
+        let cache = tempfile::tempdir().ctx("tempdir", Path::new("/tmp"))?;
+        create_scaffold(cache.path())?;
+        let data = cache.path().join("data");
+        let (dirs, per_dir, size) = (9u64, 7u64, 5u64);
+        for d in 0..dirs {
+            let sub = data.join(format!("d{d}")).join("deeper");
+            fs::create_dir_all(&sub).ctx("mkdir", &sub)?;
+            for f in 0..per_dir {
+                fs::write(sub.join(format!("f{f}")), [0u8; 5]).ctx("write", &sub)?;
+            }
+            std::os::unix::fs::symlink("/", data.join(format!("d{d}/root-link")))
+                .ctx("link", &data)?;
+        }
+        let dir = DirFd::open_root(cache.path()).ctx("open", cache.path())?;
+        let mut removed = Removed::default();
+        dir.remove_tree("data", &mut removed)?;
+        assert!(!data.exists());
+        assert_eq!(removed.files, dirs * (per_dir + 1), "files and links");
+        assert!(removed.bytes >= dirs * per_dir * size);
+        assert!(
+            Path::new("/etc").exists(),
+            "links are removed, not followed"
+        );
+        Ok(())
+    }
+
+    #[test]
     fn refuses_to_clean_a_directory_that_is_not_a_cache() -> Result<(), Error> {
         let dir = tempfile::tempdir().ctx("tempdir", Path::new("/tmp"))?;
         fs::write(dir.path().join("thesis.tex"), "x").ctx("write", dir.path())?;

@@ -141,3 +141,38 @@ fn explore_refuses_a_non_loopback_address() {
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("not a loopback address"));
 }
+
+#[test]
+fn simulate_samples_twelve_processes_and_says_it_is_not_a_proof() {
+    let scenario = "run-server,run-daemon,run,run,run-script,tool-run,run+crash,run-no-cache,clean,clean,clean-force,prune";
+    let out = cachelock(&[
+        "check",
+        "--policy",
+        "uv-0.13",
+        "--simulate",
+        "300",
+        "--scenario",
+        scenario,
+        "--json",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let pair = &json[0];
+    assert_eq!(pair["walks"], 300);
+    assert!(
+        pair["distinct_states"].as_u64().is_some_and(|n| n > 300),
+        "{pair}"
+    );
+    let live = pair["properties"]
+        .as_array()
+        .and_then(|ps| ps.iter().find(|p| p["property"] == "live-env-intact"))
+        .expect("live-env-intact sampled");
+    assert_eq!(live["found"], "violation found", "{live}");
+    assert!(live["trace"].as_array().is_some_and(|t| !t.is_empty()));
+
+    let help = text(&cachelock(&["check", "--help"]).stdout);
+    assert!(help.contains("is NOT a proof"), "{help}");
+    let exhaustive = cachelock(&["check", "--policy", "uv-0.13", "--scenario", scenario]);
+    assert_eq!(exhaustive.status.code(), Some(2));
+    assert!(text(&exhaustive.stderr).contains("--simulate"));
+}

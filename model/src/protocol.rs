@@ -553,10 +553,21 @@ impl std::error::Error for ScenarioError {}
 /// state space grows quickly).
 pub const MAX_PROCS: usize = 6;
 
+/// The largest scenario the model takes for sampling (`crate::simulate`), which never
+/// enumerates the state space: as many processes as a `u16` has bits.
+pub const MAX_SIMULATED_PROCS: usize = 16;
+
 impl Scenario {
-    /// Parses `token[+crash][+timeout][@policy],…`. The policy goes last: `@uv-0.13+crash`
+    /// Parses `token[+crash][+timeout][@policy],…`, of at most [`MAX_PROCS`] processes. The policy goes last: `@uv-0.13+crash`
     /// is refused with the order to use.
     pub fn parse(text: &str) -> Result<Scenario, ScenarioError> {
+        Scenario::parse_at_most(text, MAX_PROCS)
+    }
+
+    /// As [`Scenario::parse`], with at most `max` processes (never more than
+    /// [`MAX_SIMULATED_PROCS`]).
+    pub fn parse_at_most(text: &str, max: usize) -> Result<Scenario, ScenarioError> {
+        let max = max.min(MAX_SIMULATED_PROCS);
         let text = text.trim();
         if text.is_empty() {
             return Err(ScenarioError(format!(
@@ -616,9 +627,14 @@ impl Scenario {
             .iter()
             .map(|p| if p.kind == Kind::RunNestedClean { 2 } else { 1 })
             .sum::<usize>();
-        if expanded > MAX_PROCS {
+        if expanded > max {
+            let hint = if max < MAX_SIMULATED_PROCS {
+                format!(" (sampling with --simulate takes up to {MAX_SIMULATED_PROCS})")
+            } else {
+                String::new()
+            };
             return Err(ScenarioError(format!(
-                "scenario `{text}` has {expanded} processes (a run-nested-clean counts 2); the model takes at most {MAX_PROCS}"
+                "scenario `{text}` has {expanded} processes (a run-nested-clean counts 2); the model takes at most {max}{hint}"
             )));
         }
         Ok(Scenario { procs })
