@@ -94,12 +94,18 @@ five! {
     five_processes_cachelock_no_announce => Policy::CachelockNoAnnounce,
     five_processes_cachelock_keep_temp => Policy::CachelockKeepTemp,
     five_processes_cachelock_prune_any_temp => Policy::CachelockPruneAnyTemp,
+    five_processes_cachelock_fenced => Policy::CachelockFenced,
+    five_processes_fenced_clean_waits => Policy::FencedCleanWaits,
+    five_processes_fenced_clean_gives_up => Policy::FencedCleanGivesUp,
+    five_processes_fenced_clean_all_layouts => Policy::FencedCleanAllLayouts,
+    five_processes_fenced_cloexec => Policy::FencedCloexec,
+    five_processes_fenced_shared_layout => Policy::FencedSharedLayout,
 }
 
 #[test]
 fn every_policy_has_a_five_process_test() {
     // The macro above lists the policies by hand: a new policy must be added there.
-    assert_eq!(Policy::ALL.len(), 13, "add the new policy to `five!`");
+    assert_eq!(Policy::ALL.len(), 19, "add the new policy to `five!`");
 }
 
 #[test]
