@@ -8,7 +8,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::sync::OnceLock;
 
@@ -23,26 +23,7 @@ fn uv() -> PathBuf {
         if let Some(uv) = std::env::var_os("CACHELOCK_UV") {
             return PathBuf::from(uv);
         }
-        let script =
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../conformance/scripts/install-uv.sh");
-        let out = Command::new("bash")
-            .arg(&script)
-            .arg(UV_VERSION)
-            .output()
-            .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
-        let path = String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .last()
-            .map(|l| PathBuf::from(l.trim()))
-            .filter(|p| out.status.success() && p.exists());
-        path.unwrap_or_else(|| {
-            panic!(
-                "could not install uv {UV_VERSION} with {} ({}): {}\nset CACHELOCK_UV to a uv binary instead",
-                script.display(),
-                out.status,
-                String::from_utf8_lossy(&out.stderr)
-            )
-        })
+        common::uv(UV_VERSION)
     })
     .clone()
 }

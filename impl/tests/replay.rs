@@ -6,35 +6,14 @@
 //! once; `CACHELOCK_UV_VERSIONS_DIR` points at an existing install); the test fails, never
 //! skips, when that is impossible.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
+
+mod common;
+use common::uv;
 
 fn cachelock() -> Command {
     Command::new(env!("CARGO_BIN_EXE_cachelock"))
-}
-
-fn uv(version: &str) -> PathBuf {
-    let dir = std::env::var_os("CACHELOCK_UV_VERSIONS_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../.uv-versions"));
-    let path = dir.join(version).join("bin").join("uv");
-    if path.is_file() {
-        return path;
-    }
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../conformance/scripts/install-uv.sh");
-    let out = Command::new("bash")
-        .arg(&script)
-        .arg(version)
-        .env("CACHELOCK_UV_VERSIONS_DIR", &dir)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
-    assert!(
-        out.status.success() && path.is_file(),
-        "could not install uv {version} with {}: {}",
-        script.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    path
 }
 
 fn replay(policy: &str, scenario: &str, uv: Option<&Path>) -> Output {

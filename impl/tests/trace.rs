@@ -11,33 +11,10 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
-use common::{Dirs, cachelock};
-
-/// uv release `version`, installed on first use.
-fn uv(version: &str) -> PathBuf {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../conformance/scripts/install-uv.sh");
-    let out = Command::new("bash")
-        .arg(&script)
-        .arg(version)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .last()
-        .map(|l| PathBuf::from(l.trim()))
-        .filter(|p| out.status.success() && p.exists())
-        .unwrap_or_else(|| {
-            panic!(
-                "could not install uv {version} with {} ({}): {}",
-                script.display(),
-                out.status,
-                String::from_utf8_lossy(&out.stderr)
-            )
-        })
-}
+use common::{Dirs, cachelock, uv};
 
 fn python() -> String {
     let out = Command::new("python3")

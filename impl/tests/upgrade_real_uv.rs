@@ -20,30 +20,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{ChildStdin, Command, Stdio};
 
-use common::{Dirs, Proc, blocked_in_flock, eventually};
-
-/// The path of uv `version`, installed by the suite's script if needed.
-fn uv(version: &str) -> PathBuf {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../conformance/scripts/install-uv.sh");
-    let out = Command::new("bash")
-        .arg(&script)
-        .arg(version)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .last()
-        .map(|l| PathBuf::from(l.trim()))
-        .filter(|p| out.status.success() && p.exists())
-        .unwrap_or_else(|| {
-            panic!(
-                "could not install uv {version} with {} ({}): {}",
-                script.display(),
-                out.status,
-                String::from_utf8_lossy(&out.stderr)
-            )
-        })
-}
+use common::{Dirs, Proc, blocked_in_flock, eventually, uv};
 
 /// The offline probe wheel the install script builds next to the uv releases.
 fn probe_wheel(uv: &Path) -> PathBuf {

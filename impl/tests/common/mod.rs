@@ -184,3 +184,27 @@ pub fn snapshot(dir: &Path) -> std::collections::BTreeMap<PathBuf, Vec<u8>> {
 pub fn blocked_in_flock(pid: u32) -> bool {
     cachelock_inspect::locks::blocked_in_flock(pid)
 }
+
+/// uv release `version`, installed by `conformance/scripts/install-uv.sh` on first use
+/// (it prints the binary's path last).
+pub fn uv(version: &str) -> PathBuf {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../conformance/scripts/install-uv.sh");
+    let out = Command::new("bash")
+        .arg(&script)
+        .arg(version)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .last()
+        .map(|l| PathBuf::from(l.trim()))
+        .filter(|p| out.status.success() && p.exists())
+        .unwrap_or_else(|| {
+            panic!(
+                "could not install uv {version} with {} ({}): {}",
+                script.display(),
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            )
+        })
+}
