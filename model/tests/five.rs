@@ -1,6 +1,7 @@
 //! Five processes on one cache, `run,run-script,tool-run,clean,prune`, for every policy:
 //! beyond the CI set's size (minutes and gigabytes for some policies), so `#[ignore]`d;
-//! run with `cargo test --release -p cachelock-model --test five -- --ignored`.
+//! run with `cargo test --release -p cachelock-model --test five -- --ignored --nocapture`
+//! (`CACHELOCK_FIVE=uv-0.13,cachelock-fenced` checks only those policies).
 //!
 //! Each test checks that every verdict is computed, and that each `always` property a
 //! policy declares failing in a CI scenario made of some of these five processes (no
@@ -70,42 +71,28 @@ fn five_processes(policy: Policy) {
     }
 }
 
-macro_rules! five {
-    ($($name:ident => $policy:expr,)*) => {$(
-        #[test]
-        #[ignore = "minutes and gigabytes: run with --release -- --ignored"]
-        fn $name() {
-            five_processes($policy);
-        }
-    )*};
+/// The policies to check: all of [`Policy::ALL`], or those named in `CACHELOCK_FIVE`
+/// (comma-separated policy names), so that one slow policy can be run alone.
+fn selected() -> Vec<Policy> {
+    match std::env::var("CACHELOCK_FIVE") {
+        Ok(names) if !names.trim().is_empty() => names
+            .split(',')
+            .map(|n| Policy::parse(n.trim()).unwrap_or_else(|e| panic!("CACHELOCK_FIVE: {e}")))
+            .collect(),
+        _ => Policy::ALL.to_vec(),
+    }
 }
 
-five! {
-    five_processes_uv_0_8_19 => Policy::Uv0819,
-    five_processes_uv_0_8_20 => Policy::Uv0820,
-    five_processes_uv_0_13 => Policy::Uv013,
-    five_processes_uv_pr15977 => Policy::UvPr15977,
-    five_processes_cachelock => Policy::Cachelock,
-    five_processes_uv_autoprune => Policy::UvAutoprune,
-    five_processes_serial => Policy::Serial,
-    five_processes_cachelock_late_env_lock => Policy::CachelockLateEnvLock,
-    five_processes_cachelock_unlock => Policy::CachelockUnlock,
-    five_processes_cachelock_cloexec => Policy::CachelockCloexec,
-    five_processes_cachelock_no_announce => Policy::CachelockNoAnnounce,
-    five_processes_cachelock_keep_temp => Policy::CachelockKeepTemp,
-    five_processes_cachelock_prune_any_temp => Policy::CachelockPruneAnyTemp,
-    five_processes_cachelock_fenced => Policy::CachelockFenced,
-    five_processes_fenced_clean_waits => Policy::FencedCleanWaits,
-    five_processes_fenced_clean_gives_up => Policy::FencedCleanGivesUp,
-    five_processes_fenced_clean_all_layouts => Policy::FencedCleanAllLayouts,
-    five_processes_fenced_cloexec => Policy::FencedCloexec,
-    five_processes_fenced_shared_layout => Policy::FencedSharedLayout,
-}
-
+/// Every policy, derived from [`Policy::ALL`] (a new policy is checked without being
+/// listed here). Prints one line per policy as it finishes.
 #[test]
-fn every_policy_has_a_five_process_test() {
-    // The macro above lists the policies by hand: a new policy must be added there.
-    assert_eq!(Policy::ALL.len(), 19, "add the new policy to `five!`");
+#[ignore = "minutes and gigabytes: run with --release -- --ignored --nocapture"]
+fn five_processes_every_policy() {
+    let policies = selected();
+    for (i, policy) in policies.iter().enumerate() {
+        eprintln!("[{}/{}] {policy}", i + 1, policies.len());
+        five_processes(*policy);
+    }
 }
 
 #[test]
