@@ -3,21 +3,20 @@
 //! set (both in `crate::expect`).
 //!
 //! Verdicts come from stateright's DFS with symmetry reduction (fast, exhaustive).
-//! Counterexamples come from a separate single-threaded BFS whose visitor keeps the
-//! first path that shows each property's verdict: stateright's own discoveries are not
-//! the shortest, and a reviewer should read the shortest story.
+//! Counterexamples come from one breadth-first search per pair (`crate::search`) that
+//! keeps the first path showing each wanted property's verdict: stateright's own
+//! discoveries are not the shortest, and a reviewer should read the shortest story.
 
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use stateright::{Checker, HasDiscoveries, Model, Path};
+use stateright::{Checker, HasDiscoveries, Model};
 
 use crate::expect::{self, Expected};
 pub use crate::expect::{CI_SCENARIOS, ci_scenarios};
 use crate::machine::{Action, CacheModel, State};
 pub use crate::properties::{Kind3, PropertyName as Property};
 use crate::protocol::{Policy, Scenario};
-use crate::story;
+use crate::{search, story};
 
 /// A property's verdict on one (policy, scenario).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -136,51 +135,32 @@ pub struct Trace {
     pub story: Vec<String>,
 }
 
-/// A property and the first path found that shows its verdict.
-type Found = (Property, Path<State, Action>);
+/// True when state `s` shows `p`'s verdict: it breaks an `always` property, meets a
+/// `sometimes` one's witness, or is a quiescent state that misses an `eventually` goal.
+fn shows(p: Property, model: &CacheModel, s: &State) -> bool {
+    match p.expectation() {
+        Kind3::Always => !p.holds(model, s),
+        Kind3::Sometimes => p.holds(model, s),
+        Kind3::Eventually => !p.holds(model, s) && p.settled(model, s),
+    }
+}
 
-/// Finds, by breadth-first search, the shortest counterexample (or witness) of each
+/// Finds, by one breadth-first search, the shortest counterexample (or witness) of each
 /// listed property. Properties with none are left out.
 pub fn shortest_traces(policy: Policy, scenario: &Scenario, wanted: &[Property]) -> Vec<Trace> {
     let model = CacheModel::new(policy, scenario);
-    let found: Arc<Mutex<Vec<Found>>> = Arc::default();
-    let sink = Arc::clone(&found);
-    let wanted_list: Vec<Property> = wanted.to_vec();
-    let probe = model.clone();
-    model
-        .clone()
-        .checker()
-        .threads(1)
-        .visitor(move |path: Path<State, Action>| {
-            let last = path.last_state();
-            let mut done = sink.lock().unwrap_or_else(|e| e.into_inner());
-            for p in &wanted_list {
-                if done.iter().any(|(q, _)| q == p) {
-                    continue;
-                }
-                let shows = match p.expectation() {
-                    Kind3::Always => !p.holds(&probe, last),
-                    Kind3::Sometimes => p.holds(&probe, last),
-                    Kind3::Eventually => !p.holds(&probe, last) && p.settled(&probe, last),
-                };
-                if shows {
-                    done.push((*p, path.clone()));
-                }
-            }
-        })
-        .spawn_bfs()
-        .join();
-    let found = found.lock().unwrap_or_else(|e| e.into_inner()).clone();
-    let mut traces: Vec<Trace> = found
-        .into_iter()
-        .map(|(property, path)| {
-            let path = path.into_vec();
+    let paths = search::shortest_paths(&model, wanted.len(), |g, s| shows(wanted[g], &model, s));
+    let mut traces: Vec<Trace> = wanted
+        .iter()
+        .zip(paths)
+        .filter_map(|(&property, path)| {
+            let path = path?;
             let story = story::tell(&model, &path, property);
-            Trace {
+            Some(Trace {
                 property,
                 path,
                 story,
-            }
+            })
         })
         .collect();
     traces.sort_by_key(|t| t.property);
@@ -368,100 +348,87 @@ pub fn process_ends(policy: Policy, scenario: &Scenario) -> Vec<(String, Vec<Str
     use crate::state::{Child, Daemon, Life, Outcome};
     let model = CacheModel::new(policy, scenario);
     let n = model.procs.len();
-    let seen: Arc<Mutex<Vec<Vec<String>>>> = Arc::new(Mutex::new(vec![Vec::new(); n]));
-    let sink = Arc::clone(&seen);
-    let probe = model.clone();
-    model
-        .clone()
-        .checker()
-        .threads(1)
-        .visitor(move |path: Path<State, Action>| {
-            let s = path.last_state();
-            let m = &probe;
-            let mut notes: Vec<(usize, String)> = Vec::new();
+    let mut all: Vec<Vec<String>> = vec![Vec::new(); n];
+    search::each_state(&model, |s| {
+        let m = &model;
+        let mut notes: Vec<(usize, String)> = Vec::new();
+        for p in 0..n {
+            let st = &s.procs[p];
+            let using = st.child == Child::Running || st.daemon == Daemon::Running;
+            if st.child == Child::FailedToSpawn
+                || st.life == Life::Done(Outcome::EnvVanished)
+                || (using && !m.env_present(s, p))
+            {
+                notes.push((p, "lost its environment".into()));
+            }
+        }
+        for p in 0..n {
+            let st = &s.procs[p];
+            if st.life != Life::Waiting {
+                continue;
+            }
+            let Some(step) = m.next_step(s, p) else {
+                continue;
+            };
+            let blockers: Vec<usize> = match (step, st.root_fd) {
+                (
+                    crate::protocol::Step::LockShared | crate::protocol::Step::LockExclusive,
+                    Some(fd),
+                ) => (0..n)
+                    .filter(|&q| {
+                        q != p
+                            && s.procs[q].root_fd.is_some_and(|o| {
+                                o.inode == fd.inode
+                                    && o.lock.is_some_and(|l| {
+                                        step == crate::protocol::Step::LockExclusive
+                                            || l == crate::protocol::Mode::Exclusive
+                                    })
+                            })
+                    })
+                    .collect(),
+                (crate::protocol::Step::AwaitAnnouncedCleans, _) => {
+                    (0..n).filter(|&c| st.awaited & (1 << c) != 0).collect()
+                }
+                _ => Vec::new(),
+            };
+            for q in blockers {
+                notes.push((p, format!("waits at `{step}` for `{}`", m.procs[q].label)));
+            }
+        }
+        let killed = s.procs.iter().any(|st| st.life == Life::Killed);
+        if m.quiescent(s) && !killed {
             for p in 0..n {
                 let st = &s.procs[p];
-                let using = st.child == Child::Running || st.daemon == Daemon::Running;
-                if st.child == Child::FailedToSpawn
-                    || st.life == Life::Done(Outcome::EnvVanished)
-                    || (using && !m.env_present(s, p))
-                {
-                    notes.push((p, "lost its environment".into()));
-                }
-            }
-            for p in 0..n {
-                let st = &s.procs[p];
-                if st.life != Life::Waiting {
-                    continue;
-                }
-                let Some(step) = m.next_step(s, p) else {
-                    continue;
-                };
-                let blockers: Vec<usize> = match (step, st.root_fd) {
-                    (
-                        crate::protocol::Step::LockShared | crate::protocol::Step::LockExclusive,
-                        Some(fd),
-                    ) => (0..n)
-                        .filter(|&q| {
-                            q != p
-                                && s.procs[q].root_fd.is_some_and(|o| {
-                                    o.inode == fd.inode
-                                        && o.lock.is_some_and(|l| {
-                                            step == crate::protocol::Step::LockExclusive
-                                                || l == crate::protocol::Mode::Exclusive
-                                        })
-                                })
-                        })
-                        .collect(),
-                    (crate::protocol::Step::AwaitAnnouncedCleans, _) => {
-                        (0..n).filter(|&c| st.awaited & (1 << c) != 0).collect()
+                let end = match (st.life, m.next_step(s, p)) {
+                    (Life::Waiting, Some(step)) => format!("waits at `{step}` for ever"),
+                    (Life::Ready, Some(crate::protocol::Step::WaitForChild))
+                        if st.child == Child::Running =>
+                    {
+                        "its child runs for ever".into()
                     }
-                    _ => Vec::new(),
+                    (Life::Done(o), _) => match o {
+                        Outcome::Ok => "done".into(),
+                        Outcome::NoCache => "no cache found (exit 0)".into(),
+                        Outcome::TimedOut => "times out (exit 2)".into(),
+                        Outcome::GaveUp => "gives up (exit 0, nothing deleted)".into(),
+                        Outcome::SpawnFailed => "fails to spawn".into(),
+                        Outcome::EnvVanished => "its environment vanishes".into(),
+                        Outcome::RootVanished => "the root vanishes".into(),
+                        Outcome::RootNotEmpty => "root not empty (exit 2)".into(),
+                    },
+                    _ if m.finished(s, p) => "never invoked".into(),
+                    (_, Some(step)) => format!("stops at `{step}`"),
+                    _ => "done".into(),
                 };
-                for q in blockers {
-                    notes.push((p, format!("waits at `{step}` for `{}`", m.procs[q].label)));
-                }
+                notes.push((p, end));
             }
-            let killed = s.procs.iter().any(|st| st.life == Life::Killed);
-            if m.quiescent(s) && !killed {
-                for p in 0..n {
-                    let st = &s.procs[p];
-                    let end = match (st.life, m.next_step(s, p)) {
-                        (Life::Waiting, Some(step)) => format!("waits at `{step}` for ever"),
-                        (Life::Ready, Some(crate::protocol::Step::WaitForChild))
-                            if st.child == Child::Running =>
-                        {
-                            "its child runs for ever".into()
-                        }
-                        (Life::Done(o), _) => match o {
-                            Outcome::Ok => "done".into(),
-                            Outcome::NoCache => "no cache found (exit 0)".into(),
-                            Outcome::TimedOut => "times out (exit 2)".into(),
-                            Outcome::GaveUp => "gives up (exit 0, nothing deleted)".into(),
-                            Outcome::SpawnFailed => "fails to spawn".into(),
-                            Outcome::EnvVanished => "its environment vanishes".into(),
-                            Outcome::RootVanished => "the root vanishes".into(),
-                            Outcome::RootNotEmpty => "root not empty (exit 2)".into(),
-                        },
-                        _ if m.finished(s, p) => "never invoked".into(),
-                        (_, Some(step)) => format!("stops at `{step}`"),
-                        _ => "done".into(),
-                    };
-                    notes.push((p, end));
-                }
+        }
+        for (p, note) in notes {
+            if !all[p].contains(&note) {
+                all[p].push(note);
             }
-            if !notes.is_empty() {
-                let mut all = sink.lock().unwrap_or_else(|e| e.into_inner());
-                for (p, note) in notes {
-                    if !all[p].contains(&note) {
-                        all[p].push(note);
-                    }
-                }
-            }
-        })
-        .spawn_bfs()
-        .join();
-    let mut all = seen.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        }
+    });
     for ends in &mut all {
         ends.sort();
     }

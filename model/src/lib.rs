@@ -27,6 +27,8 @@ mod queries;
 #[cfg(feature = "checker")]
 pub mod report;
 #[cfg(feature = "checker")]
+mod search;
+#[cfg(feature = "checker")]
 pub mod simulate;
 #[cfg(feature = "checker")]
 pub mod state;
