@@ -9,7 +9,7 @@
 
 use std::time::{Duration, Instant};
 
-use stateright::{Checker, HasDiscoveries, Model};
+use stateright::Model;
 
 use crate::expect::{self, Expected};
 pub use crate::expect::{CI_SCENARIOS, ci_scenarios};
@@ -92,26 +92,20 @@ fn check_model(model: CacheModel, symmetry: bool) -> PairResult {
     let scenario = model.scenario.clone();
     let applicable = model.property_names();
     let start = Instant::now();
-    let builder = model.checker().threads(1).finish_when(HasDiscoveries::All);
-    let builder = if symmetry {
-        builder.symmetry()
-    } else {
-        builder
-    };
-    let checker = builder.spawn_dfs().join();
+    let (shown, states) = search::reachable_goals(&model, symmetry, applicable.len(), |g, s| {
+        shows(applicable[g], &model, s)
+    });
     let verdicts = crate::properties::ALL
         .iter()
         .map(|p| {
-            let v = if !applicable.contains(p) {
-                Verdict::NotApplicable
-            } else {
-                let found = checker.discovery(p.name()).is_some();
-                match (p.expectation(), found) {
+            let v = match applicable.iter().position(|q| q == p) {
+                None => Verdict::NotApplicable,
+                Some(g) => match (p.expectation(), shown[g]) {
                     (Kind3::Sometimes, true) | (Kind3::Always | Kind3::Eventually, false) => {
                         Verdict::Holds
                     }
                     _ => Verdict::Fails,
-                }
+                },
             };
             (*p, v)
         })
@@ -119,7 +113,7 @@ fn check_model(model: CacheModel, symmetry: bool) -> PairResult {
     PairResult {
         policy,
         scenario,
-        states: checker.unique_state_count(),
+        states,
         elapsed: start.elapsed(),
         verdicts,
     }

@@ -13,7 +13,7 @@
 //! one fingerprint count as one, as in stateright's own checkers.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::hash::BuildHasherDefault;
+use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher};
 
 use nohash_hasher::NoHashHasher;
 use stateright::Model;
@@ -29,9 +29,23 @@ type ByFingerprint<V> = HashMap<Fingerprint, V, BuildHasherDefault<NoHashHasher<
 /// the last).
 pub(crate) type Steps = Vec<(State, Option<Action>)>;
 
+/// Fixed seeds: the same state has the same fingerprint in every run.
+fn hasher() -> ahash::AHasher {
+    ahash::RandomState::with_seeds(0x6361_6368, 0x656c_6f63, 0x6b5f_6266, 0x7331_0000)
+        .build_hasher()
+}
+
 fn fingerprint(s: &State) -> Fingerprint {
-    // Fixed seeds: the same state has the same fingerprint in every run.
-    ahash::RandomState::with_seeds(0x6361_6368, 0x656c_6f63, 0x6b5f_6266, 0x7331_0000).hash_one(s)
+    let mut h = hasher();
+    s.hash(&mut h);
+    h.finish()
+}
+
+/// The fingerprint of `s`'s representative under the symmetry reduction.
+fn representative_fingerprint(s: &State) -> Fingerprint {
+    let mut h = hasher();
+    crate::symmetry::hash_representative(s, &mut h);
+    h.finish()
 }
 
 /// Where a state was first reached from: its parent's fingerprint and the index of the
@@ -137,4 +151,55 @@ pub(crate) fn each_state(model: &CacheModel, mut visit: impl FnMut(&State)) {
             }
         }
     }
+}
+
+/// Depth-first search of every reachable state, up to symmetry when `symmetry` (a state
+/// stands for its permutations within each class of interchangeable processes: only its
+/// representative's fingerprint is remembered, and the search goes on from the state
+/// itself). For each of `goals` goals, whether some state meets it; stops as soon as
+/// every goal is met. Returns those flags and the number of unique states seen.
+pub(crate) fn reachable_goals(
+    model: &CacheModel,
+    symmetry: bool,
+    goals: usize,
+    meets: impl Fn(usize, &State) -> bool,
+) -> (Vec<bool>, usize) {
+    let key = |s: &State| {
+        if symmetry {
+            representative_fingerprint(s)
+        } else {
+            fingerprint(s)
+        }
+    };
+    let hasher = BuildHasherDefault::<NoHashHasher<u64>>::default();
+    let mut seen: HashSet<Fingerprint, _> = HashSet::with_hasher(hasher);
+    let mut stack: Vec<State> = Vec::new();
+    for s in model.init_states() {
+        if seen.insert(key(&s)) {
+            stack.push(s);
+        }
+    }
+    let mut met = vec![false; goals];
+    let mut left = goals;
+    let mut actions = Vec::new();
+    while left > 0
+        && let Some(s) = stack.pop()
+    {
+        for (goal, m) in met.iter_mut().enumerate() {
+            if !*m && meets(goal, &s) {
+                *m = true;
+                left -= 1;
+            }
+        }
+        actions.clear();
+        model.actions(&s, &mut actions);
+        for a in actions.drain(..) {
+            if let Some(next) = model.next_state(&s, a)
+                && seen.insert(key(&next))
+            {
+                stack.push(next);
+            }
+        }
+    }
+    (met, seen.len())
 }
