@@ -24,7 +24,8 @@ use cachelock_model::properties::ALL;
 use cachelock_model::{Policy, Scenario};
 use stateright::{Checker, HasDiscoveries, Model, Path};
 
-type Found = Vec<(usize, Vec<(State, Option<Action>)>)>;
+type Steps = Vec<(State, Option<Action>)>;
+type Found = Vec<(usize, Steps)>;
 
 /// The first path stateright's BFS visits that shows each property's verdict.
 fn by_visitor(model: &CacheModel) -> Found {
@@ -68,7 +69,7 @@ fn the_search_finds_the_paths_stateright_s_bfs_finds() {
             let model = CacheModel::new(policy, &sc);
             let reference = by_visitor(&model);
             let traces = shortest_traces(policy, &sc, &ALL);
-            let ours: Vec<(usize, Vec<(State, Option<Action>)>)> = traces
+            let ours: Found = traces
                 .into_iter()
                 .map(|t| (ALL.iter().position(|p| *p == t.property).unwrap(), t.path))
                 .collect();
