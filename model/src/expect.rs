@@ -630,14 +630,19 @@ pub fn expected(policy: Policy, property: P) -> Expected {
         ) => holds(TWO_RUNS_REASON),
 
         // ---- cachelock-fenced and the designs tried for upgrades
+        (FencedForceUnlocked, P::MutualExclusion) => fails(CLEAN_FORCE, FORCE_REASON),
         (
             CachelockFenced | FencedCleanWaits | FencedCleanGivesUp | FencedCloexec,
             P::MutualExclusion,
-        ) => fails(CLEAN_FORCE, FORCE_REASON),
-        (CachelockFenced | FencedCloexec, P::RootLockExclusion) => fails_all_but(
-            NO_CLEAN_BESIDE_RUN,
-            "by design: runs keep .lock shared while their child lives, so a clean that finds it busy deletes the unlocked environments of its own layout beside them (which the sharpened mutual-exclusion allows: .lock does not protect them)",
+        ) => holds(
+            "clean --force, like a clean that finds .lock busy, deletes only the environments of its own layout whose environment lock it gets, which .lock does not protect (the sharpened reading; root-lock-exclusion shows the literal one)",
         ),
+        (CachelockFenced | FencedForceUnlocked | FencedCloexec, P::RootLockExclusion) => {
+            fails_all_but(
+                NO_CLEAN_BESIDE_RUN,
+                "by design: runs keep .lock shared while their child lives, so a clean that finds it busy deletes the unlocked environments of its own layout beside them (which the sharpened mutual-exclusion allows: .lock does not protect them)",
+            )
+        }
         (FencedCleanWaits | FencedCleanGivesUp, P::RootLockExclusion) => {
             fails(CLEAN_FORCE, FORCE_REASON)
         }
@@ -649,6 +654,7 @@ pub fn expected(policy: Policy, property: P) -> Expected {
         }
         (
             CachelockFenced
+            | FencedForceUnlocked
             | FencedCleanWaits
             | FencedCleanGivesUp
             | FencedCleanAllLayouts
@@ -710,6 +716,7 @@ pub fn expected(policy: Policy, property: P) -> Expected {
         ),
         (
             CachelockFenced
+            | FencedForceUnlocked
             | FencedCleanAllLayouts
             | FencedCloexec
             | FencedSharedLayout
@@ -719,13 +726,18 @@ pub fn expected(policy: Policy, property: P) -> Expected {
             "a clean never waits for .lock: it gets it at once or goes on (or gives up) without it",
         ),
         (
-            CachelockFenced | FencedCleanAllLayouts | FencedCloexec | FencedSharedLayout,
+            CachelockFenced
+            | FencedForceUnlocked
+            | FencedCleanAllLayouts
+            | FencedCloexec
+            | FencedSharedLayout,
             P::CleanSucceeds,
         ) => holds(
             "a clean never waits for .lock: it cleans everything unprotected if it gets it at once, else what it can lock, and exits 0",
         ),
         (
             CachelockFenced
+            | FencedForceUnlocked
             | FencedCleanWaits
             | FencedCleanGivesUp
             | FencedCleanAllLayouts
@@ -737,6 +749,7 @@ pub fn expected(policy: Policy, property: P) -> Expected {
         ),
         (
             CachelockFenced
+            | FencedForceUnlocked
             | FencedCleanWaits
             | FencedCleanGivesUp
             | FencedCleanAllLayouts
@@ -748,6 +761,7 @@ pub fn expected(policy: Policy, property: P) -> Expected {
         ),
         (
             CachelockFenced
+            | FencedForceUnlocked
             | FencedCleanWaits
             | FencedCleanAllLayouts
             | FencedCloexec
@@ -757,11 +771,16 @@ pub fn expected(policy: Policy, property: P) -> Expected {
             "among its own processes an environment is locked exactly while something uses it, so a clean (busy or not) skips only live ones",
         ),
         (
-            CachelockFenced | FencedCleanAllLayouts | FencedCloexec | FencedSharedLayout,
+            CachelockFenced
+            | FencedForceUnlocked
+            | FencedCleanAllLayouts
+            | FencedCloexec
+            | FencedSharedLayout,
             P::CleanOverlapsChild,
         ) => holds("a clean that finds .lock busy goes on beside the running children"),
         (
             CachelockFenced
+            | FencedForceUnlocked
             | FencedCleanWaits
             | FencedCleanGivesUp
             | FencedCleanAllLayouts
@@ -791,12 +810,28 @@ const MIXED_FORCE: &[&str] = &[
     "tool-run@uv-0.13,clean-force",
 ];
 
+/// An old release's `clean --force` beside a run of the checked policy.
+const MIXED_OLD_FORCE: &[&str] = &["tool-run,clean-force@uv-0.13"];
+
 /// Mixed scenarios where the checked policy's clean finds `.lock` held by an old run
 /// and leaves uv's layout alone (or only old cleans, which never hold it beside a child).
 const MIXED_OLD_LAYOUT_LEFT: &[&str] = &[
     "run@uv-0.13,clean",
     "run@uv-0.8.20,clean",
     "run-script@uv-0.13,prune",
+    "run+crash@uv-0.8.20,clean",
+    "run-server@uv-0.13,run-script@uv-0.13,clean",
+    "run-server,run@uv-0.13,clean",
+    "run-server,tool-run@uv-0.8.20,prune",
+];
+
+/// [`MIXED_OLD_LAYOUT_LEFT`], and a forced clean beside an old run: it never waits, so
+/// it too leaves uv's layout (the old run's environment, once finished) behind.
+const MIXED_OLD_LAYOUT_LEFT_OR_FORCED: &[&str] = &[
+    "run@uv-0.13,clean",
+    "run@uv-0.8.20,clean",
+    "run-script@uv-0.13,prune",
+    "tool-run@uv-0.13,clean-force",
     "run+crash@uv-0.8.20,clean",
     "run-server@uv-0.13,run-script@uv-0.13,clean",
     "run-server,run@uv-0.13,clean",
@@ -816,6 +851,7 @@ const MIXED_ONLY_OLD_CLEANS: &[&str] = &[
 
 const MIXED_OVERTAKE_REASON: &str = "old releases neither announce their cleans nor wait for announced ones: a new run locks .lock shared before an old clean that only waits (flock has no writer preference), and an old run before a new clean has tried it";
 const MIXED_FORCE_REASON: &str = "clean --force deletes without .lock by definition: the old one deletes a new run's environment (it knows no environment lock), the new one an old run's (which only .lock protects)";
+const MIXED_OLD_FORCE_REASON: &str = "an old release's clean --force ignores every lock by definition: it does not wait for .lock and knows no environment lock, so it deletes a new run's environment; no lock the new run could take would stop it (the new policy's own clean --force keeps an old run's environment: it deletes only its own layout's unlocked environments)";
 const MIXED_OLD_LAYOUT_REASON: &str = "a clean that finds .lock held by an old run leaves uv's layout, which only .lock protects, for a later clean that gets .lock: an old run's finished environment stays";
 
 /// The declarations for the mixed scenarios ([`MIXED_SCENARIOS`]), checked for the
@@ -872,15 +908,18 @@ pub fn expected_mixed(policy: Policy, property: P) -> Expected {
         (
             CachelockFenced | FencedCleanWaits | FencedCleanGivesUp,
             P::LiveEnvIntact | P::MutualExclusion,
-        ) => fails(MIXED_FORCE, MIXED_FORCE_REASON),
+        ) => fails(MIXED_OLD_FORCE, MIXED_OLD_FORCE_REASON),
+        (FencedForceUnlocked, P::LiveEnvIntact | P::MutualExclusion) => fails(
+            MIXED_FORCE,
+            "its clean --force goes on unlocked and deletes uv's layout: an old run's environment, which only .lock protects, goes while its child uses it; and the old release's --force, which ignores every lock",
+        ),
         (FencedCloexec, P::LiveEnvIntact | P::MutualExclusion) => fails(
             &[
                 "run-daemon,clean@uv-0.13",
                 "run+crash,clean@uv-0.13",
                 "tool-run,clean-force@uv-0.13",
-                "tool-run@uv-0.13,clean-force",
             ],
-            "the child does not inherit .lock: once the run has exited (daemon) or was killed, an old clean gets .lock and deletes the environment the child or daemon still uses (and --force)",
+            "the child does not inherit .lock: once the run has exited (daemon) or was killed, an old clean gets .lock and deletes the environment the child or daemon still uses (and the old release's --force)",
         ),
         (FencedCleanAllLayouts | FencedSharedLayout, P::LiveEnvIntact) => fails(
             &[
@@ -897,7 +936,11 @@ pub fn expected_mixed(policy: Policy, property: P) -> Expected {
             "a clean that finds .lock busy deletes an environment in uv's layout while the old run that holds .lock for it uses it (and --force)",
         ),
         (
-            CachelockFenced | FencedCloexec | FencedCleanAllLayouts | FencedSharedLayout,
+            CachelockFenced
+            | FencedForceUnlocked
+            | FencedCloexec
+            | FencedCleanAllLayouts
+            | FencedSharedLayout,
             P::RootLockExclusion,
         )
         | (FencedCleanAllLayouts | FencedSharedLayout, P::MutualExclusion) => Expected {
@@ -950,25 +993,34 @@ pub fn expected_mixed(policy: Policy, property: P) -> Expected {
             "its clean never waits for .lock: it cleans everything unprotected if it gets .lock at once, else its own layout's unlocked environments; old cleans are not judged (their waits are the upgrade's cost, tabled below)",
         ),
         (CachelockFenced | FencedCloexec, P::CleanRemovesUnused) => {
+            fails(MIXED_OLD_LAYOUT_LEFT_OR_FORCED, MIXED_OLD_LAYOUT_REASON)
+        }
+        (FencedForceUnlocked, P::CleanRemovesUnused) => {
             fails(MIXED_OLD_LAYOUT_LEFT, MIXED_OLD_LAYOUT_REASON)
         }
         (FencedCleanGivesUp, P::CleanRemovesUnused) => fails(
             &[
+                "tool-run@uv-0.13,clean-force",
                 "run-server@uv-0.13,run-script@uv-0.13,clean",
                 "run-server,run@uv-0.13,clean",
                 "run-server,tool-run@uv-0.8.20,prune",
             ],
-            "its clean gives up while a server holds .lock and leaves a finished old run's environment",
+            "its clean gives up while a server holds .lock and leaves a finished old run's environment; its clean --force leaves uv's layout as the default's does",
         ),
-        (FencedCleanWaits | FencedCleanAllLayouts | FencedSharedLayout, P::CleanRemovesUnused) => {
+        (FencedCleanWaits, P::CleanRemovesUnused) => fails(
+            &["tool-run@uv-0.13,clean-force"],
+            "its clean waits and then deletes every unlocked environment of both layouts, but its clean --force, which never waits, leaves uv's layout beside an old run as the default's does",
+        ),
+        (FencedCleanAllLayouts | FencedSharedLayout, P::CleanRemovesUnused) => {
             holds("its clean deletes every unlocked environment of both layouts once it goes on")
         }
-        (CachelockFenced | FencedCleanAllLayouts | FencedSharedLayout, P::CleanOverlapsChild) => {
-            fails(
-                MIXED_ONLY_OLD_CLEANS,
-                "the only cleans are old ones, which wait for the .lock every run holds while its child lives",
-            )
-        }
+        (
+            CachelockFenced | FencedForceUnlocked | FencedCleanAllLayouts | FencedSharedLayout,
+            P::CleanOverlapsChild,
+        ) => fails(
+            MIXED_ONLY_OLD_CLEANS,
+            "the only cleans are old ones, which wait for the .lock every run holds while its child lives",
+        ),
         (FencedCloexec, P::CleanOverlapsChild) => fails(
             &[
                 "run,clean@uv-0.13",
