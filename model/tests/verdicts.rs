@@ -127,7 +127,9 @@ fn the_default_keeps_environments_and_exclusion_beside_old_uv_but_under_old_forc
             .find(|c| c.property.name() == name)
             .unwrap();
         assert!(
-            cell.failing.iter().any(|s| s == "tool-run@uv-0.13,clean-force"),
+            cell.failing
+                .iter()
+                .any(|s| s == "tool-run@uv-0.13,clean-force"),
             "{name}: {:?}",
             cell.failing
         );
