@@ -81,7 +81,7 @@ fn the_default_keeps_every_property_among_its_own_processes() {
 }
 
 #[test]
-fn the_default_keeps_environments_and_exclusion_beside_old_uv_but_under_old_force() {
+fn the_default_keeps_environments_and_exclusion_beside_old_uv_but_against_old_bugs() {
     let row = mixed_rows()
         .iter()
         .find(|r| r.policy == Policy::DEFAULT)
@@ -89,11 +89,15 @@ fn the_default_keeps_environments_and_exclusion_beside_old_uv_but_under_old_forc
     for cell in &row.cells {
         let name = cell.property.name();
         if ["live-env-intact", "mutual-exclusion"].contains(&name) {
-            // Only an old release's clean --force, which ignores every lock, breaks them:
-            // the default's own clean --force keeps an old run's environment.
+            // Only what an old release does against every lock breaks them: its clean
+            // --force, and two 0.8.19-0.12 cleans orphaning the .lock the run holds. The
+            // default's own clean --force keeps an old run's environment.
             assert_eq!(
                 cell.failing,
-                ["tool-run,clean-force@uv-0.13"],
+                [
+                    "tool-run,clean-force@uv-0.13",
+                    "run,clean@uv-0.8.20,clean@uv-0.8.20"
+                ],
                 "{name}: {:?}",
                 cell.failing
             );
