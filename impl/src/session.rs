@@ -105,7 +105,8 @@ pub enum StepOutcome {
     Reused,
     /// Only with [`Wait::NoBlock`]: the step would have to wait; it did not happen.
     WouldBlock,
-    /// `lock-exclusive` of `clean --force`: the lock was busy; going on without it.
+    /// `lock-exclusive` of a clean that does not wait (`clean --force`, or a busy clean
+    /// under `OnBusy::OwnLayout`): the lock was busy; going on without it.
     ProceededUnlocked,
     /// `lock-exclusive` of a clean that gives up when the cache is busy: the session has
     /// finished (exit 0) without deleting anything.

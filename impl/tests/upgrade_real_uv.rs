@@ -8,6 +8,27 @@
 //! - A real `uv run --with` (0.13.9) holds `.lock` shared while its child runs: a
 //!   `cachelock clean` under the default policy does not wait for it, deletes only
 //!   cachelock's own unlocked environments, and uv's child keeps its environment.
+//! - The same with `cachelock clean --force` beside a real `uv tool run` and `uv run
+//!   --with` (the model's `tool-run@uv-0.13,clean-force`): under the default the forced
+//!   clean deletes what a busy clean deletes, and uv's child keeps its environment; under
+//!   the rejected `fenced-force-unlocked` (the default's forced clean as it was) and under
+//!   `--policy cachelock` it deletes uv's layout and the child loses its environment.
+//!
+//! Why the plain-clean test beside `uv run` cannot fail on the old default
+//! (`--policy cachelock`), from the model: in `run@uv-0.13,clean` and
+//! `run@uv-0.8.20,clean` the cachelock policy keeps `live-env-intact` and
+//! `mutual-exclusion` (`cachelock check --policy cachelock --scenario
+//! run@uv-0.13,clean`): its clean finds `.lock` busy and *waits* for it
+//! (`Design::clean_on_busy` is `Wait`), and uv holds `.lock` until its child exits, so the
+//! clean deletes nothing while the child runs. What it breaks there is only the witness
+//! `clean-overlaps-child` (it never cleans beside a running uv), and beside an old server
+//! `clean-terminates`/`clean-succeeds` (`run-server@uv-0.13,run-script@uv-0.13,clean`):
+//! the cost the default removes, shown by `the_cachelock_policy_clean_waits_for_a_real_uv_run`.
+//! The old default's real failure beside a running uv is its `clean --force`
+//! (`tool-run@uv-0.13,clean-force`, declared failing for `cachelock`), tested below. An old
+//! run that holds nothing while its child runs (uv 0.8.19 releases `.lock` before
+//! spawning) loses its environment to any clean, its own release's too: the model counts
+//! that as 0.8.19's bug, and no policy of ours can protect a run that takes no lock.
 //!
 //! Children are held by a pipe on their stdin: they signal that they run with a flag
 //! file and go on when the test writes a line. Needs the uv releases
@@ -235,4 +256,174 @@ fn the_cachelock_policy_clean_waits_for_a_real_uv_run() {
     release(stdin);
     assert_eq!(run.exit_code(), 0, "{}", d.stderr("uv-run"));
     assert_eq!(clean.exit_code(), 0, "{}", d.stderr("clean"));
+}
+
+/// A real `uv tool run` (0.13.9) of the probe, from the offline wheel: its child writes
+/// `ready` once it runs, waits for the flag `go`, then imports the rest of the probe
+/// from its environment, writes what it saw to `report` and exits 0 only if its
+/// environment was whole (3 if not).
+fn held_uv_tool_run(d: &Dirs) -> Proc {
+    let wheels = probe_wheel(&uv("0.13.9"))
+        .parent()
+        .expect("the wheel's directory")
+        .to_str()
+        .expect("utf-8 path")
+        .to_string();
+    let mut cmd = uv_cmd(
+        d,
+        "0.13.9",
+        "uv-tool-run",
+        &[
+            "tool",
+            "run",
+            "--no-index",
+            "--find-links",
+            &wheels,
+            "--from",
+            "clprobe",
+            "clprobe",
+        ],
+    );
+    cmd.env("CLPROBE_READY", d.file("ready"))
+        .env("CLPROBE_GO", d.file("go"))
+        .env("CLPROBE_REPORT", d.file("report"));
+    let mut run = Proc::spawn(cmd);
+    eventually("uv tool run's child is ready", || {
+        d.file("ready").exists() || !run.running()
+    });
+    assert!(
+        run.running(),
+        "uv tool run ended: {}",
+        d.stderr("uv-tool-run")
+    );
+    run
+}
+
+/// What a `cachelock clean --force` (with `policy_args`) started while a real
+/// `uv tool run` child runs did: the clean's exit code, whether uv's cached environments
+/// (`archive-v0`) were still there after it, and the child's exit code and report.
+struct ForcedBesideUv {
+    clean: i32,
+    uv_running_after_clean: bool,
+    archive_after_clean: bool,
+    child: i32,
+    report: String,
+}
+
+fn forced_clean_beside_a_real_uv_tool_run(policy_args: &[&str]) -> ForcedBesideUv {
+    let d = Dirs::new();
+    let mut run = held_uv_tool_run(&d);
+    let archive = d.cache().join("archive-v0");
+    assert!(archive.is_dir(), "uv's environment is in archive-v0");
+    let cache = d.cache();
+    let cache = cache.to_str().expect("utf-8 path");
+    let mut args = vec!["clean", "--force", "--cache-dir", cache];
+    args.extend_from_slice(policy_args);
+    // The clean runs to its end while uv's child waits for `go`.
+    let clean = Proc::spawn(d.cmd("clean", &args)).exit_code();
+    let uv_running_after_clean = run.running();
+    let archive_after_clean = archive.is_dir();
+    d.set("go");
+    let child = run.exit_code();
+    ForcedBesideUv {
+        clean,
+        uv_running_after_clean,
+        archive_after_clean,
+        child,
+        report: std::fs::read_to_string(d.file("report")).unwrap_or_default()
+            + &d.stderr("clean")
+            + &d.stderr("uv-tool-run"),
+    }
+}
+
+/// The model's `tool-run@uv-0.13,clean-force` under the default: its clean --force does
+/// not wait for uv's `.lock` and deletes only cachelock's unlocked environments, so
+/// uv's child keeps its environment (live-env-intact, mutual-exclusion hold).
+#[test]
+fn the_default_clean_force_keeps_a_real_uv_tool_run_child_env() {
+    let r = forced_clean_beside_a_real_uv_tool_run(&[]);
+    assert_eq!(r.clean, 0, "{}", r.report);
+    assert!(r.uv_running_after_clean, "the clean did not wait for uv");
+    assert!(r.archive_after_clean, "uv's environment was deleted");
+    assert_eq!(r.child, 0, "uv's child lost its environment: {}", r.report);
+    assert!(r.report.contains("\"ok\": true"), "{}", r.report);
+}
+
+/// The same play under the rejected `fenced-force-unlocked` (the default's forced clean
+/// before it followed the model): it deletes uv's layout beside the running child, and
+/// the child finds its environment gone. This is what makes the test above able to fail.
+#[test]
+fn the_fenced_force_unlocked_clean_force_deletes_a_real_uv_tool_run_child_env() {
+    let r = forced_clean_beside_a_real_uv_tool_run(&["--policy", "fenced-force-unlocked"]);
+    assert_eq!(r.clean, 0, "{}", r.report);
+    assert!(r.uv_running_after_clean, "the clean did not wait for uv");
+    assert!(
+        !r.archive_after_clean,
+        "uv's environment was kept: {}",
+        r.report
+    );
+    assert_eq!(
+        r.child, 3,
+        "the child finds its environment gone: {}",
+        r.report
+    );
+    assert!(r.report.contains("\"ok\": false"), "{}", r.report);
+}
+
+/// `--policy cachelock` (the default before cachelock-fenced) has the same forced
+/// clean: `tool-run@uv-0.13,clean-force` fails live-env-intact under it in the model,
+/// and here for real.
+#[test]
+fn the_cachelock_policy_clean_force_deletes_a_real_uv_tool_run_child_env() {
+    let r = forced_clean_beside_a_real_uv_tool_run(&["--policy", "cachelock"]);
+    assert_eq!(r.clean, 0, "{}", r.report);
+    assert!(
+        !r.archive_after_clean,
+        "uv's environment was kept: {}",
+        r.report
+    );
+    assert_eq!(
+        r.child, 3,
+        "the child finds its environment gone: {}",
+        r.report
+    );
+}
+
+/// The same with a real `uv run --with` (0.13.9): the default's clean --force keeps uv's
+/// child's environment, the rejected policy's deletes it (the child's late import fails).
+fn forced_clean_beside_a_real_uv_run(policy_args: &[&str]) -> (i32, bool, i32, String) {
+    let d = Dirs::new();
+    let (mut run, stdin) = held_uv_run(&d);
+    let cache = d.cache();
+    let cache = cache.to_str().expect("utf-8 path");
+    let mut args = vec!["clean", "--force", "--cache-dir", cache];
+    args.extend_from_slice(policy_args);
+    let clean = Proc::spawn(d.cmd("clean", &args)).exit_code();
+    let running = run.running();
+    release(stdin);
+    let child = run.exit_code();
+    (
+        clean,
+        running,
+        child,
+        d.stderr("clean") + &d.stderr("uv-run"),
+    )
+}
+
+#[test]
+fn the_default_clean_force_keeps_a_real_uv_run_with_child_env() {
+    let (clean, running, child, log) = forced_clean_beside_a_real_uv_run(&[]);
+    assert_eq!(clean, 0, "{log}");
+    assert!(running, "the clean did not wait for uv");
+    assert_eq!(child, 0, "uv's child lost its environment: {log}");
+}
+
+#[test]
+fn the_fenced_force_unlocked_clean_force_deletes_a_real_uv_run_with_child_env() {
+    let (clean, running, child, log) =
+        forced_clean_beside_a_real_uv_run(&["--policy", "fenced-force-unlocked"]);
+    assert_eq!(clean, 0, "{log}");
+    assert!(running, "the clean did not wait for uv");
+    assert_ne!(child, 0, "uv's child kept its environment: {log}");
+    assert!(log.contains("ModuleNotFoundError"), "{log}");
 }

@@ -45,7 +45,7 @@ pub const CI_SCENARIOS: [&str; 29] = [
 
 /// The mixed scenarios CI checks the policies of [`Policy::BESIDE_OLD_UV`] against: the
 /// processes without `@policy` run the checked policy, the others an old uv release.
-pub const MIXED_SCENARIOS: [&str; 18] = [
+pub const MIXED_SCENARIOS: [&str; 19] = [
     // old cleans beside new runs
     "run,clean@uv-0.13",
     "run,clean@uv-0.8.20",
@@ -67,6 +67,8 @@ pub const MIXED_SCENARIOS: [&str; 18] = [
     "run-server,run@uv-0.13,clean",
     "run-server,tool-run@uv-0.8.20,prune",
     "run-nested-clean,clean@uv-0.13",
+    // the 0.8.19-0.12 orphaned-.lock race (two old cleans), a new run its victim
+    "run,clean@uv-0.8.20,clean@uv-0.8.20",
 ];
 
 /// The mixed scenarios, parsed.
@@ -630,14 +632,19 @@ pub fn expected(policy: Policy, property: P) -> Expected {
         ) => holds(TWO_RUNS_REASON),
 
         // ---- cachelock-fenced and the designs tried for upgrades
+        (FencedForceUnlocked, P::MutualExclusion) => fails(CLEAN_FORCE, FORCE_REASON),
         (
             CachelockFenced | FencedCleanWaits | FencedCleanGivesUp | FencedCloexec,
             P::MutualExclusion,
-        ) => fails(CLEAN_FORCE, FORCE_REASON),
-        (CachelockFenced | FencedCloexec, P::RootLockExclusion) => fails_all_but(
-            NO_CLEAN_BESIDE_RUN,
-            "by design: runs keep .lock shared while their child lives, so a clean that finds it busy deletes the unlocked environments of its own layout beside them (which the sharpened mutual-exclusion allows: .lock does not protect them)",
+        ) => holds(
+            "clean --force, like a clean that finds .lock busy, deletes only the environments of its own layout whose environment lock it gets, which .lock does not protect (the sharpened reading; root-lock-exclusion shows the literal one)",
         ),
+        (CachelockFenced | FencedForceUnlocked | FencedCloexec, P::RootLockExclusion) => {
+            fails_all_but(
+                NO_CLEAN_BESIDE_RUN,
+                "by design: runs keep .lock shared while their child lives, so a clean that finds it busy deletes the unlocked environments of its own layout beside them (which the sharpened mutual-exclusion allows: .lock does not protect them)",
+            )
+        }
         (FencedCleanWaits | FencedCleanGivesUp, P::RootLockExclusion) => {
             fails(CLEAN_FORCE, FORCE_REASON)
         }
@@ -649,6 +656,7 @@ pub fn expected(policy: Policy, property: P) -> Expected {
         }
         (
             CachelockFenced
+            | FencedForceUnlocked
             | FencedCleanWaits
             | FencedCleanGivesUp
             | FencedCleanAllLayouts
@@ -710,6 +718,7 @@ pub fn expected(policy: Policy, property: P) -> Expected {
         ),
         (
             CachelockFenced
+            | FencedForceUnlocked
             | FencedCleanAllLayouts
             | FencedCloexec
             | FencedSharedLayout
@@ -719,13 +728,18 @@ pub fn expected(policy: Policy, property: P) -> Expected {
             "a clean never waits for .lock: it gets it at once or goes on (or gives up) without it",
         ),
         (
-            CachelockFenced | FencedCleanAllLayouts | FencedCloexec | FencedSharedLayout,
+            CachelockFenced
+            | FencedForceUnlocked
+            | FencedCleanAllLayouts
+            | FencedCloexec
+            | FencedSharedLayout,
             P::CleanSucceeds,
         ) => holds(
             "a clean never waits for .lock: it cleans everything unprotected if it gets it at once, else what it can lock, and exits 0",
         ),
         (
             CachelockFenced
+            | FencedForceUnlocked
             | FencedCleanWaits
             | FencedCleanGivesUp
             | FencedCleanAllLayouts
@@ -737,6 +751,7 @@ pub fn expected(policy: Policy, property: P) -> Expected {
         ),
         (
             CachelockFenced
+            | FencedForceUnlocked
             | FencedCleanWaits
             | FencedCleanGivesUp
             | FencedCleanAllLayouts
@@ -748,6 +763,7 @@ pub fn expected(policy: Policy, property: P) -> Expected {
         ),
         (
             CachelockFenced
+            | FencedForceUnlocked
             | FencedCleanWaits
             | FencedCleanAllLayouts
             | FencedCloexec
@@ -757,11 +773,16 @@ pub fn expected(policy: Policy, property: P) -> Expected {
             "among its own processes an environment is locked exactly while something uses it, so a clean (busy or not) skips only live ones",
         ),
         (
-            CachelockFenced | FencedCleanAllLayouts | FencedCloexec | FencedSharedLayout,
+            CachelockFenced
+            | FencedForceUnlocked
+            | FencedCleanAllLayouts
+            | FencedCloexec
+            | FencedSharedLayout,
             P::CleanOverlapsChild,
         ) => holds("a clean that finds .lock busy goes on beside the running children"),
         (
             CachelockFenced
+            | FencedForceUnlocked
             | FencedCleanWaits
             | FencedCleanGivesUp
             | FencedCleanAllLayouts
@@ -785,10 +806,23 @@ const NO_CLEAN_BESIDE_RUN: &[&str] = &[
 /// Every mixed scenario with a run in the shared cache and a clean of another release.
 const MIXED_WITH_SHARED_RUN: &[&str] = &["run-no-cache,clean@uv-0.8.20"];
 
-/// A `clean --force`, of either release, beside a run of the other.
-const MIXED_FORCE: &[&str] = &[
+/// Two cleans of a release that unlinks `.lock` (uv 0.8.19 to 0.12) beside a run of the
+/// checked policy: the orphaned-inode race, with the new run as its victim. Such a clean
+/// releases `.lock` and only then unlinks it; a run that locks the old inode in between
+/// holds a lock on a file no longer at `.lock`, and the second clean creates a new one,
+/// gets it at once and deletes everything it knows, the run's environment included.
+const MIXED_ORPHANED_LOCK: &str = "run,clean@uv-0.8.20,clean@uv-0.8.20";
+
+/// What no new policy can prevent: an old release's forced clean, and the old
+/// orphaned-`.lock` race.
+const MIXED_OLD_BUGS: &[&str] = &["tool-run,clean-force@uv-0.13", MIXED_ORPHANED_LOCK];
+
+/// A `clean --force`, of either release, beside a run of the other; and the
+/// orphaned-`.lock` race.
+const MIXED_FORCE_OR_ORPHANED: &[&str] = &[
     "tool-run,clean-force@uv-0.13",
     "tool-run@uv-0.13,clean-force",
+    MIXED_ORPHANED_LOCK,
 ];
 
 /// Mixed scenarios where the checked policy's clean finds `.lock` held by an old run
@@ -797,6 +831,19 @@ const MIXED_OLD_LAYOUT_LEFT: &[&str] = &[
     "run@uv-0.13,clean",
     "run@uv-0.8.20,clean",
     "run-script@uv-0.13,prune",
+    "run+crash@uv-0.8.20,clean",
+    "run-server@uv-0.13,run-script@uv-0.13,clean",
+    "run-server,run@uv-0.13,clean",
+    "run-server,tool-run@uv-0.8.20,prune",
+];
+
+/// [`MIXED_OLD_LAYOUT_LEFT`], and a forced clean beside an old run: it never waits, so
+/// it too leaves uv's layout (the old run's environment, once finished) behind.
+const MIXED_OLD_LAYOUT_LEFT_OR_FORCED: &[&str] = &[
+    "run@uv-0.13,clean",
+    "run@uv-0.8.20,clean",
+    "run-script@uv-0.13,prune",
+    "tool-run@uv-0.13,clean-force",
     "run+crash@uv-0.8.20,clean",
     "run-server@uv-0.13,run-script@uv-0.13,clean",
     "run-server,run@uv-0.13,clean",
@@ -815,7 +862,7 @@ const MIXED_ONLY_OLD_CLEANS: &[&str] = &[
 ];
 
 const MIXED_OVERTAKE_REASON: &str = "old releases neither announce their cleans nor wait for announced ones: a new run locks .lock shared before an old clean that only waits (flock has no writer preference), and an old run before a new clean has tried it";
-const MIXED_FORCE_REASON: &str = "clean --force deletes without .lock by definition: the old one deletes a new run's environment (it knows no environment lock), the new one an old run's (which only .lock protects)";
+const MIXED_OLD_BUGS_REASON: &str = "what an old release does that no lock of the new run can stop. Its clean --force ignores every lock by definition: it does not wait for .lock and knows no environment lock, so it deletes a new run's environment (the new policy's own clean --force keeps an old run's: it deletes only its own layout's unlocked environments). And uv 0.8.19-0.12's clean releases .lock and only then unlinks it: a run that locks the old inode in between holds a lock on a file no longer at .lock, and a second old clean creates a new .lock, gets it at once and deletes the run's environment and the scaffold; no lock or check of the new run closes that window (the unlink may come at any time after the release, after any check the run makes); uv 0.13 fixed it by keeping .lock, so the cure is to upgrade the old release";
 const MIXED_OLD_LAYOUT_REASON: &str = "a clean that finds .lock held by an old run leaves uv's layout, which only .lock protects, for a later clean that gets .lock: an old run's finished environment stays";
 
 /// The declarations for the mixed scenarios ([`MIXED_SCENARIOS`]), checked for the
@@ -844,10 +891,14 @@ pub fn expected_mixed(policy: Policy, property: P) -> Expected {
                 "tool-run@uv-0.13,clean-force",
                 "run-server,clean,clean@uv-0.13",
                 "run-nested-clean,clean@uv-0.13",
+                MIXED_ORPHANED_LOCK,
             ],
-            "the run releases .lock before spawning: an old clean, which respects only .lock, gets it and deletes the running child's environment (the bug seen for real with uv 0.13.9); and --force",
+            "the run releases .lock before spawning: an old clean, which respects only .lock, gets it and deletes the running child's environment (the bug seen for real with uv 0.13.9); and --force, and the old orphaned-.lock race",
         ),
-        (Cachelock, P::RootLockExclusion) => fails(MIXED_FORCE, MIXED_FORCE_REASON),
+        (Cachelock, P::RootLockExclusion) => fails(
+            MIXED_FORCE_OR_ORPHANED,
+            "clean --force deletes without .lock by definition (both releases'); and the old orphaned-.lock race",
+        ),
         (Cachelock, P::CleanTerminates | P::CleanSucceeds) => fails(
             &["run-server@uv-0.13,run-script@uv-0.13,clean"],
             "its clean waits for .lock, which an old server holds for ever",
@@ -872,15 +923,19 @@ pub fn expected_mixed(policy: Policy, property: P) -> Expected {
         (
             CachelockFenced | FencedCleanWaits | FencedCleanGivesUp,
             P::LiveEnvIntact | P::MutualExclusion,
-        ) => fails(MIXED_FORCE, MIXED_FORCE_REASON),
+        ) => fails(MIXED_OLD_BUGS, MIXED_OLD_BUGS_REASON),
+        (FencedForceUnlocked, P::LiveEnvIntact | P::MutualExclusion) => fails(
+            MIXED_FORCE_OR_ORPHANED,
+            "its clean --force goes on unlocked and deletes uv's layout: an old run's environment, which only .lock protects, goes while its child uses it; and the old release's --force, which ignores every lock, and the old orphaned-.lock race",
+        ),
         (FencedCloexec, P::LiveEnvIntact | P::MutualExclusion) => fails(
             &[
                 "run-daemon,clean@uv-0.13",
                 "run+crash,clean@uv-0.13",
                 "tool-run,clean-force@uv-0.13",
-                "tool-run@uv-0.13,clean-force",
+                MIXED_ORPHANED_LOCK,
             ],
-            "the child does not inherit .lock: once the run has exited (daemon) or was killed, an old clean gets .lock and deletes the environment the child or daemon still uses (and --force)",
+            "the child does not inherit .lock: once the run has exited (daemon) or was killed, an old clean gets .lock and deletes the environment the child or daemon still uses (and the old release's --force, and the old orphaned-.lock race)",
         ),
         (FencedCleanAllLayouts | FencedSharedLayout, P::LiveEnvIntact) => fails(
             &[
@@ -893,11 +948,16 @@ pub fn expected_mixed(policy: Policy, property: P) -> Expected {
                 "run-server@uv-0.13,run-script@uv-0.13,clean",
                 "run-server,run@uv-0.13,clean",
                 "run-server,tool-run@uv-0.8.20,prune",
+                MIXED_ORPHANED_LOCK,
             ],
-            "a clean that finds .lock busy deletes an environment in uv's layout while the old run that holds .lock for it uses it (and --force)",
+            "a clean that finds .lock busy deletes an environment in uv's layout while the old run that holds .lock for it uses it (and --force, and the old orphaned-.lock race)",
         ),
         (
-            CachelockFenced | FencedCloexec | FencedCleanAllLayouts | FencedSharedLayout,
+            CachelockFenced
+            | FencedForceUnlocked
+            | FencedCloexec
+            | FencedCleanAllLayouts
+            | FencedSharedLayout,
             P::RootLockExclusion,
         )
         | (FencedCleanAllLayouts | FencedSharedLayout, P::MutualExclusion) => Expected {
@@ -910,11 +970,12 @@ pub fn expected_mixed(policy: Policy, property: P) -> Expected {
                 "run+crash,clean@uv-0.13",
                 "run-no-cache,clean@uv-0.8.20",
             ]),
-            reason: "a clean that finds .lock busy goes on beside its holders (only the variants that then delete uv's layout break the sharpened mutual-exclusion); and --force",
+            reason: "a clean that finds .lock busy goes on beside its holders (only the variants that then delete uv's layout break the sharpened mutual-exclusion); and --force, and the old orphaned-.lock race",
         },
-        (FencedCleanWaits | FencedCleanGivesUp, P::RootLockExclusion) => {
-            fails(MIXED_FORCE, MIXED_FORCE_REASON)
-        }
+        (FencedCleanWaits | FencedCleanGivesUp, P::RootLockExclusion) => fails(
+            MIXED_FORCE_OR_ORPHANED,
+            "clean --force deletes without .lock by definition (both releases'); and the old orphaned-.lock race",
+        ),
         (FencedCleanWaits, P::NoDeadlock) => fails(
             &["run-nested-clean,clean@uv-0.13"],
             "the nested clean waits for the .lock its own parent holds until the child exits",
@@ -950,25 +1011,34 @@ pub fn expected_mixed(policy: Policy, property: P) -> Expected {
             "its clean never waits for .lock: it cleans everything unprotected if it gets .lock at once, else its own layout's unlocked environments; old cleans are not judged (their waits are the upgrade's cost, tabled below)",
         ),
         (CachelockFenced | FencedCloexec, P::CleanRemovesUnused) => {
+            fails(MIXED_OLD_LAYOUT_LEFT_OR_FORCED, MIXED_OLD_LAYOUT_REASON)
+        }
+        (FencedForceUnlocked, P::CleanRemovesUnused) => {
             fails(MIXED_OLD_LAYOUT_LEFT, MIXED_OLD_LAYOUT_REASON)
         }
         (FencedCleanGivesUp, P::CleanRemovesUnused) => fails(
             &[
+                "tool-run@uv-0.13,clean-force",
                 "run-server@uv-0.13,run-script@uv-0.13,clean",
                 "run-server,run@uv-0.13,clean",
                 "run-server,tool-run@uv-0.8.20,prune",
             ],
-            "its clean gives up while a server holds .lock and leaves a finished old run's environment",
+            "its clean gives up while a server holds .lock and leaves a finished old run's environment; its clean --force leaves uv's layout as the default's does",
         ),
-        (FencedCleanWaits | FencedCleanAllLayouts | FencedSharedLayout, P::CleanRemovesUnused) => {
+        (FencedCleanWaits, P::CleanRemovesUnused) => fails(
+            &["tool-run@uv-0.13,clean-force"],
+            "its clean waits and then deletes every unlocked environment of both layouts, but its clean --force, which never waits, leaves uv's layout beside an old run as the default's does",
+        ),
+        (FencedCleanAllLayouts | FencedSharedLayout, P::CleanRemovesUnused) => {
             holds("its clean deletes every unlocked environment of both layouts once it goes on")
         }
-        (CachelockFenced | FencedCleanAllLayouts | FencedSharedLayout, P::CleanOverlapsChild) => {
-            fails(
-                MIXED_ONLY_OLD_CLEANS,
-                "the only cleans are old ones, which wait for the .lock every run holds while its child lives",
-            )
-        }
+        (
+            CachelockFenced | FencedForceUnlocked | FencedCleanAllLayouts | FencedSharedLayout,
+            P::CleanOverlapsChild,
+        ) => fails(
+            MIXED_ONLY_OLD_CLEANS,
+            "the only cleans are old ones, which wait for the .lock every run holds while its child lives",
+        ),
         (FencedCloexec, P::CleanOverlapsChild) => fails(
             &[
                 "run,clean@uv-0.13",
@@ -984,8 +1054,9 @@ pub fn expected_mixed(policy: Policy, property: P) -> Expected {
                 "tool-run@uv-0.13,clean-force",
                 "run-no-cache,clean@uv-0.8.20",
                 "run+crash@uv-0.8.20,clean",
+                MIXED_ORPHANED_LOCK,
             ]),
-            reason: "every run holds .lock while its child lives and no clean goes on without it but --force (or once an old run is killed: its orphaned child holds nothing)",
+            reason: "every run holds .lock while its child lives and no clean goes on without it but --force (or once an old run is killed: its orphaned child holds nothing; or once the run holds an orphaned .lock inode)",
         },
         (
             Uv0819

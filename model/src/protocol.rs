@@ -700,7 +700,8 @@ pub enum EnvLock {
 pub enum OnBusy {
     /// Wait until it is granted (or the wait times out).
     Wait,
-    /// Go on without the lock (`clean --force`).
+    /// Go on without the lock and delete every entry no environment lock protects, uv's
+    /// layout and the scaffold included (uv's `clean --force`).
     ProceedUnlocked,
     /// Exit successfully without doing anything.
     GiveUp,
@@ -734,9 +735,13 @@ pub struct Design {
     pub child_inherits_env_lock: bool,
     /// Cleans announce themselves and runs wait for announced cleans.
     pub announce_cleans: bool,
-    /// What a plain clean or prune does when `.lock` is busy (`clean --force` always
-    /// goes on unlocked).
+    /// What a plain clean or prune does when `.lock` is busy.
     pub clean_on_busy: OnBusy,
+    /// What `clean --force` does when `.lock` is busy. It never waits: uv's goes on
+    /// unlocked and deletes everything (`ProceedUnlocked`); the fenced family's deletes
+    /// what its busy clean deletes (`OwnLayout`), so that an old run, which only `.lock`
+    /// protects, keeps its environment even beside a forced clean.
+    pub force_on_busy: OnBusy,
     /// The run's environments live in a bucket of their own that uv never opens
     /// (`environments/`, not uv's `archive-v0`/`environments-v2`): an old run never
     /// reuses them, a new run never reuses uv's. An old clean still deletes every bucket.
@@ -801,6 +806,8 @@ pub enum Policy {
     FencedCloexec,
     /// cachelock-fenced, but environments live where uv's do.
     FencedSharedLayout,
+    /// cachelock-fenced, but `clean --force` goes on unlocked and deletes uv's layout too.
+    FencedForceUnlocked,
 }
 
 /// Why a policy name was refused.
@@ -817,7 +824,7 @@ impl std::error::Error for PolicyError {}
 
 impl Policy {
     /// Every policy, in table order.
-    pub const ALL: [Policy; 19] = [
+    pub const ALL: [Policy; 20] = [
         Policy::Uv0819,
         Policy::Uv0820,
         Policy::Uv013,
@@ -837,6 +844,7 @@ impl Policy {
         Policy::FencedCleanAllLayouts,
         Policy::FencedCloexec,
         Policy::FencedSharedLayout,
+        Policy::FencedForceUnlocked,
     ];
 
     /// The policy the `cachelock` command follows unless told otherwise: the one that is
@@ -845,7 +853,7 @@ impl Policy {
 
     /// The policies also checked beside old uv (the mixed scenarios): ours, and the
     /// designs that were tried for being safe beside it.
-    pub const BESIDE_OLD_UV: [Policy; 7] = [
+    pub const BESIDE_OLD_UV: [Policy; 8] = [
         Policy::Cachelock,
         Policy::CachelockFenced,
         Policy::FencedCleanWaits,
@@ -853,6 +861,7 @@ impl Policy {
         Policy::FencedCleanAllLayouts,
         Policy::FencedCloexec,
         Policy::FencedSharedLayout,
+        Policy::FencedForceUnlocked,
     ];
 
     /// The policy's name, as `--policy` takes it.
@@ -877,6 +886,7 @@ impl Policy {
             Policy::FencedCleanAllLayouts => "fenced-clean-all-layouts",
             Policy::FencedCloexec => "fenced-cloexec",
             Policy::FencedSharedLayout => "fenced-shared-layout",
+            Policy::FencedForceUnlocked => "fenced-force-unlocked",
         }
     }
 
@@ -942,8 +952,8 @@ impl Policy {
                 "Ours, the default, safe beside old uv: as cachelock (environment locks, announced cleans), with its \
                  environments in a bucket uv never opens; a run also keeps .lock shared until its child exits, and the \
                  child inherits it (the fence old uv's cleans respect); a clean that gets .lock exclusive at once cleans \
-                 everything no environment lock protects, a clean that finds it busy deletes only the unlocked \
-                 environments of its own bucket."
+                 everything no environment lock protects, a clean that finds it busy (and clean --force, which never \
+                 waits) deletes only the unlocked environments of its own bucket."
             }
             Policy::FencedCleanWaits => {
                 "Tried for upgrades: as cachelock-fenced, but a clean that finds .lock busy waits for it, as uv's does: \
@@ -964,6 +974,11 @@ impl Policy {
             Policy::FencedSharedLayout => {
                 "Tried for upgrades: as cachelock-fenced, but the environments live where uv's do: an old run reuses \
                  a new run's environment and the other way round, and a busy clean deletes one an old run uses."
+            }
+            Policy::FencedForceUnlocked => {
+                "Tried for upgrades: as cachelock-fenced, but clean --force goes on unlocked as uv's does and deletes \
+                 every entry no environment lock protects: a running old uv's environment, which only .lock \
+                 protects, goes."
             }
         }
     }
@@ -1003,6 +1018,7 @@ impl Policy {
             child_inherits_env_lock: false,
             announce_cleans: false,
             clean_on_busy: OnBusy::Wait,
+            force_on_busy: OnBusy::ProceedUnlocked,
             new_layout: false,
             child_inherits_root_lock: false,
             lock_timeout: false,
@@ -1029,6 +1045,7 @@ impl Policy {
             release_root: ReleaseRoot::AfterChild,
             child_inherits_root_lock: true,
             clean_on_busy: OnBusy::OwnLayout,
+            force_on_busy: OnBusy::OwnLayout,
             ..cachelock
         };
         match self {
@@ -1086,8 +1103,10 @@ impl Policy {
                 clean_on_busy: OnBusy::GiveUp,
                 ..fenced
             },
+            // Its forced clean deletes what its busy clean deletes, as the default's does.
             Policy::FencedCleanAllLayouts => Design {
                 clean_on_busy: OnBusy::ProceedUnlocked,
+                force_on_busy: OnBusy::ProceedUnlocked,
                 ..fenced
             },
             Policy::FencedCloexec => Design {
@@ -1096,6 +1115,10 @@ impl Policy {
             },
             Policy::FencedSharedLayout => Design {
                 new_layout: false,
+                ..fenced
+            },
+            Policy::FencedForceUnlocked => Design {
+                force_on_busy: OnBusy::ProceedUnlocked,
                 ..fenced
             },
         }
@@ -1179,7 +1202,7 @@ impl Policy {
     /// What a `lock-exclusive` step of this kind does when the lock is busy.
     pub fn on_busy(self, kind: Kind) -> OnBusy {
         match kind {
-            Kind::CleanForce => OnBusy::ProceedUnlocked,
+            Kind::CleanForce => self.design().force_on_busy,
             Kind::Clean | Kind::Prune => self.design().clean_on_busy,
             _ => OnBusy::Wait,
         }
@@ -1262,8 +1285,14 @@ mod tests {
         assert!(at(Step::CloseEnvLock) < at(Step::ReleaseRootLock));
         assert!(Policy::DEFAULT.design().child_inherits_root_lock);
         assert_eq!(Policy::DEFAULT.on_busy(Kind::Clean), OnBusy::OwnLayout);
+        // `--force` does not wait either, and deletes what a busy clean deletes.
+        assert_eq!(Policy::DEFAULT.on_busy(Kind::CleanForce), OnBusy::OwnLayout);
         assert_eq!(
-            Policy::DEFAULT.on_busy(Kind::CleanForce),
+            Policy::FencedForceUnlocked.on_busy(Kind::CleanForce),
+            OnBusy::ProceedUnlocked
+        );
+        assert_eq!(
+            Policy::Uv013.on_busy(Kind::CleanForce),
             OnBusy::ProceedUnlocked
         );
     }

@@ -329,8 +329,16 @@ pub fn protocol_markdown() -> String {
     fn yes(b: bool) -> &'static str {
         if b { "yes" } else { "no" }
     }
+    fn on_busy(o: OnBusy) -> &'static str {
+        match o {
+            OnBusy::Wait => "waits",
+            OnBusy::GiveUp => "gives up",
+            OnBusy::ProceedUnlocked => "deletes unlocked",
+            OnBusy::OwnLayout => "own layout only",
+        }
+    }
     type Column = (&'static str, fn(&Design) -> String);
-    let columns: [Column; 16] = [
+    let columns: [Column; 17] = [
         ("run lock", |d| d.run_lock.name().into()),
         ("root released", |d| {
             match d.release_root {
@@ -382,13 +390,10 @@ pub fn protocol_markdown() -> String {
         ("clean unlinks .lock", |d| yes(d.clean_unlinks_lock).into()),
         ("root removal strict", |d| yes(d.remove_root_strict).into()),
         ("clean when .lock is busy", |d| {
-            match d.clean_on_busy {
-                OnBusy::Wait => "waits",
-                OnBusy::GiveUp => "gives up",
-                OnBusy::ProceedUnlocked => "deletes unlocked",
-                OnBusy::OwnLayout => "own layout only",
-            }
-            .into()
+            on_busy(d.clean_on_busy).into()
+        }),
+        ("clean --force when .lock is busy", |d| {
+            on_busy(d.force_on_busy).into()
         }),
         ("new layout", |d| yes(d.new_layout).into()),
         ("child inherits .lock", |d| {

@@ -71,7 +71,8 @@ fn the_default_keeps_every_property_among_its_own_processes() {
     let row = rows().iter().find(|r| r.policy == Policy::DEFAULT).unwrap();
     for cell in &row.cells {
         match cell.property.name() {
-            "mutual-exclusion" => assert_eq!(cell.failing, FORCE),
+            // Its clean --force deletes what a busy clean deletes: what .lock protects
+            // stays, so it keeps the sharpened mutual exclusion too.
             // By design: its cleans go on beside runs that hold .lock only as a fence.
             "root-lock-exclusion" => assert!(cell.failing.len() > FORCE.len()),
             other => assert!(cell.failing.is_empty(), "{other}: {:?}", cell.failing),
@@ -80,7 +81,7 @@ fn the_default_keeps_every_property_among_its_own_processes() {
 }
 
 #[test]
-fn the_default_keeps_environments_and_exclusion_beside_old_uv_but_under_force() {
+fn the_default_keeps_environments_and_exclusion_beside_old_uv_but_against_old_bugs() {
     let row = mixed_rows()
         .iter()
         .find(|r| r.policy == Policy::DEFAULT)
@@ -88,8 +89,15 @@ fn the_default_keeps_environments_and_exclusion_beside_old_uv_but_under_force() 
     for cell in &row.cells {
         let name = cell.property.name();
         if ["live-env-intact", "mutual-exclusion"].contains(&name) {
-            assert!(
-                cell.failing.iter().all(|s| s.contains("clean-force")),
+            // Only what an old release does against every lock breaks them: its clean
+            // --force, and two 0.8.19-0.12 cleans orphaning the .lock the run holds. The
+            // default's own clean --force keeps an old run's environment.
+            assert_eq!(
+                cell.failing,
+                [
+                    "tool-run,clean-force@uv-0.13",
+                    "run,clean@uv-0.8.20,clean@uv-0.8.20"
+                ],
                 "{name}: {:?}",
                 cell.failing
             );
@@ -110,6 +118,26 @@ fn the_default_keeps_environments_and_exclusion_beside_old_uv_but_under_force() 
         .find(|c| c.property.name() == "live-env-intact")
         .unwrap();
     assert!(lost.failing.iter().any(|s| s == "run,clean@uv-0.13"));
+    // The default's clean --force as it was (the rejected fenced-force-unlocked) deletes
+    // a running old run's environment.
+    let forced = mixed_rows()
+        .iter()
+        .find(|r| r.policy == Policy::FencedForceUnlocked)
+        .unwrap();
+    for name in ["live-env-intact", "mutual-exclusion"] {
+        let cell = forced
+            .cells
+            .iter()
+            .find(|c| c.property.name() == name)
+            .unwrap();
+        assert!(
+            cell.failing
+                .iter()
+                .any(|s| s == "tool-run@uv-0.13,clean-force"),
+            "{name}: {:?}",
+            cell.failing
+        );
+    }
 }
 
 fn assert_fresh(path: &str, generated: &str, command: &str) {

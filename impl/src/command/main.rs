@@ -50,11 +50,13 @@ enum Command {
     ToolRun(ToolRunArgs),
     /// Delete the cache's contents (like `uv cache clean`).
     ///
-    /// Waits while the cache is in use (up to CACHELOCK_LOCK_TIMEOUT, else UV_LOCK_TIMEOUT,
-    /// else 300 s; then exits 2), or
-    /// with --force goes on without the lock. Under the default policy a clean never waits:
-    /// if the cache lock is free it cleans everything but environments in use (kept and
-    /// reported), and if it is busy it deletes only cachelock's environments not in use. `.lock` is kept (the uv-0.8.19 and
+    /// Under uv's policies: waits while the cache is in use (up to CACHELOCK_LOCK_TIMEOUT,
+    /// else UV_LOCK_TIMEOUT, else 300 s; then exits 2), or with --force goes on without the
+    /// lock and deletes everything. Under the default policy a clean never waits: if the
+    /// cache lock is free it cleans everything but environments in use (kept and
+    /// reported), and if it is busy it deletes only cachelock's environments not in use;
+    /// --force changes nothing there (it never deletes what only the cache lock protects,
+    /// such as the environment of a running uv). `.lock` is kept (the uv-0.8.19 and
     /// uv-0.8.20 policies unlink it and remove the root, as those releases did).
     #[command(after_help = CACHE_AND_TIMEOUT_HELP)]
     Clean(CleanArgs),
@@ -189,7 +191,9 @@ struct CleanArgs {
     cache: CacheArgs,
     #[command(flatten)]
     policy: PolicyArgs,
-    /// Do not wait when the cache is in use: go on without the lock.
+    /// Do not wait when the cache is in use. Under uv's policies: go on without the lock
+    /// and delete everything. Under the default: delete what a clean that finds the cache
+    /// in use deletes (cachelock's environments not in use), as without --force.
     #[arg(long)]
     force: bool,
 }
