@@ -25,13 +25,15 @@
 //!
 //! The first step (or lock grant) the model does not allow is the divergence.
 
-use std::collections::HashMap;
 use std::fmt;
 
 use cachelock_model::machine::{Action, CacheModel, Life, State};
-use cachelock_model::protocol::{Event as ModelEvent, Kind, Policy, Scenario, Step};
+use cachelock_model::protocol::{
+    Event as ModelEvent, Kind, MAX_SIMULATED_PROCS, Policy, Scenario, Step,
+};
 
-use crate::gate::{EventId, Moment, Record};
+use crate::gate::{EventId, Exit, Moment, Process, Record};
+use crate::kinds::{Invocation, invocation, runs_command};
 use crate::vocab::Syscall;
 
 /// The first thing the real processes did that the model does not allow.
@@ -82,6 +84,7 @@ fn unseen(step: Step) -> bool {
             | Step::WaitForChild
             | Step::DeleteEntries
             | Step::AwaitAnnouncedCleans
+            | Step::RemoveLeakedTemp
     )
 }
 
@@ -206,6 +209,23 @@ impl Replay<'_> {
         Ok(())
     }
 
+    /// Process `p` was killed by signal `sig` (its wait status said so): the model's
+    /// `killed` (its descriptors close, its locks go unless its child holds them, its
+    /// temporary cache stays), if the model allows it now.
+    fn killed(&mut self, p: usize, sig: i32) -> Result<(), Divergence> {
+        if !matches!(self.s.procs[p].life, Life::Ready | Life::Waiting) {
+            return Ok(());
+        }
+        if !self.model.event_enabled(&self.s, p, ModelEvent::Killed) {
+            return Err(self.diverge(p, None, format!("killed (signal {sig})")));
+        }
+        self.s = self
+            .model
+            .after(&self.s, Action::Event(p, ModelEvent::Killed));
+        self.steps += 1;
+        Ok(())
+    }
+
     fn child_exits(&mut self, p: usize) {
         if self.model.event_enabled(&self.s, p, ModelEvent::ChildExits) {
             self.s = self
@@ -215,51 +235,164 @@ impl Replay<'_> {
     }
 }
 
-/// Replays the interleaving (`records` and `timeline` of a gate or a trace) on
-/// `policy`'s model. `Err` only for an interleaving the model cannot be built for (no
-/// process touched the cache, or too many did).
-pub fn check(policy: Policy, records: &[Record], timeline: &[Moment]) -> Result<Checked, String> {
-    let mut pids: Vec<i32> = Vec::new();
-    let mut cleaner: HashMap<i32, bool> = HashMap::new();
+/// One model process: its pid, kind, whether it was killed, and its child.
+struct Member {
+    pid: i32,
+    kind: Kind,
+    killed: bool,
+}
+
+/// A process that is neither uv nor cachelock and only looked at `.lock`: it opened it
+/// and tried to lock it without waiting (and released what it got), nothing else (a
+/// harness checking that nobody holds the lock). It is no process of the model.
+fn observer(records: &[Record], pid: i32) -> bool {
+    records
+        .iter()
+        .filter(|r| r.event.pid == pid)
+        .all(|r| match (r.event.step, r.event.syscall) {
+            (None | Some(Step::OpenLockFile) | Some(Step::ReleaseRootLock), _) => true,
+            (
+                Some(Step::LockShared | Step::LockExclusive),
+                Syscall::Flock {
+                    nonblocking: true, ..
+                },
+            ) => true,
+            _ => false,
+        })
+}
+
+/// The model's processes among the traced ones, in the order of their first step
+/// (see the module documentation for the rules).
+fn members(records: &[Record], processes: &[Process]) -> Vec<(Member, Option<Invocation>)> {
+    let argv = |pid: i32| -> &[String] {
+        processes
+            .iter()
+            .find(|p| p.pid == pid)
+            .map_or(&[][..], |p| &p.argv[..])
+    };
+    let mut order: Vec<i32> = Vec::new();
     for r in records {
         if let Some(step) = r.event.step
-            && is_root_lock_step(step)
+            && step != Step::SpawnChild
+            && !order.contains(&r.event.pid)
         {
-            if !pids.contains(&r.event.pid) {
-                pids.push(r.event.pid);
-            }
-            *cleaner.entry(r.event.pid).or_default() |= step == Step::LockExclusive;
+            order.push(r.event.pid);
         }
     }
-    if pids.is_empty() {
-        return Err("no process touched the cache's .lock".into());
-    }
-    let text: Vec<&str> = pids
-        .iter()
-        .map(|p| {
-            if cleaner[p] {
-                Kind::Clean.token()
-            } else {
-                Kind::Run.token()
+    let steps_of = |pid: i32| records.iter().filter(move |r| r.event.pid == pid);
+    order
+        .into_iter()
+        .filter_map(|pid| {
+            let killed = processes
+                .iter()
+                .any(|p| p.pid == pid && matches!(p.exit, Some(Exit::Signal(_))));
+            if let Some(inv) = invocation(argv(pid)) {
+                let member = Member {
+                    pid,
+                    kind: inv.kind,
+                    killed,
+                };
+                return Some((member, Some(inv)));
             }
+            // Another program: a process of the model only if it used the cache's
+            // `.lock` or made a temporary cache, and did more than look.
+            let mut root = false;
+            let mut exclusive = false;
+            let mut temp = false;
+            for r in steps_of(pid) {
+                match r.event.step {
+                    Some(s) if is_root_lock_step(s) => {
+                        root = true;
+                        exclusive |= s == Step::LockExclusive;
+                    }
+                    Some(Step::CreateTempCache) => temp = true,
+                    _ => {}
+                }
+            }
+            if !(root || temp) || (!temp && observer(records, pid)) {
+                return None;
+            }
+            let kind = if temp && !root {
+                Kind::RunNoCache
+            } else if exclusive {
+                Kind::Clean
+            } else {
+                Kind::Run
+            };
+            Some((Member { pid, kind, killed }, None))
+        })
+        .collect()
+}
+
+/// The child of a run (`pid`, whose command line is `inv`, if known): the first
+/// process it started whose arguments run the run's command
+/// ([`crate::kinds::runs_command`]); for a program that is not uv or cachelock, the
+/// one process it started, if it started exactly one.
+fn child_of(
+    pid: i32,
+    inv: Option<&Invocation>,
+    records: &[Record],
+    processes: &[Process],
+) -> Option<i32> {
+    let mut started: Vec<i32> = Vec::new();
+    for r in records {
+        if r.event.step == Some(Step::SpawnChild)
+            && r.event.parent == Some(pid)
+            && !started.contains(&r.event.pid)
+        {
+            started.push(r.event.pid);
+        }
+    }
+    match inv {
+        Some(inv) => started.into_iter().find(|c| {
+            processes
+                .iter()
+                .any(|p| p.pid == *c && runs_command(&p.argv, &inv.command))
+        }),
+        None => (started.len() == 1).then(|| started[0]),
+    }
+}
+
+/// Replays the interleaving (`records`, `timeline` and `processes` of a gate or a
+/// trace) on `policy`'s model. `Err` only for an interleaving the model cannot be built
+/// for (no process touched the cache, or too many did).
+pub fn check(
+    policy: Policy,
+    records: &[Record],
+    timeline: &[Moment],
+    processes: &[Process],
+) -> Result<Checked, String> {
+    let members = members(records, processes);
+    if members.is_empty() {
+        return Err("no uv or cachelock process used the cache".into());
+    }
+    let text: Vec<String> = members
+        .iter()
+        .map(|(m, _)| {
+            let mut t = m.kind.token().to_string();
+            if m.killed {
+                t.push_str("+crash");
+            }
+            t
         })
         .collect();
-    let scenario = Scenario::parse(&text.join(",")).map_err(|e| e.0)?;
+    let scenario =
+        Scenario::parse_at_most(&text.join(","), MAX_SIMULATED_PROCS).map_err(|e| e.0)?;
     let model = CacheModel::new(policy, &scenario);
-    if model.procs.len() != pids.len() {
+    if model.procs.len() != members.len() {
         return Err(format!(
             "scenario {scenario} has a process the trace cannot show"
         ));
     }
-    // Each run's child: the last process it spawned.
-    let child: Vec<Option<i32>> = pids
+    let pids: Vec<i32> = members.iter().map(|(m, _)| m.pid).collect();
+    let child: Vec<Option<i32>> = members
         .iter()
-        .map(|pid| {
-            records
-                .iter()
-                .rev()
-                .find(|r| r.event.step == Some(Step::SpawnChild) && r.event.parent == Some(*pid))
-                .map(|r| r.event.pid)
+        .map(|(m, inv)| {
+            if m.kind.is_run() {
+                child_of(m.pid, inv.as_ref(), records, processes)
+            } else {
+                None
+            }
         })
         .collect();
     let seen: Vec<Vec<Step>> = pids
@@ -281,7 +414,7 @@ pub fn check(policy: Policy, records: &[Record], timeline: &[Moment]) -> Result<
         seen,
         steps: 0,
     };
-    let verdict = replay(&mut rp, timeline);
+    let verdict = replay(&mut rp, timeline, processes);
     Ok(Checked {
         scenario: scenario.to_string(),
         pids: rp.pids.clone(),
@@ -290,7 +423,11 @@ pub fn check(policy: Policy, records: &[Record], timeline: &[Moment]) -> Result<
     })
 }
 
-fn replay(rp: &mut Replay<'_>, timeline: &[Moment]) -> Result<(), Divergence> {
+fn replay(
+    rp: &mut Replay<'_>,
+    timeline: &[Moment],
+    processes: &[Process],
+) -> Result<(), Divergence> {
     for m in timeline {
         match *m {
             Moment::Entered(id) => {
@@ -328,7 +465,14 @@ fn replay(rp: &mut Replay<'_>, timeline: &[Moment]) -> Result<(), Divergence> {
             }
             Moment::Ended(pid) => {
                 if let Some(p) = rp.proc_of(pid) {
-                    rp.end(p, None)?;
+                    let signal = processes.iter().find_map(|q| match q.exit {
+                        Some(Exit::Signal(sig)) if q.pid == pid => Some(sig),
+                        _ => None,
+                    });
+                    match signal {
+                        Some(sig) => rp.killed(p, sig)?,
+                        None => rp.end(p, None)?,
+                    }
                 }
                 if let Some(p) = rp.child.iter().position(|c| *c == Some(pid)) {
                     rp.child_exits(p);

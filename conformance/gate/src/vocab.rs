@@ -134,13 +134,16 @@ pub struct Context {
     /// The process locked `<cache>/.lock` shared: it uses the cache, and what it removes
     /// is its own temporary files, not the cache's entries.
     pub locked_shared: bool,
+    /// The process (thread group) making the call.
+    pub pid: i32,
 }
 
 /// The cache root, as given and canonicalized, and the temporary caches seen so far.
 #[derive(Debug, Clone)]
 pub struct Places {
     roots: Vec<PathBuf>,
-    temp_caches: Vec<PathBuf>,
+    /// Each temporary cache seen, with the process that created it.
+    temp_caches: Vec<(PathBuf, i32)>,
 }
 
 impl Places {
@@ -183,7 +186,7 @@ impl Places {
         }
         let path = path?;
         let Some(rel) = self.in_cache(path) else {
-            return self.classify_outside(call, path);
+            return self.classify_outside(call, path, ctx.pid);
         };
         let parts: Vec<String> = rel
             .components()
@@ -237,21 +240,26 @@ impl Places {
         }
     }
 
-    fn classify_outside(&mut self, call: Syscall, path: &Path) -> Option<Step> {
+    fn classify_outside(&mut self, call: Syscall, path: &Path, pid: i32) -> Option<Step> {
         match call {
-            Syscall::Open if path.file_name().is_some_and(|n| n == ".lock") => {
+            Syscall::Open | Syscall::Rename if path.file_name().is_some_and(|n| n == ".lock") => {
                 let dir = path.parent()?;
                 let temp = dir
                     .file_name()
                     .is_some_and(|n| n.to_string_lossy().starts_with(".tmp"));
-                if temp && !self.temp_caches.iter().any(|t| t == dir) {
-                    self.temp_caches.push(dir.to_path_buf());
+                if temp && !self.temp_caches.iter().any(|(t, _)| t == dir) {
+                    self.temp_caches.push((dir.to_path_buf(), pid));
                     return Some(Step::CreateTempCache);
                 }
                 None
             }
-            Syscall::Rmdir if self.temp_caches.iter().any(|t| t == path) => {
-                Some(Step::DropTempCache)
+            Syscall::Rmdir => {
+                let (_, creator) = self.temp_caches.iter().find(|(t, _)| t == path)?;
+                Some(if *creator == pid {
+                    Step::DropTempCache
+                } else {
+                    Step::RemoveLeakedTemp
+                })
             }
             _ => None,
         }
@@ -346,6 +354,29 @@ mod tests {
     }
 
     #[test]
+    fn a_temp_cache_renamed_into_place_is_created_and_another_process_removing_it_prunes() {
+        let mut p = Places::new(Path::new("/nonexistent-x/cache"));
+        let at = |pid| Context {
+            pid,
+            ..Context::default()
+        };
+        let lock = Path::new("/nonexistent-x/tmp/.tmpQ/.lock");
+        assert_eq!(
+            p.classify(Syscall::Rename, Some(lock), at(7)),
+            Some(Step::CreateTempCache)
+        );
+        let dir = Path::new("/nonexistent-x/tmp/.tmpQ");
+        assert_eq!(
+            p.classify(Syscall::Rmdir, Some(dir), at(8)),
+            Some(Step::RemoveLeakedTemp)
+        );
+        assert_eq!(
+            p.classify(Syscall::Rmdir, Some(dir), at(7)),
+            Some(Step::DropTempCache)
+        );
+    }
+
+    #[test]
     fn builds_and_persists_are_env_steps() {
         let mut p = Places::new(Path::new("/nonexistent-x/cache"));
         let c = "/nonexistent-x/cache";
@@ -373,7 +404,7 @@ mod tests {
         let mut p = Places::new(Path::new("/nonexistent-x/cache"));
         let spawned = Context {
             parent_took_step: true,
-            locked_shared: false,
+            ..Context::default()
         };
         assert_eq!(
             p.classify(Syscall::Exec, None, spawned),
@@ -386,8 +417,8 @@ mod tests {
     fn a_run_removing_its_own_temporary_files_deletes_no_entries() {
         let mut p = Places::new(Path::new("/nonexistent-x/cache"));
         let run = Context {
-            parent_took_step: false,
             locked_shared: true,
+            ..Context::default()
         };
         let tmp = Path::new("/nonexistent-x/cache/.tmpA/python/x.py");
         assert_eq!(p.classify(Syscall::Unlink, Some(tmp), run), None);
