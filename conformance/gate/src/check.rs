@@ -246,19 +246,21 @@ struct Member {
 /// and tried to lock it without waiting (and released what it got), nothing else (a
 /// harness checking that nobody holds the lock). It is no process of the model.
 fn observer(records: &[Record], pid: i32) -> bool {
-    records
-        .iter()
-        .filter(|r| r.event.pid == pid)
-        .all(|r| match (r.event.step, r.event.syscall) {
-            (None | Some(Step::OpenLockFile) | Some(Step::ReleaseRootLock), _) => true,
+    records.iter().filter(|r| r.event.pid == pid).all(|r| {
+        matches!(
+            (r.event.step, r.event.syscall),
             (
+                None | Some(Step::OpenLockFile) | Some(Step::ReleaseRootLock),
+                _
+            ) | (
                 Some(Step::LockShared | Step::LockExclusive),
                 Syscall::Flock {
-                    nonblocking: true, ..
+                    nonblocking: true,
+                    ..
                 },
-            ) => true,
-            _ => false,
-        })
+            )
+        )
+    })
 }
 
 /// The model's processes among the traced ones, in the order of their first step
@@ -309,7 +311,7 @@ fn members(records: &[Record], processes: &[Process]) -> Vec<(Member, Option<Inv
                     _ => {}
                 }
             }
-            if !(root || temp) || (!temp && observer(records, pid)) {
+            if !temp && (!root || observer(records, pid)) {
                 return None;
             }
             let kind = if temp && !root {
