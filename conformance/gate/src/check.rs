@@ -27,7 +27,7 @@
 
 use std::fmt;
 
-use cachelock_model::machine::{Action, CacheModel, Life, State};
+use cachelock_model::machine::{Action, CacheModel, Life, Outcome, State};
 use cachelock_model::protocol::{
     Event as ModelEvent, Kind, MAX_SIMULATED_PROCS, Policy, Scenario, Step,
 };
@@ -201,12 +201,23 @@ impl Replay<'_> {
                     | Step::UnlockEnvLock
                     | Step::WaitForChild
             ) || (unseen(n) && !self.seen[p].contains(&n));
-            if !by_exit || !self.model.step_enabled(&self.s, p) {
-                return Err(self.diverge(p, id, "exit".to_string()));
+            if self.model.step_enabled(&self.s, p) && (by_exit || self.spawn_fails(p, n)) {
+                self.take(p, n);
+                continue;
             }
-            self.take(p, n);
+            return Err(self.diverge(p, id, "exit".to_string()));
         }
         Ok(())
+    }
+
+    /// True if `n` is a `spawn-child` that the model says fails here (the environment is
+    /// gone): a run that exits without its child ever exec'ing tried to spawn it and
+    /// failed (the failing `execve` does not reach the gate).
+    fn spawn_fails(&self, p: usize, n: Step) -> bool {
+        n == Step::SpawnChild
+            && self.child[p].is_none()
+            && self.model.after(&self.s, Action::Step(p, n)).procs[p].life
+                == Life::Done(Outcome::SpawnFailed)
     }
 
     /// Process `p` was killed by signal `sig` (its wait status said so): the model's
