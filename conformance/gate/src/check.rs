@@ -154,6 +154,14 @@ impl Replay<'_> {
             let live = matches!(self.s.procs[p].life, Life::Ready | Life::Waiting);
             match self.model.next_step(&self.s, p) {
                 Some(n) if n == step && live => break,
+                // The wait for announced cleans ended (its last lock call returned
+                // before this step): take it now that the model grants it.
+                Some(Step::AwaitAnnouncedCleans)
+                    if self.s.procs[p].life == Life::Waiting
+                        && self.model.step_enabled(&self.s, p) =>
+                {
+                    self.take(p, Step::AwaitAnnouncedCleans)
+                }
                 Some(n)
                     if (unseen(n) || n == Step::ReleaseRootLock)
                         && !self.seen[p].contains(&n)
@@ -474,6 +482,16 @@ fn replay(
                     && r.result == Some(0)
                 {
                     rp.granted(p, step, id)?;
+                }
+                // One announced clean's lock was had: the wait ends once the model has
+                // every awaited clean withdrawn (the last such return, or the next step).
+                if let (Some(p), Some(Step::AwaitAnnouncedCleans)) =
+                    (rp.proc_of(r.event.pid), r.event.step)
+                    && rp.s.procs[p].life == Life::Waiting
+                    && rp.model.next_step(&rp.s, p) == Some(Step::AwaitAnnouncedCleans)
+                    && rp.model.step_enabled(&rp.s, p)
+                {
+                    rp.take(p, Step::AwaitAnnouncedCleans);
                 }
             }
             Moment::Ended(pid) => {
