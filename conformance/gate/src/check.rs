@@ -1,29 +1,58 @@
 //! Checking a recorded interleaving against the model: is it a behaviour of policy P?
 //!
-//! The processes that touch `<cache>/.lock` are the model's processes, in the order
-//! they first did: one that locks it exclusive is a `clean`, any other a `run`. The
-//! timeline is replayed on [`CacheModel`] for that scenario:
+//! Which processes are the model's, and of which kind ([`Kind`]), is read from what was
+//! seen, never from the order of events alone:
+//! - a process running uv or cachelock is of the kind its arguments at exec say
+//!   ([`crate::kinds`]: `uv run --script` is `run-script`, `uv tool run`/`uvx` is
+//!   `tool-run`, `--no-cache` makes `run-no-cache`, `uv cache prune` is `prune`, `uv
+//!   cache clean --force` is `clean-force`, `cachelock`'s subcommands likewise), and is
+//!   one of the model's processes once it takes a step of its own (not only its exec);
+//! - another program (`flock(1)`, a shell) is one only if it used the cache's `.lock` or
+//!   made a temporary cache: one that locked `.lock` exclusive is a `clean`, one that
+//!   only made a temporary cache a `run-no-cache`, any other a `run`; one that only
+//!   opened `.lock` and tried to lock it without waiting (a harness looking whether it is
+//!   free) is none;
+//! - a process whose wait status says a signal killed it is `+crash`, and its end is the
+//!   model's `killed` (its descriptors close, its locks go unless its child inherited
+//!   them, its temporary cache stays), which the model must allow then;
+//! - the processes are taken in the order of their first step, at most
+//!   [`MAX_SIMULATED_PROCS`] (the model never enumerates states here).
+//!
+//! A run's child is the first process the run started whose arguments run the run's
+//! command ([`crate::kinds::runs_command`]: `python3 -c pass` for `uv run python3 -c
+//! pass`, `python …/bin/clprobe` for `uvx clprobe`, `python …/probe.py` for `uv run
+//! --script probe.py`), so uv's helpers (an interpreter query) are not taken for it;
+//! for a program that is not uv or cachelock, the one process it started, if it
+//! started exactly one. The child's exec is the run's `spawn-child`; its end (exit, or
+//! death) is the model's `child-exits`. Not told apart: a `run-server` (a finished trace
+//! has no child that never exits) and a `run-daemon` (a daemon is not followed) are
+//! `run`s; a nested clean (`uv run uv cache clean`) is a clean of its own.
+//!
+//! The timeline is replayed on [`CacheModel`] for that scenario:
 //! - a step is taken when its call enters, if the model has it enabled for that
 //!   process; a blocking lock the model cannot grant puts the process in the model's
-//!   wait, and the lock is taken when the real call returns granted;
+//!   wait, and the lock is taken when the real call returns granted (for the wait for
+//!   announced cleans: when a lock on an announcement returns and the model has every
+//!   awaited clean withdrawn, or at the process's next step);
 //! - steps the gate cannot see (a scaffold or an environment already there, an empty
 //!   cache with nothing to delete, the wait for the child, the wait for announced cleans
-//!   when none is announced) are taken implicitly when the model has them next and
-//!   enabled, and the process does not take them anywhere in the trace; so is
-//!   `release-root-lock` for a process that never unlocks `.lock` with `LOCK_UN` (it
-//!   releases it by closing the descriptor, a call the gate does not stop at: cachelock
-//!   drops its lock this way). A step the process does take is held to the moment it
-//!   does;
+//!   when none is announced, a prune's removal of leaked temporary caches when there is
+//!   none) are taken implicitly when the model has them next and enabled, and the
+//!   process does not take them anywhere in the trace; so is `release-root-lock` for a
+//!   process that never unlocks `.lock` with `LOCK_UN` (it releases it by closing the
+//!   descriptor, a call the gate does not stop at: cachelock drops its lock this way).
+//!   A step the process does take is held to the moment it does;
 //! - a step the process already took (a retried lock, a re-opened `.lock`, the next
 //!   removal of `delete-entries`) is one step, taken once;
-//! - of the processes a run starts, the last is its child (uv starts helpers, such as
-//!   interpreter queries, before it); its `exit_group` is the model's `child-exits`;
-//! - a process's `exit_group` (or its death) ends it: its descriptors close, so the
-//!   releases left (and the wait for its child) are taken then (a holder that never
-//!   unlocks explicitly releases its lock by exiting); any other step left (unlinking
-//!   `.lock`, removing the root) is a divergence: the process exited without it.
+//! - a process's `exit_group` (or its death other than by a signal) ends it: its
+//!   descriptors close, so the releases left (and the wait for its child) are taken
+//!   then (a holder that never unlocks explicitly releases its lock by exiting); a run
+//!   whose child never exec'd took `spawn-child` and failed, if the model says the spawn
+//!   fails there (its environment is gone: the failing `execve` never reaches the gate);
+//!   any other step left (unlinking `.lock`, removing the root) is a divergence: the
+//!   process exited without it.
 //!
-//! The first step (or lock grant) the model does not allow is the divergence.
+//! The first step (or lock grant, or kill) the model does not allow is the divergence.
 
 use std::fmt;
 
