@@ -52,6 +52,12 @@
 //!   any other step left (unlinking `.lock`, removing the root) is a divergence: the
 //!   process exited without it.
 //!
+//! A lock call takes effect somewhere between its entry and its return: when a lock is
+//! granted to a process the model still has waiting behind another process's lock call
+//! that entered but had not returned yet, the kernel served the first one first; the
+//! replay is redone with that call's entry moved after the grant (an order the real
+//! calls allow), and the divergence stands only if no such call is in flight.
+//!
 //! The first step (or lock grant, or kill) the model does not allow is the divergence.
 
 use std::fmt;
@@ -455,8 +461,9 @@ pub fn check(
                 .collect()
         })
         .collect();
+    let initial = model.initial_state();
     let mut rp = Replay {
-        s: model.initial_state(),
+        s: initial.clone(),
         model,
         records,
         pids,
@@ -464,13 +471,66 @@ pub fn check(
         seen,
         steps: 0,
     };
-    let verdict = replay(&mut rp, timeline, processes);
+    let mut order = timeline.to_vec();
+    let mut verdict = replay(&mut rp, &order, processes);
+    // A lock call takes effect somewhere between its entry and its return. Steps are
+    // taken at entry, so a lock granted to `p` while the model still has another
+    // process's lock (entered, not yet returned) in its way only says that the kernel
+    // served `p` first: replay with those entries moved after `p`'s return, an order the
+    // real calls allow. Bounded: each retry moves at least one entry later.
+    for _ in 0..64 {
+        let Err(d) = &verdict else { break };
+        let Some(later) = in_flight_locks(&rp, &order, d) else {
+            break;
+        };
+        order = later;
+        rp.s = initial.clone();
+        rp.steps = 0;
+        verdict = replay(&mut rp, &order, processes);
+    }
     Ok(Checked {
         scenario: scenario.to_string(),
         pids: rp.pids.clone(),
         steps: rp.steps,
         verdict,
     })
+}
+
+/// For a divergence "lock granted while the model has the process wait": the timeline
+/// with the entries of the other model processes' lock calls still in flight at that
+/// return (entered before it, returned after it or never) moved just after it; `None`
+/// if there are none (the divergence stands).
+fn in_flight_locks(rp: &Replay<'_>, order: &[Moment], d: &Divergence) -> Option<Vec<Moment>> {
+    let id = d.event?;
+    if !d.real.ends_with("(granted)") {
+        return None;
+    }
+    let ret = order.iter().position(|m| *m == Moment::Returned(id))?;
+    let is_lock = |e: EventId| {
+        let ev = &rp.records[e.0].event;
+        matches!(ev.step, Some(Step::LockShared | Step::LockExclusive))
+            && ev.pid != d.pid
+            && rp.proc_of(ev.pid).is_some()
+    };
+    let moved: Vec<Moment> = order[..ret]
+        .iter()
+        .filter(|m| match m {
+            Moment::Entered(e) => is_lock(*e) && !order[..ret].contains(&Moment::Returned(*e)),
+            _ => false,
+        })
+        .copied()
+        .collect();
+    if moved.is_empty() {
+        return None;
+    }
+    let mut out: Vec<Moment> = order[..=ret]
+        .iter()
+        .filter(|m| !moved.contains(m))
+        .copied()
+        .collect();
+    out.extend(moved);
+    out.extend_from_slice(&order[ret + 1..]);
+    Some(out)
 }
 
 fn replay(
