@@ -47,6 +47,10 @@ pub struct Config {
     pub processes: u16,
     /// How long to keep starting operations, in seconds.
     pub seconds: f64,
+    /// At most this many operations in all (`--operations`), whichever of this and
+    /// `seconds` comes first; `None`: no limit but the time. A traced stress run keeps
+    /// it small: every process is one of the model's, and the model takes at most 16.
+    pub operations: Option<u64>,
     /// The protocol every process follows (`--policy`).
     pub policy: Policy,
     /// The cache to hammer; `None`: a fresh one in a private directory, removed at the
@@ -67,6 +71,7 @@ impl Config {
         Config {
             processes: 16,
             seconds: 60.0,
+            operations: None,
             policy,
             cache_dir: None,
             seed: None,
@@ -198,6 +203,9 @@ struct Shared {
     stop_at: Instant,
     stop: AtomicBool,
     done: AtomicU64,
+    /// Operations started so far, and the most that may be.
+    started: AtomicU64,
+    max_operations: u64,
     tally: Mutex<Tally>,
 }
 
@@ -224,6 +232,9 @@ pub fn run(args: Config) -> Result<bool, String> {
             "--seconds {} is not a duration; give a number of seconds between 0 and 86400",
             args.seconds
         ));
+    }
+    if args.operations == Some(0) {
+        return Err("--operations 0 would run nothing; give at least 1".into());
     }
     if !(1..=256).contains(&args.processes) {
         return Err(format!(
@@ -270,6 +281,8 @@ pub fn run(args: Config) -> Result<bool, String> {
         stop_at: start + Duration::from_secs_f64(args.seconds),
         stop: AtomicBool::new(false),
         done: AtomicU64::new(0),
+        started: AtomicU64::new(0),
+        max_operations: args.operations.unwrap_or(u64::MAX),
         tally: Mutex::new(Tally::default()),
     });
     let workers: Vec<_> = (0..args.processes)
@@ -420,6 +433,9 @@ fn pick(rng: &mut Rng) -> Op {
 
 fn worker(shared: &Shared, index: usize, rng: &mut Rng) {
     while Instant::now() < shared.stop_at && !shared.stop.load(Ordering::SeqCst) {
+        if shared.started.fetch_add(1, Ordering::SeqCst) >= shared.max_operations {
+            return;
+        }
         let op = pick(rng);
         let (outcome, wait, sample) = one_op(shared, index, op, rng);
         shared.done.fetch_add(1, Ordering::Relaxed);

@@ -61,3 +61,59 @@ fn stress_under_uv_pr15977_finds_environments_deleted_under_running_children() {
         let _ = std::fs::remove_dir_all(dir.trim());
     }
 }
+
+/// A short stress run (3 workers, 14 `cachelock` processes: runs of every kind, cleans,
+/// prunes) traced under the gate, every process checked against `check`'s model as one
+/// interleaving. Returns the verdict line and the `cachelock trace` exit code.
+fn traced_stress(run_policy: &str, check: &str, seed: u64) -> (i32, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_cl-stress"));
+    cmd.args(["--processes", "3", "--operations", "14", "--seconds", "30"])
+        .args(["--policy", run_policy, "--seed", &seed.to_string()])
+        .arg("--cache-dir")
+        .arg(&cache)
+        .env_remove("CACHELOCK_CACHE_DIR")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let policy = cachelock_model::Policy::parse(check).unwrap();
+    let out = cachelock_gate::trace_and_check(cmd, &cache, Some(policy), Box::new(std::io::sink()))
+        .unwrap_or_else(|e| panic!("cannot trace: {e}"));
+    let verdict = out.verdict.to_string();
+    (i32::from(out.exit_code()), verdict)
+}
+
+#[test]
+fn a_traced_stress_run_of_the_default_policy_is_one_of_its_behaviours() {
+    for seed in [1, 2] {
+        let (code, verdict) = traced_stress("cachelock-fenced", "cachelock-fenced", seed);
+        assert_eq!(code, 0, "seed {seed}: {verdict}");
+        assert!(
+            verdict.starts_with("check: the interleaving of ")
+                && verdict.contains(" is a behaviour of cachelock-fenced"),
+            "seed {seed}: {verdict}"
+        );
+        // Every worker process is one of the model's: at least 10 of the 14 touched
+        // the cache (an operation on a cache not made yet may find nothing to do).
+        let scenario = verdict
+            .trim_start_matches("check: the interleaving of ")
+            .split(' ')
+            .next()
+            .unwrap();
+        assert!(scenario.split(',').count() >= 10, "{verdict}");
+    }
+}
+
+#[test]
+fn a_traced_stress_run_of_a_broken_cachelock_is_rejected_at_its_first_divergent_step() {
+    // `--policy cachelock-late-env-lock` builds an environment before it locks it: a
+    // broken implementation as far as `cachelock`'s model is concerned.
+    let (code, verdict) = traced_stress("cachelock-late-env-lock", "cachelock", 1);
+    assert_eq!(code, 1, "{verdict}");
+    assert!(
+        verdict.starts_with("check: not a behaviour of cachelock (")
+            && verdict.contains(" did persist-env; the model allows lock-env next"),
+        "{verdict}"
+    );
+}

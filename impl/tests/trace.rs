@@ -256,7 +256,13 @@ fn the_commands_exit_code_is_passed_through_and_bad_input_exits_2() {
         .output()
         .unwrap();
     let help = String::from_utf8_lossy(&help.stdout);
-    for what in ["What it stops at", "What it checks", "Exit codes"] {
+    for what in [
+        "What it stops at",
+        "What it checks",
+        "run-script",
+        "+crash",
+        "Exit codes",
+    ] {
         assert!(help.contains(what), "{help}");
     }
 }

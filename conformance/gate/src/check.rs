@@ -1,37 +1,74 @@
 //! Checking a recorded interleaving against the model: is it a behaviour of policy P?
 //!
-//! The processes that touch `<cache>/.lock` are the model's processes, in the order
-//! they first did: one that locks it exclusive is a `clean`, any other a `run`. The
-//! timeline is replayed on [`CacheModel`] for that scenario:
+//! Which processes are the model's, and of which kind ([`Kind`]), is read from what was
+//! seen, never from the order of events alone:
+//! - a process running uv or cachelock is of the kind its arguments at exec say
+//!   ([`crate::kinds`]: `uv run --script` is `run-script`, `uv tool run`/`uvx` is
+//!   `tool-run`, `--no-cache` makes `run-no-cache`, `uv cache prune` is `prune`, `uv
+//!   cache clean --force` is `clean-force`, `cachelock`'s subcommands likewise), and is
+//!   one of the model's processes once it takes a step of its own (not only its exec);
+//! - another program (`flock(1)`, a shell) is one only if it used the cache's `.lock` or
+//!   made a temporary cache: one that locked `.lock` exclusive is a `clean`, one that
+//!   only made a temporary cache a `run-no-cache`, any other a `run`; one that only
+//!   opened `.lock` and tried to lock it without waiting (a harness looking whether it is
+//!   free) is none;
+//! - a process whose wait status says a signal killed it is `+crash`, and its end is the
+//!   model's `killed` (its descriptors close, its locks go unless its child inherited
+//!   them, its temporary cache stays), which the model must allow then;
+//! - the processes are taken in the order of their first step, at most
+//!   [`MAX_SIMULATED_PROCS`] (the model never enumerates states here).
+//!
+//! A run's child is the first process the run started whose arguments run the run's
+//! command ([`crate::kinds::runs_command`]: `python3 -c pass` for `uv run python3 -c
+//! pass`, `python …/bin/clprobe` for `uvx clprobe`, `python …/probe.py` for `uv run
+//! --script probe.py`), so uv's helpers (an interpreter query) are not taken for it;
+//! for a program that is not uv or cachelock, the one process it started, if it
+//! started exactly one. The child's exec is the run's `spawn-child`; its end (exit, or
+//! death) is the model's `child-exits`. Not told apart: a `run-server` (a finished trace
+//! has no child that never exits) and a `run-daemon` (a daemon is not followed) are
+//! `run`s; a nested clean (`uv run uv cache clean`) is a clean of its own.
+//!
+//! The timeline is replayed on [`CacheModel`] for that scenario:
 //! - a step is taken when its call enters, if the model has it enabled for that
 //!   process; a blocking lock the model cannot grant puts the process in the model's
-//!   wait, and the lock is taken when the real call returns granted;
+//!   wait, and the lock is taken when the real call returns granted (for the wait for
+//!   announced cleans: when a lock on an announcement returns and the model has every
+//!   awaited clean withdrawn, or at the process's next step);
 //! - steps the gate cannot see (a scaffold or an environment already there, an empty
 //!   cache with nothing to delete, the wait for the child, the wait for announced cleans
-//!   when none is announced) are taken implicitly when the model has them next and
-//!   enabled, and the process does not take them anywhere in the trace; so is
-//!   `release-root-lock` for a process that never unlocks `.lock` with `LOCK_UN` (it
-//!   releases it by closing the descriptor, a call the gate does not stop at: cachelock
-//!   drops its lock this way). A step the process does take is held to the moment it
-//!   does;
+//!   when none is announced, a prune's removal of leaked temporary caches when there is
+//!   none) are taken implicitly when the model has them next and enabled, and the
+//!   process does not take them anywhere in the trace; so is `release-root-lock` for a
+//!   process that never unlocks `.lock` with `LOCK_UN` (it releases it by closing the
+//!   descriptor, a call the gate does not stop at: cachelock drops its lock this way).
+//!   A step the process does take is held to the moment it does;
 //! - a step the process already took (a retried lock, a re-opened `.lock`, the next
 //!   removal of `delete-entries`) is one step, taken once;
-//! - of the processes a run starts, the last is its child (uv starts helpers, such as
-//!   interpreter queries, before it); its `exit_group` is the model's `child-exits`;
-//! - a process's `exit_group` (or its death) ends it: its descriptors close, so the
-//!   releases left (and the wait for its child) are taken then (a holder that never
-//!   unlocks explicitly releases its lock by exiting); any other step left (unlinking
-//!   `.lock`, removing the root) is a divergence: the process exited without it.
+//! - a process's `exit_group` (or its death other than by a signal) ends it: its
+//!   descriptors close, so the releases left (and the wait for its child) are taken
+//!   then (a holder that never unlocks explicitly releases its lock by exiting); a run
+//!   whose child never exec'd took `spawn-child` and failed, if the model says the spawn
+//!   fails there (its environment is gone: the failing `execve` never reaches the gate);
+//!   any other step left (unlinking `.lock`, removing the root) is a divergence: the
+//!   process exited without it.
 //!
-//! The first step (or lock grant) the model does not allow is the divergence.
+//! A lock call takes effect somewhere between its entry and its return: when a lock is
+//! granted to a process the model still has waiting behind another process's lock call
+//! that entered but had not returned yet, the kernel served the first one first; the
+//! replay is redone with that call's entry moved after the grant (an order the real
+//! calls allow), and the divergence stands only if no such call is in flight.
+//!
+//! The first step (or lock grant, or kill) the model does not allow is the divergence.
 
-use std::collections::HashMap;
 use std::fmt;
 
-use cachelock_model::machine::{Action, CacheModel, Life, State};
-use cachelock_model::protocol::{Event as ModelEvent, Kind, Policy, Scenario, Step};
+use cachelock_model::machine::{Action, CacheModel, Life, Outcome, State};
+use cachelock_model::protocol::{
+    Event as ModelEvent, Kind, MAX_SIMULATED_PROCS, Policy, Scenario, Step,
+};
 
-use crate::gate::{EventId, Moment, Record};
+use crate::gate::{EventId, Exit, Moment, Process, Record};
+use crate::kinds::{Invocation, invocation, runs_command};
 use crate::vocab::Syscall;
 
 /// The first thing the real processes did that the model does not allow.
@@ -82,6 +119,7 @@ fn unseen(step: Step) -> bool {
             | Step::WaitForChild
             | Step::DeleteEntries
             | Step::AwaitAnnouncedCleans
+            | Step::RemoveLeakedTemp
     )
 }
 
@@ -151,6 +189,14 @@ impl Replay<'_> {
             let live = matches!(self.s.procs[p].life, Life::Ready | Life::Waiting);
             match self.model.next_step(&self.s, p) {
                 Some(n) if n == step && live => break,
+                // The wait for announced cleans ended (its last lock call returned
+                // before this step): take it now that the model grants it.
+                Some(Step::AwaitAnnouncedCleans)
+                    if self.s.procs[p].life == Life::Waiting
+                        && self.model.step_enabled(&self.s, p) =>
+                {
+                    self.take(p, Step::AwaitAnnouncedCleans)
+                }
                 Some(n)
                     if (unseen(n) || n == Step::ReleaseRootLock)
                         && !self.seen[p].contains(&n)
@@ -198,11 +244,39 @@ impl Replay<'_> {
                     | Step::UnlockEnvLock
                     | Step::WaitForChild
             ) || (unseen(n) && !self.seen[p].contains(&n));
-            if !by_exit || !self.model.step_enabled(&self.s, p) {
-                return Err(self.diverge(p, id, "exit".to_string()));
+            if self.model.step_enabled(&self.s, p) && (by_exit || self.spawn_fails(p, n)) {
+                self.take(p, n);
+                continue;
             }
-            self.take(p, n);
+            return Err(self.diverge(p, id, "exit".to_string()));
         }
+        Ok(())
+    }
+
+    /// True if `n` is a `spawn-child` that the model says fails here (the environment is
+    /// gone): a run that exits without its child ever exec'ing tried to spawn it and
+    /// failed (the failing `execve` does not reach the gate).
+    fn spawn_fails(&self, p: usize, n: Step) -> bool {
+        n == Step::SpawnChild
+            && self.child[p].is_none()
+            && self.model.after(&self.s, Action::Step(p, n)).procs[p].life
+                == Life::Done(Outcome::SpawnFailed)
+    }
+
+    /// Process `p` was killed by signal `sig` (its wait status said so): the model's
+    /// `killed` (its descriptors close, its locks go unless its child holds them, its
+    /// temporary cache stays), if the model allows it now.
+    fn killed(&mut self, p: usize, sig: i32) -> Result<(), Divergence> {
+        if !matches!(self.s.procs[p].life, Life::Ready | Life::Waiting) {
+            return Ok(());
+        }
+        if !self.model.event_enabled(&self.s, p, ModelEvent::Killed) {
+            return Err(self.diverge(p, None, format!("killed (signal {sig})")));
+        }
+        self.s = self
+            .model
+            .after(&self.s, Action::Event(p, ModelEvent::Killed));
+        self.steps += 1;
         Ok(())
     }
 
@@ -215,51 +289,166 @@ impl Replay<'_> {
     }
 }
 
-/// Replays the interleaving (`records` and `timeline` of a gate or a trace) on
-/// `policy`'s model. `Err` only for an interleaving the model cannot be built for (no
-/// process touched the cache, or too many did).
-pub fn check(policy: Policy, records: &[Record], timeline: &[Moment]) -> Result<Checked, String> {
-    let mut pids: Vec<i32> = Vec::new();
-    let mut cleaner: HashMap<i32, bool> = HashMap::new();
+/// One model process: its pid, kind, whether it was killed, and its child.
+struct Member {
+    pid: i32,
+    kind: Kind,
+    killed: bool,
+}
+
+/// A process that is neither uv nor cachelock and only looked at `.lock`: it opened it
+/// and tried to lock it without waiting (and released what it got), nothing else (a
+/// harness checking that nobody holds the lock). It is no process of the model.
+fn observer(records: &[Record], pid: i32) -> bool {
+    records.iter().filter(|r| r.event.pid == pid).all(|r| {
+        matches!(
+            (r.event.step, r.event.syscall),
+            (
+                None | Some(Step::OpenLockFile) | Some(Step::ReleaseRootLock),
+                _
+            ) | (
+                Some(Step::LockShared | Step::LockExclusive),
+                Syscall::Flock {
+                    nonblocking: true,
+                    ..
+                },
+            )
+        )
+    })
+}
+
+/// The model's processes among the traced ones, in the order of their first step
+/// (see the module documentation for the rules).
+fn members(records: &[Record], processes: &[Process]) -> Vec<(Member, Option<Invocation>)> {
+    let argv = |pid: i32| -> &[String] {
+        processes
+            .iter()
+            .find(|p| p.pid == pid)
+            .map_or(&[][..], |p| &p.argv[..])
+    };
+    let mut order: Vec<i32> = Vec::new();
     for r in records {
         if let Some(step) = r.event.step
-            && is_root_lock_step(step)
+            && step != Step::SpawnChild
+            && !order.contains(&r.event.pid)
         {
-            if !pids.contains(&r.event.pid) {
-                pids.push(r.event.pid);
-            }
-            *cleaner.entry(r.event.pid).or_default() |= step == Step::LockExclusive;
+            order.push(r.event.pid);
         }
     }
-    if pids.is_empty() {
-        return Err("no process touched the cache's .lock".into());
-    }
-    let text: Vec<&str> = pids
-        .iter()
-        .map(|p| {
-            if cleaner[p] {
-                Kind::Clean.token()
-            } else {
-                Kind::Run.token()
+    let steps_of = |pid: i32| records.iter().filter(move |r| r.event.pid == pid);
+    order
+        .into_iter()
+        .filter_map(|pid| {
+            let killed = processes
+                .iter()
+                .any(|p| p.pid == pid && matches!(p.exit, Some(Exit::Signal(_))));
+            if let Some(inv) = invocation(argv(pid)) {
+                let member = Member {
+                    pid,
+                    kind: inv.kind,
+                    killed,
+                };
+                return Some((member, Some(inv)));
             }
+            // Another program: a process of the model only if it used the cache's
+            // `.lock` or made a temporary cache, and did more than look.
+            let mut root = false;
+            let mut exclusive = false;
+            let mut temp = false;
+            for r in steps_of(pid) {
+                match r.event.step {
+                    Some(s) if is_root_lock_step(s) => {
+                        root = true;
+                        exclusive |= s == Step::LockExclusive;
+                    }
+                    Some(Step::CreateTempCache) => temp = true,
+                    _ => {}
+                }
+            }
+            if !temp && (!root || observer(records, pid)) {
+                return None;
+            }
+            let kind = if temp && !root {
+                Kind::RunNoCache
+            } else if exclusive {
+                Kind::Clean
+            } else {
+                Kind::Run
+            };
+            Some((Member { pid, kind, killed }, None))
+        })
+        .collect()
+}
+
+/// The child of a run (`pid`, whose command line is `inv`, if known): the first
+/// process it started whose arguments run the run's command
+/// ([`crate::kinds::runs_command`]); for a program that is not uv or cachelock, the
+/// one process it started, if it started exactly one.
+fn child_of(
+    pid: i32,
+    inv: Option<&Invocation>,
+    records: &[Record],
+    processes: &[Process],
+) -> Option<i32> {
+    let mut started: Vec<i32> = Vec::new();
+    for r in records {
+        if r.event.step == Some(Step::SpawnChild)
+            && r.event.parent == Some(pid)
+            && !started.contains(&r.event.pid)
+        {
+            started.push(r.event.pid);
+        }
+    }
+    match inv {
+        Some(inv) => started.into_iter().find(|c| {
+            processes
+                .iter()
+                .any(|p| p.pid == *c && runs_command(&p.argv, &inv.command))
+        }),
+        None => (started.len() == 1).then(|| started[0]),
+    }
+}
+
+/// Replays the interleaving (`records`, `timeline` and `processes` of a gate or a
+/// trace) on `policy`'s model. `Err` only for an interleaving the model cannot be built
+/// for (no process touched the cache, or too many did).
+pub fn check(
+    policy: Policy,
+    records: &[Record],
+    timeline: &[Moment],
+    processes: &[Process],
+) -> Result<Checked, String> {
+    let members = members(records, processes);
+    if members.is_empty() {
+        return Err("no uv or cachelock process used the cache".into());
+    }
+    let text: Vec<String> = members
+        .iter()
+        .map(|(m, _)| {
+            let mut t = m.kind.token().to_string();
+            if m.killed {
+                t.push_str("+crash");
+            }
+            t
         })
         .collect();
-    let scenario = Scenario::parse(&text.join(",")).map_err(|e| e.0)?;
+    let scenario =
+        Scenario::parse_at_most(&text.join(","), MAX_SIMULATED_PROCS).map_err(|e| e.0)?;
     let model = CacheModel::new(policy, &scenario);
-    if model.procs.len() != pids.len() {
+    if model.procs.len() != members.len() {
         return Err(format!(
             "scenario {scenario} has a process the trace cannot show"
         ));
     }
-    // Each run's child: the last process it spawned.
-    let child: Vec<Option<i32>> = pids
+    let pids: Vec<i32> = members.iter().map(|(m, _)| m.pid).collect();
+    let child: Vec<Option<i32>> = members
         .iter()
-        .map(|pid| {
-            records
-                .iter()
-                .rev()
-                .find(|r| r.event.step == Some(Step::SpawnChild) && r.event.parent == Some(*pid))
-                .map(|r| r.event.pid)
+        .map(|(m, inv)| {
+            if m.kind.is_run() {
+                child_of(m.pid, inv.as_ref(), records, processes)
+            } else {
+                None
+            }
         })
         .collect();
     let seen: Vec<Vec<Step>> = pids
@@ -272,8 +461,9 @@ pub fn check(policy: Policy, records: &[Record], timeline: &[Moment]) -> Result<
                 .collect()
         })
         .collect();
+    let initial = model.initial_state();
     let mut rp = Replay {
-        s: model.initial_state(),
+        s: initial.clone(),
         model,
         records,
         pids,
@@ -281,7 +471,23 @@ pub fn check(policy: Policy, records: &[Record], timeline: &[Moment]) -> Result<
         seen,
         steps: 0,
     };
-    let verdict = replay(&mut rp, timeline);
+    let mut order = timeline.to_vec();
+    let mut verdict = replay(&mut rp, &order, processes);
+    // A lock call takes effect somewhere between its entry and its return. Steps are
+    // taken at entry, so a lock granted to `p` while the model still has another
+    // process's lock (entered, not yet returned) in its way only says that the kernel
+    // served `p` first: replay with those entries moved after `p`'s return, an order the
+    // real calls allow. Bounded: each retry moves at least one entry later.
+    for _ in 0..64 {
+        let Err(d) = &verdict else { break };
+        let Some(later) = in_flight_locks(&rp, &order, d) else {
+            break;
+        };
+        order = later;
+        rp.s = initial.clone();
+        rp.steps = 0;
+        verdict = replay(&mut rp, &order, processes);
+    }
     Ok(Checked {
         scenario: scenario.to_string(),
         pids: rp.pids.clone(),
@@ -290,7 +496,48 @@ pub fn check(policy: Policy, records: &[Record], timeline: &[Moment]) -> Result<
     })
 }
 
-fn replay(rp: &mut Replay<'_>, timeline: &[Moment]) -> Result<(), Divergence> {
+/// For a divergence "lock granted while the model has the process wait": the timeline
+/// with the entries of the other model processes' lock calls still in flight at that
+/// return (entered before it, returned after it or never) moved just after it; `None`
+/// if there are none (the divergence stands).
+fn in_flight_locks(rp: &Replay<'_>, order: &[Moment], d: &Divergence) -> Option<Vec<Moment>> {
+    let id = d.event?;
+    if !d.real.ends_with("(granted)") {
+        return None;
+    }
+    let ret = order.iter().position(|m| *m == Moment::Returned(id))?;
+    let is_lock = |e: EventId| {
+        let ev = &rp.records[e.0].event;
+        matches!(ev.step, Some(Step::LockShared | Step::LockExclusive))
+            && ev.pid != d.pid
+            && rp.proc_of(ev.pid).is_some()
+    };
+    let moved: Vec<Moment> = order[..ret]
+        .iter()
+        .filter(|m| match m {
+            Moment::Entered(e) => is_lock(*e) && !order[..ret].contains(&Moment::Returned(*e)),
+            _ => false,
+        })
+        .copied()
+        .collect();
+    if moved.is_empty() {
+        return None;
+    }
+    let mut out: Vec<Moment> = order[..=ret]
+        .iter()
+        .filter(|m| !moved.contains(m))
+        .copied()
+        .collect();
+    out.extend(moved);
+    out.extend_from_slice(&order[ret + 1..]);
+    Some(out)
+}
+
+fn replay(
+    rp: &mut Replay<'_>,
+    timeline: &[Moment],
+    processes: &[Process],
+) -> Result<(), Divergence> {
     for m in timeline {
         match *m {
             Moment::Entered(id) => {
@@ -325,10 +572,27 @@ fn replay(rp: &mut Replay<'_>, timeline: &[Moment]) -> Result<(), Divergence> {
                 {
                     rp.granted(p, step, id)?;
                 }
+                // One announced clean's lock was had: the wait ends once the model has
+                // every awaited clean withdrawn (the last such return, or the next step).
+                if let (Some(p), Some(Step::AwaitAnnouncedCleans)) =
+                    (rp.proc_of(r.event.pid), r.event.step)
+                    && rp.s.procs[p].life == Life::Waiting
+                    && rp.model.next_step(&rp.s, p) == Some(Step::AwaitAnnouncedCleans)
+                    && rp.model.step_enabled(&rp.s, p)
+                {
+                    rp.take(p, Step::AwaitAnnouncedCleans);
+                }
             }
             Moment::Ended(pid) => {
                 if let Some(p) = rp.proc_of(pid) {
-                    rp.end(p, None)?;
+                    let signal = processes.iter().find_map(|q| match q.exit {
+                        Some(Exit::Signal(sig)) if q.pid == pid => Some(sig),
+                        _ => None,
+                    });
+                    match signal {
+                        Some(sig) => rp.killed(p, sig)?,
+                        None => rp.end(p, None)?,
+                    }
                 }
                 if let Some(p) = rp.child.iter().position(|c| *c == Some(pid)) {
                     rp.child_exits(p);

@@ -216,6 +216,24 @@ struct ProcInfo {
     took_step: bool,
     /// It locked the cache's `.lock` shared: a user of the cache, not a cleaner.
     locked_shared: bool,
+    /// Its arguments as of its last exec (a forked process that has not exec'd yet has
+    /// its parent's), read from `/proc/PID/cmdline` when the exec stop was seen.
+    argv: Vec<String>,
+}
+
+/// A traced process as the gate saw it: who started it, what it runs, how it ended.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Process {
+    /// Its pid.
+    pub pid: i32,
+    /// The traced process that started it, if any.
+    pub parent: Option<i32>,
+    /// Its arguments at its last exec (`/proc/PID/cmdline`, read at the exec stop, before
+    /// the new program ran an instruction); a process that never exec'd has its parent's.
+    pub argv: Vec<String>,
+    /// How it ended, once it has: an exit code, or the signal that killed it (the
+    /// wait status the gate reaped).
+    pub exit: Option<Exit>,
 }
 
 /// The scheduler. See the module documentation.
@@ -342,6 +360,7 @@ impl Gate {
                 parent: None,
                 took_step: false,
                 locked_shared: false,
+                argv: process::argv(pid as u32).unwrap_or_default(),
             },
         );
         let spawned = Spawned {
@@ -377,6 +396,23 @@ impl Gate {
     /// How process `pid` ended, once it has.
     pub fn exit_of(&self, pid: i32) -> Option<Exit> {
         self.exits.get(&pid).copied()
+    }
+
+    /// Every process the gate traced, in pid order, with its parent, its arguments and
+    /// (once it ended) its exit.
+    pub fn processes(&self) -> Vec<Process> {
+        let mut v: Vec<Process> = self
+            .procs
+            .iter()
+            .map(|(pid, info)| Process {
+                pid: *pid,
+                parent: info.parent,
+                argv: info.argv.clone(),
+                exit: self.exits.get(pid).copied(),
+            })
+            .collect();
+        v.sort_by_key(|p| p.pid);
+        v
     }
 
     /// True while any traced thread is alive.
@@ -765,9 +801,9 @@ impl Gate {
             } else {
                 creator_pid
             };
-            let hold = parent
+            let (hold, argv) = parent
                 .and_then(|p| self.procs.get(&p))
-                .map_or(Hold::Nothing, |p| p.hold);
+                .map_or((Hold::Nothing, Vec::new()), |p| (p.hold, p.argv.clone()));
             self.procs.insert(
                 tgid,
                 ProcInfo {
@@ -775,6 +811,7 @@ impl Gate {
                     parent,
                     took_step: false,
                     locked_shared: false,
+                    argv,
                 },
             );
         }
@@ -826,6 +863,12 @@ impl Gate {
 
     fn on_exec(&mut self, tid: i32) {
         let pid = self.tracees.get(&tid).map_or(tid, |t| t.tgid);
+        // The new program's arguments: it has not run an instruction yet.
+        if let Some(argv) = process::argv(pid as u32)
+            && let Some(info) = self.procs.get_mut(&pid)
+        {
+            info.argv = argv;
+        }
         let parent_took_step = self
             .procs
             .get(&pid)
@@ -838,6 +881,7 @@ impl Gate {
             Context {
                 parent_took_step,
                 locked_shared: false,
+                pid,
             },
         );
         if step.is_none() {
@@ -886,6 +930,7 @@ impl Gate {
             Context {
                 parent_took_step: false,
                 locked_shared,
+                pid,
             },
         );
         // A process's exit is reported once it took a step (a spawned child included).

@@ -18,10 +18,13 @@
 pub mod check;
 pub mod filter;
 mod gate;
+pub mod kinds;
 pub mod realuv;
 pub mod trace;
 pub mod vocab;
 
-pub use gate::{Error, Event, EventId, Exit, Gate, Hold, Moment, Record, Settled, Spawned};
+pub use gate::{
+    Error, Event, EventId, Exit, Gate, Hold, Moment, Process, Record, Settled, Spawned,
+};
 pub use trace::{Outcome, TraceReport, Verdict, trace, trace_and_check};
 pub use vocab::{LockOp, Syscall};

@@ -10,7 +10,7 @@ use std::process::Command;
 use cachelock_model::protocol::Policy;
 
 use crate::check::{Checked, Divergence, check};
-use crate::gate::{Error, Exit, Gate, Hold, Moment, Record};
+use crate::gate::{Error, Exit, Gate, Hold, Moment, Process, Record};
 
 /// What a traced run did.
 #[derive(Debug)]
@@ -21,6 +21,8 @@ pub struct TraceReport {
     pub timeline: Vec<Moment>,
     /// How the command (the root process) ended.
     pub exit: Option<Exit>,
+    /// Every traced process: parent, arguments at exec, how it ended.
+    pub processes: Vec<Process>,
 }
 
 impl TraceReport {
@@ -45,6 +47,7 @@ pub fn trace(cmd: Command, cache: &Path, mut out: Box<dyn Write>) -> Result<Trac
         records: gate.records().to_vec(),
         timeline: gate.timeline().to_vec(),
         exit: gate.exit_of(root),
+        processes: gate.processes(),
     })
 }
 
@@ -157,19 +160,24 @@ pub fn trace_and_check(
     out: Box<dyn Write>,
 ) -> Result<Outcome, Error> {
     let report = trace(cmd, cache, out)?;
-    let verdict = verdict(policy, &report.records, &report.timeline);
+    let verdict = verdict(policy, &report.records, &report.timeline, &report.processes);
     Ok(Outcome { report, verdict })
 }
 
 /// The check of a recorded interleaving against `policy`, or against every policy.
-pub fn verdict(policy: Option<Policy>, records: &[Record], timeline: &[Moment]) -> Verdict {
+pub fn verdict(
+    policy: Option<Policy>,
+    records: &[Record],
+    timeline: &[Moment],
+    processes: &[Process],
+) -> Verdict {
     let policies: Vec<Policy> = match policy {
         Some(p) => vec![p],
         None => Policy::ALL.to_vec(),
     };
     let mut checked = Vec::new();
     for p in policies {
-        match check(p, records, timeline) {
+        match check(p, records, timeline, processes) {
             Ok(c) => checked.push((p, c)),
             Err(why) => return Verdict::NothingToCheck(why),
         }

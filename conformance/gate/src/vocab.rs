@@ -17,12 +17,13 @@
 //! | `flock` | `<cache>/.cleans/*` (announced) | `LOCK_SH` | `await-announced-cleans` |
 //! | `rename*` | to `<cache>/.cleans/*` | | `announce-clean` |
 //! | `unlink*` | `<cache>/.cleans/*` (announced) | | `withdraw-announcement` |
+//! | `rmdir` | `<cache>/.cleans`, by a process that announced a clean | | `withdraw-announcement` |
 //! | `open`/`openat` for writing or creating | `<cache>/CACHEDIR.TAG` | | `create-scaffold` |
 //! | `mkdir*` | `<cache>/builds*/.tmp*` | | `build-env` |
 //! | `rename*` | to `<cache>/archive-v*/*`, `<cache>/environments*/*` (not `*.lock`) | | `persist-env` |
 //! | `unlink*` | `<cache>/.lock` | | `unlink-lock-file` |
 //! | `rmdir`, `unlinkat(AT_REMOVEDIR)` | `<cache>` | | `remove-root` |
-//! | `unlink*`, `rmdir` | anything else under `<cache>`, by a process that did not lock `.lock` shared | | `delete-entries` |
+//! | `unlink*`, `rmdir` | anything else under `<cache>`, by a process that did not lock `.lock` shared (not a `<cache>/.tmp*` file the process itself opened for writing: a lock file's temporary name) | | `delete-entries` |
 //! | `rmdir` | a temporary cache root seen by `create-temp-cache` | | `drop-temp-cache` |
 //! | `execve` (seen after it succeeded) | by a process whose parent took a step | | `spawn-child` |
 //! | `exit_group` | of a process that took a step | | none: reported as the process's exit |
@@ -134,13 +135,24 @@ pub struct Context {
     /// The process locked `<cache>/.lock` shared: it uses the cache, and what it removes
     /// is its own temporary files, not the cache's entries.
     pub locked_shared: bool,
+    /// The process (thread group) making the call.
+    pub pid: i32,
 }
 
 /// The cache root, as given and canonicalized, and the temporary caches seen so far.
 #[derive(Debug, Clone)]
 pub struct Places {
     roots: Vec<PathBuf>,
-    temp_caches: Vec<PathBuf>,
+    /// Each temporary cache seen, with the process that created it.
+    temp_caches: Vec<(PathBuf, i32)>,
+    /// Files `<cache>/.tmp*` opened for writing, with the process that did: the
+    /// temporary name a lock file is created under before it is renamed into place.
+    own_temps: Vec<(PathBuf, i32)>,
+    /// The processes that announced a clean.
+    announcers: Vec<i32>,
+    /// Directories `.tmp*` outside the cache, with the process that made them: a
+    /// temporary cache is created by the process that made its directory.
+    made_temp_dirs: Vec<(PathBuf, i32)>,
 }
 
 impl Places {
@@ -163,6 +175,9 @@ impl Places {
         Places {
             roots,
             temp_caches: Vec::new(),
+            own_temps: Vec::new(),
+            announcers: Vec::new(),
+            made_temp_dirs: Vec::new(),
         }
     }
 
@@ -183,7 +198,7 @@ impl Places {
         }
         let path = path?;
         let Some(rel) = self.in_cache(path) else {
-            return self.classify_outside(call, path);
+            return self.classify_outside(call, path, ctx.pid);
         };
         let parts: Vec<String> = rel
             .components()
@@ -195,6 +210,22 @@ impl Places {
             parts.len() == 2 && parts[0] == "environments" && parts[1].ends_with(".lock");
         let announcement =
             parts.len() == 2 && parts[0] == ".cleans" && !parts[1].starts_with(".tmp");
+        // A process's own temporary file at the top of the cache (`.lock` is created
+        // under such a name, then renamed into place; the loser of that race removes
+        // its file): removing it deletes no entry.
+        if parts.len() == 1 && parts[0].starts_with(".tmp") {
+            let own = (path.to_path_buf(), ctx.pid);
+            match call {
+                Syscall::Open => {
+                    if !self.own_temps.contains(&own) {
+                        self.own_temps.push(own);
+                    }
+                    return None;
+                }
+                Syscall::Unlink if self.own_temps.contains(&own) => return None,
+                _ => {}
+            }
+        }
         match call {
             Syscall::Open if is_lock_file => Some(Step::OpenLockFile),
             Syscall::Flock { op, .. } if is_lock_file => Some(match op {
@@ -210,7 +241,16 @@ impl Places {
             Syscall::Flock {
                 op: LockOp::Shared, ..
             } if announcement => Some(Step::AwaitAnnouncedCleans),
-            Syscall::Rename if announcement => Some(Step::AnnounceClean),
+            Syscall::Rename if announcement => {
+                if !self.announcers.contains(&ctx.pid) {
+                    self.announcers.push(ctx.pid);
+                }
+                Some(Step::AnnounceClean)
+            }
+            // Withdrawing the last announcement removes the emptied `.cleans` too.
+            Syscall::Rmdir if parts == [".cleans"] && self.announcers.contains(&ctx.pid) => {
+                Some(Step::WithdrawAnnouncement)
+            }
             Syscall::Unlink if announcement => Some(Step::WithdrawAnnouncement),
             Syscall::Open if parts == ["CACHEDIR.TAG"] => Some(Step::CreateScaffold),
             Syscall::Mkdir
@@ -237,21 +277,35 @@ impl Places {
         }
     }
 
-    fn classify_outside(&mut self, call: Syscall, path: &Path) -> Option<Step> {
+    fn classify_outside(&mut self, call: Syscall, path: &Path, pid: i32) -> Option<Step> {
         match call {
-            Syscall::Open if path.file_name().is_some_and(|n| n == ".lock") => {
+            Syscall::Open | Syscall::Rename if path.file_name().is_some_and(|n| n == ".lock") => {
                 let dir = path.parent()?;
-                let temp = dir
-                    .file_name()
-                    .is_some_and(|n| n.to_string_lossy().starts_with(".tmp"));
-                if temp && !self.temp_caches.iter().any(|t| t == dir) {
-                    self.temp_caches.push(dir.to_path_buf());
+                let made_here = self
+                    .made_temp_dirs
+                    .iter()
+                    .any(|(d, by)| d == dir && *by == pid);
+                if made_here && !self.temp_caches.iter().any(|(t, _)| t == dir) {
+                    self.temp_caches.push((dir.to_path_buf(), pid));
                     return Some(Step::CreateTempCache);
                 }
                 None
             }
-            Syscall::Rmdir if self.temp_caches.iter().any(|t| t == path) => {
-                Some(Step::DropTempCache)
+            Syscall::Mkdir
+                if path
+                    .file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with(".tmp")) =>
+            {
+                self.made_temp_dirs.push((path.to_path_buf(), pid));
+                None
+            }
+            Syscall::Rmdir => {
+                let (_, creator) = self.temp_caches.iter().find(|(t, _)| t == path)?;
+                Some(if *creator == pid {
+                    Step::DropTempCache
+                } else {
+                    Step::RemoveLeakedTemp
+                })
             }
             _ => None,
         }
@@ -330,6 +384,11 @@ mod tests {
     fn a_temp_cache_is_created_once_and_dropped_by_its_rmdir() {
         let mut p = Places::new(Path::new("/nonexistent-x/cache"));
         let lock = "/nonexistent-x/tmp/.tmpAbC/.lock";
+        assert_eq!(step(&mut p, Syscall::Open, lock), None, "no mkdir seen");
+        assert_eq!(
+            step(&mut p, Syscall::Mkdir, "/nonexistent-x/tmp/.tmpAbC"),
+            None
+        );
         assert_eq!(
             step(&mut p, Syscall::Open, lock),
             Some(Step::CreateTempCache)
@@ -342,6 +401,75 @@ mod tests {
         assert_eq!(
             step(&mut p, Syscall::Rmdir, "/nonexistent-x/tmp/.tmpOther"),
             None
+        );
+    }
+
+    #[test]
+    fn an_announcer_removing_the_emptied_cleans_directory_withdraws() {
+        let mut p = Places::new(Path::new("/nonexistent-x/cache"));
+        let at = |pid| Context {
+            pid,
+            ..Context::default()
+        };
+        let cleans = Path::new("/nonexistent-x/cache/.cleans");
+        let ann = Path::new("/nonexistent-x/cache/.cleans/9-x");
+        assert_eq!(
+            p.classify(Syscall::Rmdir, Some(cleans), at(9)),
+            Some(Step::DeleteEntries)
+        );
+        assert_eq!(
+            p.classify(Syscall::Rename, Some(ann), at(9)),
+            Some(Step::AnnounceClean)
+        );
+        assert_eq!(
+            p.classify(Syscall::Rmdir, Some(cleans), at(9)),
+            Some(Step::WithdrawAnnouncement)
+        );
+    }
+
+    #[test]
+    fn removing_its_own_temporary_lock_file_deletes_no_entry() {
+        let mut p = Places::new(Path::new("/nonexistent-x/cache"));
+        let at = |pid| Context {
+            pid,
+            ..Context::default()
+        };
+        let tmp = Path::new("/nonexistent-x/cache/.tmpAbC");
+        assert_eq!(p.classify(Syscall::Open, Some(tmp), at(5)), None);
+        assert_eq!(p.classify(Syscall::Unlink, Some(tmp), at(5)), None);
+        assert_eq!(
+            p.classify(Syscall::Unlink, Some(tmp), at(6)),
+            Some(Step::DeleteEntries),
+            "another process's is an entry"
+        );
+    }
+
+    #[test]
+    fn a_temp_cache_renamed_into_place_is_created_and_another_process_removing_it_prunes() {
+        let mut p = Places::new(Path::new("/nonexistent-x/cache"));
+        let at = |pid| Context {
+            pid,
+            ..Context::default()
+        };
+        let lock = Path::new("/nonexistent-x/tmp/.tmpQ/.lock");
+        let dir = Path::new("/nonexistent-x/tmp/.tmpQ");
+        assert_eq!(p.classify(Syscall::Mkdir, Some(dir), at(7)), None);
+        assert_eq!(
+            p.classify(Syscall::Open, Some(lock), at(8)),
+            None,
+            "a prune looking at another process's temporary cache creates none"
+        );
+        assert_eq!(
+            p.classify(Syscall::Rename, Some(lock), at(7)),
+            Some(Step::CreateTempCache)
+        );
+        assert_eq!(
+            p.classify(Syscall::Rmdir, Some(dir), at(8)),
+            Some(Step::RemoveLeakedTemp)
+        );
+        assert_eq!(
+            p.classify(Syscall::Rmdir, Some(dir), at(7)),
+            Some(Step::DropTempCache)
         );
     }
 
@@ -373,7 +501,7 @@ mod tests {
         let mut p = Places::new(Path::new("/nonexistent-x/cache"));
         let spawned = Context {
             parent_took_step: true,
-            locked_shared: false,
+            ..Context::default()
         };
         assert_eq!(
             p.classify(Syscall::Exec, None, spawned),
@@ -386,8 +514,8 @@ mod tests {
     fn a_run_removing_its_own_temporary_files_deletes_no_entries() {
         let mut p = Places::new(Path::new("/nonexistent-x/cache"));
         let run = Context {
-            parent_took_step: false,
             locked_shared: true,
+            ..Context::default()
         };
         let tmp = Path::new("/nonexistent-x/cache/.tmpA/python/x.py");
         assert_eq!(p.classify(Syscall::Unlink, Some(tmp), run), None);

@@ -15,10 +15,10 @@ use common::{Sandbox, deadline};
 fn a_uv_0_13_run_is_a_behaviour_of_uv_0_13_and_not_of_uv_0_8_19() {
     let sb = Sandbox::new("0.13.9");
     let t = trace(sb.run("pass"), &sb.cache, Box::new(std::io::sink())).unwrap();
-    let ok = check(Policy::Uv013, &t.records, &t.timeline).unwrap();
+    let ok = check(Policy::Uv013, &t.records, &t.timeline, &t.processes).unwrap();
     assert_eq!(ok.scenario, "run");
     assert_eq!(ok.verdict, Ok(()), "{t:#?}");
-    let bad = check(Policy::Uv0819, &t.records, &t.timeline).unwrap();
+    let bad = check(Policy::Uv0819, &t.records, &t.timeline, &t.processes).unwrap();
     let d = bad.verdict.unwrap_err();
     // 0.8.19 writes the scaffold before it opens `.lock`; 0.13 after it locks.
     assert_eq!(d.real, "open-lock-file", "{d}");
@@ -30,12 +30,12 @@ fn a_uv_0_8_19_run_is_not_a_behaviour_of_uv_0_13() {
     let sb = Sandbox::new("0.8.19");
     let t = trace(sb.run("pass"), &sb.cache, Box::new(std::io::sink())).unwrap();
     assert_eq!(
-        check(Policy::Uv0819, &t.records, &t.timeline)
+        check(Policy::Uv0819, &t.records, &t.timeline, &t.processes)
             .unwrap()
             .verdict,
         Ok(())
     );
-    let d = check(Policy::Uv013, &t.records, &t.timeline)
+    let d = check(Policy::Uv013, &t.records, &t.timeline, &t.processes)
         .unwrap()
         .verdict
         .unwrap_err();
@@ -49,7 +49,11 @@ fn a_uv_0_8_19_run_is_not_a_behaviour_of_uv_0_13() {
 /// blocked, and let go by A's exit; the recorded interleaving is returned.
 fn forced_clean_behind_a_reader(
     sb: &Sandbox,
-) -> (Vec<cachelock_gate::Record>, Vec<cachelock_gate::Moment>) {
+) -> (
+    Vec<cachelock_gate::Record>,
+    Vec<cachelock_gate::Moment>,
+    Vec<cachelock_gate::Process>,
+) {
     let mut gate = Gate::new(&sb.cache).unwrap();
     let mut holder = Command::new("flock");
     holder
@@ -98,19 +102,23 @@ fn forced_clean_behind_a_reader(
     );
     drop(a.stdin.take());
     gate.release_all_and_wait().unwrap();
-    (gate.records().to_vec(), gate.timeline().to_vec())
+    (
+        gate.records().to_vec(),
+        gate.timeline().to_vec(),
+        gate.processes(),
+    )
 }
 
 #[test]
 fn a_clean_forced_to_wait_for_a_reader_is_a_behaviour_of_uv_0_13_not_of_autoprune() {
     let sb = Sandbox::new("0.13.9");
     sb.fill_cache();
-    let (records, timeline) = forced_clean_behind_a_reader(&sb);
-    let ok = check(Policy::Uv013, &records, &timeline).unwrap();
+    let (records, timeline, processes) = forced_clean_behind_a_reader(&sb);
+    let ok = check(Policy::Uv013, &records, &timeline, &processes).unwrap();
     assert_eq!(ok.scenario, "run,clean");
     assert_eq!(ok.verdict, Ok(()));
     // Under uv-autoprune a clean gives up when the lock is busy: it never waits.
-    let d = check(Policy::UvAutoprune, &records, &timeline)
+    let d = check(Policy::UvAutoprune, &records, &timeline, &processes)
         .unwrap()
         .verdict
         .unwrap_err();
@@ -136,7 +144,7 @@ fn concurrent_runs_and_a_clean_traced_from_a_shell_are_a_behaviour_of_uv_0_13() 
     }
     sh.stdout(Stdio::null()).stderr(Stdio::null());
     let t = trace(sh, &sb.cache, Box::new(std::io::sink())).unwrap();
-    let c = check(Policy::Uv013, &t.records, &t.timeline).unwrap();
+    let c = check(Policy::Uv013, &t.records, &t.timeline, &t.processes).unwrap();
     assert_eq!(c.pids.len(), 3, "{}", c.scenario);
     assert_eq!(c.verdict, Ok(()), "{}", c.scenario);
 }

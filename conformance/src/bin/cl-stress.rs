@@ -2,9 +2,10 @@
 //! checking child that notices when its environment disappears (see
 //! `cachelock_conformance::stress`).
 //!
-//! `cl-stress [--processes N] [--seconds S] [--policy POLICY] [--cache-dir DIR] [--seed N]`
+//! `cl-stress [--processes N] [--seconds S] [--operations K] [--policy POLICY] [--cache-dir DIR] [--seed N]`
 //! runs `cachelock` (the binary beside this one, or `$CACHELOCK_BIN`) in `N` parallel
-//! workers (16) for `S` seconds (60) under `POLICY` (`cachelock`), and prints the
+//! workers (16) for `S` seconds (60), or until `K` operations have started (no limit),
+//! under `POLICY` (`cachelock`), and prints the
 //! operations completed, lock waits (median, p99), environments found missing, leaked
 //! temporary caches and processes stuck past their timeout; exits 1 if any of those is
 //! not zero, 2 if it could not run.
@@ -19,7 +20,7 @@ use cachelock_conformance::realuv::cachelock::Cachelock;
 use cachelock_conformance::stress::{self, Config};
 use cachelock_model::Policy;
 
-const USAGE: &str = "usage: cl-stress [--processes N] [--seconds S] [--policy POLICY] \
+const USAGE: &str = "usage: cl-stress [--processes N] [--seconds S] [--operations K] [--policy POLICY] \
                      [--cache-dir DIR] [--seed N]\n       cl-stress check-env [--millis N] [--interval-ms M]";
 
 fn main() -> ExitCode {
@@ -71,6 +72,7 @@ fn run(args: &[String]) -> Result<ExitCode, String> {
         match name {
             "--processes" => config.processes = number(name, value)?,
             "--seconds" => config.seconds = number(name, value)?,
+            "--operations" => config.operations = Some(number(name, value)?),
             "--policy" => config.policy = Policy::parse(value).map_err(|e| e.to_string())?,
             "--cache-dir" => config.cache_dir = Some(value.into()),
             "--seed" => config.seed = Some(number(name, value)?),

@@ -22,10 +22,16 @@ removing the root, creating and dropping a temporary cache (`--no-cache`), locki
 environment's lock, a clean's announcement, the exec of a child, and each process's exit. \
 Nothing is held back: every stop is printed (`PID STEP PATH`, with the model's step names) \
 and let go at once.
-What it checks: the processes that touched the cache's `.lock` are the model's processes (one \
-that locked it exclusive is a clean, any other a run), and the recorded interleaving is replayed \
-on the model of --policy: is it a behaviour of that policy? Without --policy it is replayed on \
-every policy's model and the policies that admit it are named.
+What it checks: each process is classified as one of the model's kinds from what was seen: its \
+arguments at exec (`uv run` is run, `uv run --script` run-script, `uv tool run`/`uvx` tool-run, \
+`--no-cache` run-no-cache, `uv cache clean` clean, `clean --force` clean-force, `uv cache prune` \
+prune; `cachelock run|tool-run|clean|prune` likewise), and for any other program that used the \
+cache's `.lock` its steps (locked it exclusive: a clean; else a run); one killed by a signal (its \
+wait status) is `+crash`, and its death is the model's kill. A run's child is the process it \
+started that runs its command (not uv's helpers). The recorded interleaving of at most 16 such \
+processes is replayed on the model of --policy: is it a behaviour of that policy? Without \
+--policy it is replayed on every policy's model and the policies that admit it are named. A \
+server or a daemon is checked as a plain run.
 Exit codes: the command's own (128+n if it was killed by signal n); 1 if the interleaving is \
 not a behaviour of the policy (without --policy: of any policy), after a line naming the \
 first step the model does not allow (`check: not a behaviour of P (...): run#1 (pid N) did \
