@@ -11,7 +11,8 @@ use cachelock::Policy;
 use cachelock_gate::realuv::cachelock::Cachelock;
 use cachelock_gate::realuv::compare::{Agreement, Predictions, compare};
 use cachelock_gate::realuv::scenarios::{SCENARIOS, WITNESSES, play};
-use cachelock_gate::realuv::{Runner, Setup, UvBinary};
+use cachelock_gate::realuv::story::{play_story, undrivable};
+use cachelock_gate::realuv::{Runner, Seen, Setup, UvBinary};
 use cachelock_model::Scenario;
 use cachelock_model::check::{Verdict, shortest_traces};
 use cachelock_model::properties::PropertyName;
@@ -131,20 +132,64 @@ pub fn replay(args: ReplayArgs) -> ExitCode {
         .collect();
     let traces = shortest_traces(policy, &sc, &failing);
     println!("replay: `{scenario}` under {policy} on {}", runner.label());
+
+    // Each story, step by step, on real processes under the gate.
+    let mut from_story: Vec<(PropertyName, Seen, String)> = Vec::new();
     for t in &traces {
         let what = if WITNESSES.contains(&t.property.name()) {
             "never arises"
         } else {
             "fails"
         };
-        println!("\nmodel: {} {what}; its shortest story:", t.property.name());
-        for line in &t.story {
-            println!("  {line}");
+        if let Some(why) = undrivable(runner.as_ref(), &sc, t) {
+            println!("\nmodel: {} {what}; its shortest story:", t.property.name());
+            for line in &t.story {
+                println!("  {line}");
+            }
+            println!(
+                "  (not driven step by step: {why}; its verdict comes from the per-property plays below)"
+            );
+            continue;
         }
+        println!(
+            "\nmodel: {} {what}; its shortest story, played step by step under the gate:",
+            t.property.name()
+        );
+        let played = match play_story(runner.as_ref(), &setup, &sc, t) {
+            Ok(p) => p,
+            Err(e) => {
+                if e.contains("cannot trace") {
+                    return bad(e);
+                }
+                println!("divergence: {}: the story could not be played: {e}", t.property.name());
+                return ExitCode::from(1);
+            }
+        };
+        for line in &played.lines {
+            println!("  {}", line.model);
+            println!("      real: {}", line.real);
+        }
+        if let Some(d) = &played.divergence {
+            println!("divergence: {d}");
+            return ExitCode::from(1);
+        }
+        println!("  {}", played.conclusion);
+        let seen = played.seen.unwrap_or(Seen::Holds);
+        println!("      real: {} {}: {}", t.property.name(), seen.name(), played.evidence);
+        if !played.reproduced() {
+            println!(
+                "divergence: {}: model fails, real holds (the story conformed step by step, but {})",
+                t.property.name(),
+                played.evidence
+            );
+            return ExitCode::from(1);
+        }
+        from_story.push((t.property, seen, played.evidence.clone()));
     }
 
-    // The real side.
-    println!("\nreal: played with the gate forcing these interleavings");
+    // The other verdicts (every `holds`, and stories that cannot be driven): the
+    // per-property plays, forced by the gate.
+    println!("\nreal: the scenario's per-property plays under the gate (for the `holds` verdicts)");
     let obs = match play(runner.as_ref(), &setup, &scenario) {
         Ok(obs) => obs,
         Err(e) => {
@@ -159,12 +204,23 @@ pub fn replay(args: ReplayArgs) -> ExitCode {
         println!("  {line}");
     }
     let compared = compare(&mut pred, obs);
-    println!("\nverdicts (model | real):");
+    println!("\nverdicts (model | real, from):");
     let mut first_bad = None;
     for row in &compared.rows {
+        if let Some((_, seen, evidence)) = from_story.iter().find(|(p, _, _)| p.name() == row.property)
+        {
+            println!(
+                "  {:<22} {:<5} | {:<5} {:<13} story: {evidence}",
+                row.property,
+                row.predicted.name(),
+                seen.name(),
+                "agree",
+            );
+            continue;
+        }
         let real = row.seen.map_or("-", |s| s.name());
         println!(
-            "  {:<22} {:<5} | {:<5} {:<13} {}",
+            "  {:<22} {:<5} | {:<5} {:<13} play: {}",
             row.property,
             row.predicted.name(),
             real,
@@ -192,7 +248,10 @@ pub fn replay(args: ReplayArgs) -> ExitCode {
             ExitCode::from(1)
         }
         None => {
-            println!("every verdict of the model was reproduced");
+            println!(
+                "every verdict of the model was reproduced ({} counterexample(s) step by step)",
+                from_story.len()
+            );
             ExitCode::SUCCESS
         }
     }
