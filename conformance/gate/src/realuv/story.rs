@@ -639,6 +639,14 @@ impl Player<'_> {
             }
             if let Got::Ended(code) = got {
                 self.actors[p].ended = code;
+            } else {
+                self.actors[p].back.push_front(got);
+            }
+            if step == Step::ReleaseRootLock {
+                return Err(d(format!(
+                    "pid {} still holds its lock on .lock (/proc/locks), and next: {what}",
+                    self.actors[p].pid()
+                )));
             }
             return Err(d(what));
         }
@@ -670,14 +678,43 @@ impl Player<'_> {
                 Settled::Blocked => "asleep in the lock wait".to_string(),
                 Settled::Gone => "its thread is gone".to_string(),
             };
-            if step == Step::RemoveRoot
-                && let Settled::Returned(r) = settled
-                && r < 0
-            {
-                self.failures
-                    .push(format!("{}'s remove-root {}", self.actors[p].label, errno(r)));
+            let mut extra = String::new();
+            if step == Step::DeleteEntries {
+                // The model's deletion is one step: its further removals go on, up to
+                // the process's next stop (held).
+                let next = a.pull().map_err(d)?;
+                extra = format!("; the deletion ran to its end, next stop: {}", self.describe_got(&next));
+                let a = &mut self.actors[p];
+                match next {
+                    Got::Ended(code) => a.ended = code,
+                    Got::Blocked(e) => a.blocked = Some(e),
+                    other => a.back.push_front(other),
+                }
             }
-            return Ok(format!("{desc}: {out}"));
+            // A step the model says fails must fail for real, and one it says does
+            // its work must not.
+            let model_fails = matches!(
+                after.procs[p].life,
+                Life::Done(
+                    Outcome::EnvVanished
+                        | Outcome::RootVanished
+                        | Outcome::RootNotEmpty
+                        | Outcome::SpawnFailed
+                )
+            );
+            let real_fails = matches!(settled, Settled::Returned(r) if r < 0);
+            let strict = matches!(
+                step,
+                Step::RemoveRoot | Step::PersistEnv | Step::UnlinkLockFile
+            );
+            if (model_fails && !real_fails) || (strict && real_fails && !model_fails) {
+                return Err(d(format!("{desc}: {out}")));
+            }
+            if real_fails && model_fails {
+                self.failures
+                    .push(format!("{}'s {step} {out}", self.actors[p].label));
+            }
+            return Ok(format!("{desc}: {out}{extra}"));
         }
         let forced = after.procs[p].forced && !before.procs[p].forced;
         let gave_up = after.procs[p].life == Life::Done(Outcome::GaveUp);
@@ -768,7 +805,8 @@ impl Player<'_> {
                 let why = err
                     .lines()
                     .find(|l| l.contains("rror"))
-                    .unwrap_or("")
+                    .or_else(|| err.lines().rev().find(|l| !l.trim().is_empty()))
+                    .unwrap_or("(nothing on stderr)")
                     .trim()
                     .to_string();
                 a.taken.push(Step::SpawnChild);
