@@ -101,7 +101,11 @@ impl StoryPlay {
 
 /// Why `trace` cannot be driven on `runner`, if it cannot.
 pub fn undrivable(runner: &dyn Runner, scenario: &Scenario, trace: &Trace) -> Option<String> {
-    if scenario.procs.iter().any(|p| p.kind == Kind::RunNestedClean) {
+    if scenario
+        .procs
+        .iter()
+        .any(|p| p.kind == Kind::RunNestedClean)
+    {
         return Some(
             "its nested clean is started by the run's child, not by the harness: the gate \
              sees its steps but cannot start or stop it as a process of its own"
@@ -482,7 +486,8 @@ impl Player<'_> {
                 let pid = a.pid();
                 let code = a.g().map_err(d)?.kill_self().map_err(d)?;
                 a.ended = Some(code);
-                a.back.retain(|g| !matches!(g, Got::Step(e) | Got::Exit(e) if e.pid == pid));
+                a.back
+                    .retain(|g| !matches!(g, Got::Step(e) | Got::Exit(e) if e.pid == pid));
                 let child = match (a.child_confirmed, a.child) {
                     (true, Some(c)) if process::alive(c as u32) => {
                         format!("; its child (pid {c}) lives on")
@@ -507,7 +512,10 @@ impl Player<'_> {
                             a.g().map_err(d)?.let_event(e.id).map_err(d)?;
                             a.blocked = None;
                             return if code == 2 {
-                                Ok(format!("pid {}: its lock wait timed out: exit_group(2)", e.pid))
+                                Ok(format!(
+                                    "pid {}: its lock wait timed out: exit_group(2)",
+                                    e.pid
+                                ))
                             } else {
                                 Err(d(format!("pid {} exit_group({code})", e.pid)))
                             };
@@ -536,21 +544,19 @@ impl Player<'_> {
         let Some(sig) = a.signal.take() else {
             return Err(d("no child of it runs".into()));
         };
-        a.child_env = a
-            .g
-            .as_ref()
-            .and_then(|g| fs::read_to_string(&g.ready).ok())
-            .and_then(|t| t.lines().nth(1).map(std::path::PathBuf::from));
+        a.child_env =
+            a.g.as_ref()
+                .and_then(|g| fs::read_to_string(&g.ready).ok())
+                .and_then(|t| t.lines().nth(1).map(std::path::PathBuf::from));
         a.g().map_err(d)?.let_event(sig.id).map_err(d)?;
         a.g().map_err(d)?.let_child_go();
         loop {
             match a.pull_fresh().map_err(d)? {
                 Got::ChildExit(e) => {
-                    let report = a
-                        .g
-                        .as_ref()
-                        .and_then(|g| fs::read_to_string(&g.report).ok())
-                        .map(|t| Report::parse(&t));
+                    let report =
+                        a.g.as_ref()
+                            .and_then(|g| fs::read_to_string(&g.report).ok())
+                            .map(|t| Report::parse(&t));
                     a.g().map_err(d)?.let_event(e.id).map_err(d)?;
                     let what = match &report {
                         Some(r) if r.ok => "its environment intact".to_string(),
@@ -683,7 +689,10 @@ impl Player<'_> {
                 // The model's deletion is one step: its further removals go on, up to
                 // the process's next stop (held).
                 let next = a.pull().map_err(d)?;
-                extra = format!("; the deletion ran to its end, next stop: {}", self.describe_got(&next));
+                extra = format!(
+                    "; the deletion ran to its end, next stop: {}",
+                    self.describe_got(&next)
+                );
                 let a = &mut self.actors[p];
                 match next {
                     Got::Ended(code) => a.ended = code,
@@ -721,7 +730,9 @@ impl Player<'_> {
         match (settled, waits, forced || gave_up) {
             (Settled::Blocked, true, _) => {
                 a.blocked = Some(e);
-                Ok(format!("{desc}: blocked (asleep in the kernel's lock wait)"))
+                Ok(format!(
+                    "{desc}: blocked (asleep in the kernel's lock wait)"
+                ))
             }
             (Settled::Returned(r), true, _) if r < 0 => {
                 // A refused try (`LOCK_NB`); the wait is the blocking retry.
@@ -745,7 +756,10 @@ impl Player<'_> {
                 if step == Step::LockExclusive {
                     a.got_cache = true;
                 }
-                Ok(format!("{desc}: {} (busy): it goes on without it", errno(r)))
+                Ok(format!(
+                    "{desc}: {} (busy): it goes on without it",
+                    errno(r)
+                ))
             }
             (Settled::Returned(0), false, false) => {
                 a.locked.extend(e.inode);
@@ -793,7 +807,10 @@ impl Player<'_> {
                 a.taken.push(Step::SpawnChild);
                 let child = a.child.map_or("?".to_string(), |c| c.to_string());
                 a.signal = Some(e);
-                let line = format!("pid {child} execve (the last process pid {} started): the child runs", a.pid());
+                let line = format!(
+                    "pid {child} execve (the last process pid {} started): the child runs",
+                    a.pid()
+                );
                 if fails {
                     return Err(d(line));
                 }
@@ -814,7 +831,10 @@ impl Player<'_> {
                     "{} exited without running its child: {why}",
                     self.actors[p].label
                 ));
-                Ok(format!("pid {} {} before any child ran: {why}", e.pid, e.syscall))
+                Ok(format!(
+                    "pid {} {} before any child ran: {why}",
+                    e.pid, e.syscall
+                ))
             }
             other => {
                 let what = self.describe_got(&other);
@@ -879,21 +899,30 @@ impl Player<'_> {
                     }
                 }
                 if lost.is_empty() {
-                    (Seen::Holds, "every child found its environment intact".into())
+                    (
+                        Seen::Holds,
+                        "every child found its environment intact".into(),
+                    )
                 } else {
                     fails(lost.join("; "))
                 }
             }
             P::MutualExclusion | P::RootLockExclusion => {
                 if self.deleted_beside.is_empty() {
-                    (Seen::Holds, "no deletion was released while another process held .lock".into())
+                    (
+                        Seen::Holds,
+                        "no deletion was released while another process held .lock".into(),
+                    )
                 } else {
                     fails(self.deleted_beside.join("; "))
                 }
             }
             P::NoOvertaking => {
                 if self.overtook.is_empty() {
-                    (Seen::Holds, "no run got the cache before a clean that started first".into())
+                    (
+                        Seen::Holds,
+                        "no run got the cache before a clean that started first".into(),
+                    )
                 } else {
                     fails(self.overtook.join("; "))
                 }
@@ -923,19 +952,26 @@ impl Player<'_> {
                         "every live process is blocked: {}",
                         stuck.join("; ")
                     )),
-                    P::NoDeadlock => (Seen::Holds, format!("{} of {alive} live processes blocked", stuck.len())),
+                    P::NoDeadlock => (
+                        Seen::Holds,
+                        format!("{} of {alive} live processes blocked", stuck.len()),
+                    ),
                     _ if !stuck.is_empty() => fails(format!(
                         "when nothing else could happen in the story, {}",
                         stuck.join("; ")
                     )),
-                    P::CleanSucceeds if !self.failures.is_empty() => fails(self.failures.join("; ")),
+                    P::CleanSucceeds if !self.failures.is_empty() => {
+                        fails(self.failures.join("; "))
+                    }
                     _ => {
                         // The cleans' own ends, once everything may go.
                         let ends = self.run_out()?;
                         let bad: Vec<String> = ends
                             .iter()
                             .filter(|(_, kind, code)| {
-                                kind.is_clean() && (*code != Some(0) || property == P::CleanTerminates && code.is_none())
+                                kind.is_clean()
+                                    && (*code != Some(0)
+                                        || property == P::CleanTerminates && code.is_none())
                             })
                             .map(|(l, _, c)| format!("{l} exited {c:?}"))
                             .collect();
@@ -953,7 +989,9 @@ impl Player<'_> {
                 if left.is_empty() {
                     (Seen::Holds, "no temporary cache remained in TMPDIR".into())
                 } else {
-                    fails(format!("TMPDIR still holds {left:?} when every process has ended"))
+                    fails(format!(
+                        "TMPDIR still holds {left:?} when every process has ended"
+                    ))
                 }
             }
             P::CleanRemovesUnused => {
@@ -978,9 +1016,10 @@ impl Player<'_> {
                     fails(format!("unused environments left: {left:?}"))
                 }
             }
-            P::CleanOverlapsChild | P::RunsShareLock => {
-                (Seen::Holds, "a witness: no counterexample story to observe".into())
-            }
+            P::CleanOverlapsChild | P::RunsShareLock => (
+                Seen::Holds,
+                "a witness: no counterexample story to observe".into(),
+            ),
         })
     }
 
