@@ -110,12 +110,17 @@ fn uv_0_8_20_reproduces_its_counterexamples() {
 fn uv_0_13_reproduces_its_counterexamples() {
     let uv = uv("0.13.9");
     reproduced("uv-0.13", "run,clean", Some(&uv), 1);
-    let stdout = reproduced("uv-0.13", "run,clean,run", Some(&uv), 1);
-    // A lock the model makes wait is seen asleep in the kernel's lock wait.
-    assert!(
-        stdout.contains("blocked (asleep in the kernel's lock wait)"),
-        "{stdout}"
-    );
+    reproduced("uv-0.13", "run,clean,run", Some(&uv), 1);
+    // A lock the model makes wait is seen asleep in the kernel's lock wait, and stays
+    // there while the server runs.
+    let stdout = reproduced("uv-0.13", "run-server,clean+timeout", Some(&uv), 2);
+    for want in [
+        "clean#1: lock-exclusive -> busy: waits (.lock inode 0)",
+        "cache/.lock: blocked (asleep in the kernel's lock wait)",
+        "real: clean-succeeds fails: when nothing else could happen in the story, clean#1 is asleep in a lock wait",
+    ] {
+        assert!(stdout.contains(want), "`{want}` missing:\n{stdout}");
+    }
 }
 
 #[test]
