@@ -398,6 +398,11 @@ impl Player<'_> {
 
     fn describe(&self, e: &Event) -> String {
         let mut s = format!("pid {} {}", e.pid, e.syscall);
+        if let Some(from) = &e.from {
+            s.push(' ');
+            s.push_str(&self.rel(Some(from)));
+            s.push_str(" ->");
+        }
         if let Some(p) = &e.path {
             s.push(' ');
             s.push_str(&self.rel(Some(p)));
@@ -472,6 +477,15 @@ impl Player<'_> {
             Action::Step(_, step) => self.step(p, step, before, after),
             Action::Event(_, e) => self.event(p, e),
         };
+        // Parked: the process runs on to its next stop (held there) before anyone
+        // else acts, so that what it does between two steps does not race the others.
+        let parks = match action {
+            Action::Step(_, s) => s != Step::SpawnChild,
+            Action::Event(_, e) => e == ModelEvent::ChildExits,
+        };
+        if r.is_ok() && parks {
+            self.park(p).map_err(Diverged)?;
+        }
         if let Ok(line) = &r {
             self.log.push(format!("{}: {line}", self.actors[p].label));
         }
@@ -573,6 +587,21 @@ impl Player<'_> {
                 other => a.back.push_back(other),
             }
         }
+    }
+
+    /// Runs `p` to its next stop and holds it there, unless it is held, blocked, ended,
+    /// or only waits for its child.
+    fn park(&mut self, p: usize) -> Result<(), String> {
+        let a = &mut self.actors[p];
+        if !a.back.is_empty() || a.blocked.is_some() || a.ended.is_some() || a.signal.is_some() {
+            return Ok(());
+        }
+        match a.pull()? {
+            Got::Ended(code) => a.ended = code,
+            Got::Blocked(e) => a.blocked = Some(e),
+            other => a.back.push_front(other),
+        }
+        Ok(())
     }
 
     /// True if `p` is seen holding no lock on `.lock` (its pid, in `/proc/locks`).
