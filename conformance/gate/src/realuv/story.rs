@@ -153,6 +153,9 @@ enum Got {
     Blocked(Event),
     /// The whole tree ended; the process's exit code.
     Ended(Option<i32>),
+    /// A process it started has just exec'd (held before its first instruction): a
+    /// helper, or the child. Only [`Actor::park`] stops here.
+    Spawn(Event),
 }
 
 /// A model process and its real counterpart.
@@ -193,17 +196,26 @@ impl Actor {
         self.g.as_ref().map_or(0, |g| g.pid as i32)
     }
 
-    /// The next held thing of the tree (what was put back first).
+    /// The next held thing of the tree (what was put back first); a held exec of a
+    /// process it started goes on.
     fn pull(&mut self) -> Result<Got, String> {
-        if let Some(g) = self.back.pop_front() {
-            return Ok(g);
+        loop {
+            let got = match self.back.pop_front() {
+                Some(g) => g,
+                None => self.pull_fresh(false)?,
+            };
+            match got {
+                Got::Spawn(e) => {
+                    self.g()?.let_event(e.id)?;
+                }
+                other => return Ok(other),
+            }
         }
-        self.pull_fresh()
     }
 
     /// The next held thing from the gate, letting go whatever is nothing to the story
     /// (helpers, the child's other stops, repeats of steps taken).
-    fn pull_fresh(&mut self) -> Result<Got, String> {
+    fn pull_fresh(&mut self, stop_at_spawn: bool) -> Result<Got, String> {
         let pid = self.pid();
         loop {
             let ready = self.g()?.ready.clone();
@@ -235,6 +247,9 @@ impl Actor {
             }
             if e.step == Some(Step::SpawnChild) && e.parent == Some(pid) && !self.child_confirmed {
                 self.child = Some(e.pid);
+                if stop_at_spawn {
+                    return Ok(Got::Spawn(e));
+                }
             }
             let settled = self.g()?.let_event(e.id)?;
             if e.pid == pid
@@ -420,6 +435,7 @@ impl Player<'_> {
             Got::Signal(e) => format!("pid {} runs its child (its ready signal)", e.pid),
             Got::Exit(e) | Got::ChildExit(e) => self.describe(e),
             Got::Blocked(e) => format!("{}: asleep in the lock wait", self.describe(e)),
+            Got::Spawn(e) => format!("pid {} execve {}", e.pid, self.rel(e.path.as_deref())),
             Got::Ended(code) => format!("ended (exit {code:?})"),
         }
     }
@@ -565,7 +581,7 @@ impl Player<'_> {
         a.g().map_err(d)?.let_event(sig.id).map_err(d)?;
         a.g().map_err(d)?.let_child_go();
         loop {
-            match a.pull_fresh().map_err(d)? {
+            match a.pull_fresh(false).map_err(d)? {
                 Got::ChildExit(e) => {
                     let report =
                         a.g.as_ref()
@@ -596,7 +612,11 @@ impl Player<'_> {
         if !a.back.is_empty() || a.blocked.is_some() || a.ended.is_some() || a.signal.is_some() {
             return Ok(());
         }
-        match a.pull()? {
+        let got = match a.back.pop_front() {
+            Some(g) => g,
+            None => a.pull_fresh(true)?,
+        };
+        match got {
             Got::Ended(code) => a.ended = code,
             Got::Blocked(e) => a.blocked = Some(e),
             other => a.back.push_front(other),
