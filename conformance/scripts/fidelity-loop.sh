@@ -14,7 +14,8 @@ esac
 cd "$(dirname "$0")/../.." || exit 2
 jobs="${CARGO_BUILD_JOBS:-2}"
 echo "fidelity-loop: building the fidelity test (and the cachelock binary it plays)"
-cargo build -j"$jobs" -p cachelock --bins >/dev/null || exit $?
+cargo build -j"$jobs" -p cachelock --bins >/dev/null 2>&1 || {
+  cargo build -j"$jobs" -p cachelock --bins; exit $?; }
 cargo test -j"$jobs" -p cachelock-conformance --test fidelity --no-run >/dev/null 2>&1 || {
   cargo test -j"$jobs" -p cachelock-conformance --test fidelity --no-run; exit $?; }
 log="$(mktemp -t fidelity-loop.XXXXXX)"
