@@ -130,27 +130,11 @@ fn rebuild(model: &CacheModel, origin: &ByFingerprint<Origin>, fp: Fingerprint) 
 
 /// Calls `visit` on every reachable state, once each.
 pub(crate) fn each_state(model: &CacheModel, mut visit: impl FnMut(&State)) {
-    let hasher = BuildHasherDefault::<NoHashHasher<u64>>::default();
-    let mut seen: HashSet<Fingerprint, _> = HashSet::with_hasher(hasher);
-    let mut stack: Vec<State> = Vec::new();
-    for s in model.init_states() {
-        if seen.insert(fingerprint(&s)) {
-            stack.push(s);
-        }
-    }
-    let mut actions = Vec::new();
-    while let Some(s) = stack.pop() {
-        visit(&s);
-        actions.clear();
-        model.actions(&s, &mut actions);
-        for a in actions.drain(..) {
-            if let Some(next) = model.next_state(&s, a)
-                && seen.insert(fingerprint(&next))
-            {
-                stack.push(next);
-            }
-        }
-    }
+    // One goal that no state meets: the search sees every state.
+    reachable_goals(model, false, 1, |_, s| {
+        visit(s);
+        false
+    });
 }
 
 /// Depth-first search of every reachable state, up to symmetry when `symmetry` (a state
@@ -162,7 +146,7 @@ pub(crate) fn reachable_goals(
     model: &CacheModel,
     symmetry: bool,
     goals: usize,
-    meets: impl Fn(usize, &State) -> bool,
+    mut meets: impl FnMut(usize, &State) -> bool,
 ) -> (Vec<bool>, usize) {
     let key = |s: &State| {
         if symmetry {
