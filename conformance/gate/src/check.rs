@@ -109,8 +109,9 @@ pub struct Checked {
     pub verdict: Result<(), Divergence>,
 }
 
-/// Steps the gate may not see: taken implicitly when the model has them next.
-fn unseen(step: Step) -> bool {
+/// Steps the gate may not see: taken implicitly when the model has them next (also
+/// by the story player, `crate::realuv::story`).
+pub fn unseen(step: Step) -> bool {
     matches!(
         step,
         Step::CreateScaffold

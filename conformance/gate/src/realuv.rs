@@ -39,6 +39,7 @@ pub mod cachelock;
 pub mod compare;
 pub mod gated;
 pub mod scenarios;
+pub mod story;
 pub mod sys;
 
 use std::ffi::OsString;

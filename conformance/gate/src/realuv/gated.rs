@@ -53,6 +53,14 @@ enum Cmd {
     WaitExit,
     /// Its exit code, if it has exited.
     Status,
+    /// The next held event of the tree, as it is (no predicate, nothing released).
+    Next,
+    /// Release one held event and say what its call came to.
+    Let(EventId),
+    /// Wait until a released (blocked) call returns.
+    WaitReturn(EventId, Duration),
+    /// Stop holding the whole tree (held events released), without waiting.
+    Unhold,
 }
 
 enum Reply {
@@ -60,6 +68,7 @@ enum Reply {
     Settled(Result<Settled, String>),
     Exited(Result<i32, String>),
     Status(Option<i32>),
+    Next(Result<Option<Event>, String>),
 }
 
 /// How long the tracer thread, with no command to do, waits for one before it takes in
@@ -232,6 +241,23 @@ impl Gated {
                         let _ = tracer.gate.take_in();
                         tracer.code()
                     }),
+                    Cmd::Next => Reply::Next(tracer.next()),
+                    Cmd::Unhold => Reply::Settled({
+                        tracer.held = None;
+                        let pid = tracer.pid;
+                        tracer
+                            .gate
+                            .free(pid)
+                            .map(|()| Settled::Returned(0))
+                            .map_err(|e| format!("{}: {e}", tracer.label))
+                    }),
+                    Cmd::Let(id) => Reply::Settled(tracer.let_event(id)),
+                    Cmd::WaitReturn(id, within) => Reply::Settled(
+                        tracer
+                            .gate
+                            .wait_return(id, Instant::now() + within)
+                            .map_err(|e| format!("{}: {e}", tracer.label)),
+                    ),
                 };
                 if reply_tx.send(reply).is_err() {
                     return;
@@ -360,6 +386,57 @@ impl Gated {
     pub fn stderr(&self) -> String {
         fs::read_to_string(&self.err).unwrap_or_default()
     }
+
+    /// The next event of its tree (a step, an exit, the probe's signal), held at the
+    /// gate: the caller decides when it goes ([`Gated::let_event`]). `None` once the
+    /// whole tree has ended. For a harness that drives a tree stop by stop, event by
+    /// event, rather than with [`Gated::until`]'s predicate.
+    pub fn next_event(&mut self) -> Result<Option<Event>, String> {
+        match self.ask(Cmd::Next)? {
+            Reply::Next(r) => {
+                if let Ok(None) = &r {
+                    let _ = self.status();
+                }
+                r
+            }
+            _ => Err("unexpected reply".to_string()),
+        }
+    }
+
+    /// Releases the held event `id` (from [`Gated::next_event`]) and says what its call
+    /// came to: returned, or (a `flock`) seen asleep in the kernel's lock wait.
+    pub fn let_event(&mut self, id: EventId) -> Result<Settled, String> {
+        match self.ask(Cmd::Let(id))? {
+            Reply::Settled(s) => s,
+            _ => Err("unexpected reply".to_string()),
+        }
+    }
+
+    /// Waits (at most `within`: a bound on a failure) until the released call of `id`
+    /// returns: a `flock` seen blocked that is granted later.
+    pub fn wait_return(&mut self, id: EventId, within: Duration) -> Result<Settled, String> {
+        match self.ask(Cmd::WaitReturn(id, within))? {
+            Reply::Settled(s) => s,
+            _ => Err("unexpected reply".to_string()),
+        }
+    }
+
+    /// Stops holding the process and all it started (their held steps go, their later
+    /// steps are let go at once), without waiting for anything.
+    pub fn unhold(&mut self) -> Result<(), String> {
+        match self.ask(Cmd::Unhold)? {
+            Reply::Settled(s) => s.map(|_| ()),
+            _ => Err("unexpected reply".to_string()),
+        }
+    }
+
+    /// SIGKILL to this process only (what it started lives on, as after a crash), and
+    /// waits until its exit is seen; its exit code as a shell reports it (137).
+    pub fn kill_self(&mut self) -> Result<i32, String> {
+        // SAFETY: kill(2) on the process this harness started; no memory.
+        unsafe { libc::kill(self.pid as i32, libc::SIGKILL) };
+        self.wait_exit()
+    }
 }
 
 impl Drop for Gated {
@@ -422,6 +499,25 @@ impl Tracer {
                 return Ok(Reached::Blocked(e.to_string()));
             }
         }
+    }
+
+    fn next(&mut self) -> Result<Option<Event>, String> {
+        let deadline = Instant::now() + self.limit;
+        self.gate
+            .next_event_before(deadline)
+            .map_err(|e| format!("{}: {e}", self.label))
+    }
+
+    fn let_event(&mut self, id: EventId) -> Result<Settled, String> {
+        if self.held == Some(id) {
+            self.held = None;
+        }
+        self.gate
+            .release(id)
+            .map_err(|e| format!("{}: {e}", self.label))?;
+        self.gate
+            .settle(id, Instant::now() + self.limit)
+            .map_err(|e| format!("{}: {e}", self.label))
     }
 
     fn release(&mut self) -> Result<Settled, String> {

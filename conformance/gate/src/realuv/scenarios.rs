@@ -1472,7 +1472,7 @@ fn setup_while_deleting(
 }
 
 /// Gives the cache entries for a clean to delete.
-fn fill(cache: &std::path::Path) -> std::io::Result<()> {
+pub(super) fn fill(cache: &std::path::Path) -> std::io::Result<()> {
     let base = cache.join("wheels-v5").join("filler");
     for d in 0..FILL_DIRS {
         let dir = base.join(format!("d{d:03}"));

@@ -249,7 +249,8 @@ pub struct Report {
 }
 
 impl Report {
-    fn parse(text: &str) -> Report {
+    /// Reads the probe's JSON report.
+    pub fn parse(text: &str) -> Report {
         let v: serde_json::Value = serde_json::from_str(text).unwrap_or_default();
         let ok = v["ok"].as_bool().unwrap_or(false);
         let mut problem = String::new();

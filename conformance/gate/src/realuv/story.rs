@@ -1,0 +1,1104 @@
+//! The story player: one of the model's counterexamples (its shortest story, the
+//! sequence of `(process, step or event)` of `cachelock_model::check::shortest_traces`)
+//! played on real processes, step by step, under the gate.
+//!
+//! Each model process is a real process of the runner (a uv binary, or `cachelock` under
+//! a policy), started as the fidelity plays start them ([`Runner::argv`],
+//! [`Runner::env`], a [`Sandbox`] whose cache is the model's initial one: root,
+//! scaffold, `.lock`, entries to delete), each under a gate of its own
+//! ([`super::gated::Gated`]), at its first action of the story. Then, for each action:
+//! - a step: the process runs to its next gated stop that is a step it has not taken
+//!   yet (repeats of a step it took, such as a lock retried or the next removal of
+//!   `delete-entries`, are the same step and go on); the stop must be that step. A step
+//!   the gate cannot see ([`crate::check::unseen`], the same rule as the trace check's
+//!   implicit steps) is taken without a call when the process stops elsewhere; so is
+//!   `release-root-lock` of a process that released `.lock` by closing its descriptor,
+//!   which `/proc/locks` shows. The step is released and what came of its call is put
+//!   beside the model's line: a lock the model grants must return 0, a lock the model
+//!   makes wait must be seen asleep in the kernel's lock wait (the gate's `settle`), a
+//!   grant after a wait must be the blocked call returning 0. `spawn-child` is the
+//!   probe child's signal that it runs (the child the model means is the last process
+//!   the run started, as in the trace check).
+//! - `killed`: SIGKILL to the process alone (its child lives on).
+//! - `child-exits`: the probe child is let go: it checks its environment, reports and
+//!   exits.
+//! - `lock-timeout`: the process's own lock timeout ends its wait (runners that have
+//!   one).
+//!
+//! The first stop that is not the story's step is the divergence:
+//! `step K: run#1 lock-shared: model <line>, real <what the gate saw>`. At the end of a
+//! story that reproduced, the property is observed on the real side as the fidelity
+//! plays observe it: the probe child's report of its environment, who held `.lock` in
+//! `/proc/locks` when a deletion was released, the order of lock grants, exit codes,
+//! the cache and `TMPDIR` as they are left. Then every process is let go and ends.
+//!
+//! Not every story can be driven: a nested clean is started by a run's child (the
+//! harness cannot start it as a process of its own), a daemon is started by the child,
+//! a `lock-timeout` needs a binary that has one, `clean --force` a binary that has it.
+//! [`undrivable`] says why; the caller says so, it never skips silently.
+
+use std::collections::VecDeque;
+use std::ffi::OsString;
+use std::fs;
+use std::path::Path;
+use std::time::Duration;
+
+use cachelock_inspect::{locks, process, wait};
+use cachelock_model::check::Trace;
+use cachelock_model::machine::{Action, CacheModel, Life, Outcome, State};
+use cachelock_model::properties::PropertyName;
+use cachelock_model::protocol::{Event as ModelEvent, Kind, Scenario, Step};
+use nix::errno::Errno;
+
+use super::gated::Gated;
+use super::scenarios::fill;
+use super::sys::{self, Report};
+use super::{Runner, Sandbox, Seen, Setup};
+use crate::check::unseen;
+use crate::{Event, Settled, Syscall};
+
+/// Bounds every wait on a process (a failure, never an order).
+const LIMIT: Duration = Duration::from_secs(90);
+/// Bounds the wait for a blocked lock the model grants to return (a failure: the lock
+/// is still held by someone the model says let it go).
+const GRANT_WITHIN: Duration = Duration::from_secs(20);
+
+/// One action of the story: the model's line and what really happened.
+#[derive(Clone, Debug)]
+pub struct StoryLine {
+    /// `3. run#1: lock-shared -> acquired shared on .lock inode 0`.
+    pub model: String,
+    /// `pid 812 flock(LOCK_SH|LOCK_NB) cache/.lock: granted (returned 0)`.
+    pub real: String,
+}
+
+/// A story played.
+#[derive(Clone, Debug)]
+pub struct StoryPlay {
+    /// The property the story breaks.
+    pub property: PropertyName,
+    /// One per action, up to the divergence if there was one.
+    pub lines: Vec<StoryLine>,
+    /// The model's last line (`=> live-env-intact: violated: …`).
+    pub conclusion: String,
+    /// `step K: run#1 lock-shared: model <…>, real <…>`: the first stop that was not
+    /// the story's step.
+    pub divergence: Option<String>,
+    /// The property as the real side showed it at the end (`None` after a divergence).
+    pub seen: Option<Seen>,
+    /// What showed it.
+    pub evidence: String,
+    /// The play, with pids, for a failing test.
+    pub log: Vec<String>,
+}
+
+impl StoryPlay {
+    /// True when every step conformed and the property broke for real.
+    pub fn reproduced(&self) -> bool {
+        self.divergence.is_none() && self.seen == Some(Seen::Fails)
+    }
+}
+
+/// Why `trace` cannot be driven on `runner`, if it cannot.
+pub fn undrivable(runner: &dyn Runner, scenario: &Scenario, trace: &Trace) -> Option<String> {
+    if scenario
+        .procs
+        .iter()
+        .any(|p| p.kind == Kind::RunNestedClean)
+    {
+        return Some(
+            "its nested clean is started by the run's child, not by the harness: the gate \
+             sees its steps but cannot start or stop it as a process of its own"
+                .into(),
+        );
+    }
+    if scenario.procs.iter().any(|p| p.policy.is_some()) {
+        return Some("a process of another release (`@policy`): one runner plays them all".into());
+    }
+    for p in &scenario.procs {
+        if let Some(why) = runner.stand_in(p.kind) {
+            return Some(format!("{}: {why}", p.kind.token()));
+        }
+    }
+    for (_, action) in &trace.path {
+        match action {
+            Some(Action::Event(_, ModelEvent::ChildStartsDaemon | ModelEvent::DaemonExits)) => {
+                return Some(
+                    "the daemon is started by the child: the harness does not drive it on its own"
+                        .into(),
+                );
+            }
+            Some(Action::Event(_, ModelEvent::LockTimeout)) if !runner.has_lock_timeout() => {
+                return Some("a lock wait times out: this binary has no lock timeout".into());
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
+/// What a pull from a process's tree gave.
+#[derive(Clone, Debug)]
+enum Got {
+    /// A step the process has not taken yet, held.
+    Step(Event),
+    /// The probe child's signal that it runs (the rename of its ready file), held.
+    Signal(Event),
+    /// The process's own `exit_group`, held.
+    Exit(Event),
+    /// The child's `exit_group`, held.
+    ChildExit(Event),
+    /// A released `flock` of the process (a step it had taken: a retry) sleeps in the
+    /// kernel's lock wait.
+    Blocked(Event),
+    /// The whole tree ended; the process's exit code.
+    Ended(Option<i32>),
+    /// A process it started has just exec'd (held before its first instruction): a
+    /// helper, or the child. Only [`Actor::park`] stops here.
+    Spawn(Event),
+}
+
+/// A model process and its real counterpart.
+struct Actor {
+    label: String,
+    kind: Kind,
+    g: Option<Gated>,
+    /// Held things pulled and not used yet (they stay held).
+    back: VecDeque<Got>,
+    taken: Vec<Step>,
+    /// The `flock` seen asleep in the lock wait.
+    blocked: Option<Event>,
+    /// The probe's signal, held: the child runs.
+    signal: Option<Event>,
+    /// The last process the run started (the child, once it signalled).
+    child: Option<i32>,
+    child_confirmed: bool,
+    /// Inodes of `.lock` it was granted a lock on.
+    locked: Vec<u64>,
+    /// Its order among the processes started.
+    order: usize,
+    /// A clean: its exclusive lock was granted, or it went on without it.
+    got_cache: bool,
+    ended: Option<i32>,
+    report: Option<Report>,
+    /// The environment its child reported (`sys.prefix` or `$CACHELOCK_ENV`).
+    child_env: Option<std::path::PathBuf>,
+}
+
+impl Actor {
+    fn g(&mut self) -> Result<&mut Gated, String> {
+        self.g
+            .as_mut()
+            .ok_or_else(|| format!("{} was not started", self.label))
+    }
+
+    fn pid(&self) -> i32 {
+        self.g.as_ref().map_or(0, |g| g.pid as i32)
+    }
+
+    /// The next held thing of the tree (what was put back first); a held exec of a
+    /// process it started goes on.
+    fn pull(&mut self) -> Result<Got, String> {
+        loop {
+            let got = match self.back.pop_front() {
+                Some(g) => g,
+                None => self.pull_fresh(false)?,
+            };
+            match got {
+                Got::Spawn(e) => {
+                    self.g()?.let_event(e.id)?;
+                }
+                other => return Ok(other),
+            }
+        }
+    }
+
+    /// The next held thing from the gate, letting go whatever is nothing to the story
+    /// (helpers, the child's other stops, repeats of steps taken).
+    fn pull_fresh(&mut self, stop_at_spawn: bool) -> Result<Got, String> {
+        let pid = self.pid();
+        loop {
+            let ready = self.g()?.ready.clone();
+            let Some(e) = self.g()?.next_event()? else {
+                let code = self.g()?.status();
+                self.ended = code;
+                return Ok(Got::Ended(code));
+            };
+            if e.step.is_none() && e.syscall == Syscall::Rename && e.path.as_deref() == Some(&ready)
+            {
+                self.child_confirmed = true;
+                return Ok(Got::Signal(e));
+            }
+            if e.pid == pid {
+                if matches!(e.syscall, Syscall::ExitGroup { .. }) {
+                    return Ok(Got::Exit(e));
+                }
+                if let Some(s) = e.step
+                    && !self.taken.contains(&s)
+                {
+                    return Ok(Got::Step(e));
+                }
+            }
+            if self.child_confirmed
+                && Some(e.pid) == self.child
+                && matches!(e.syscall, Syscall::ExitGroup { .. })
+            {
+                return Ok(Got::ChildExit(e));
+            }
+            if e.step == Some(Step::SpawnChild) && e.parent == Some(pid) && !self.child_confirmed {
+                self.child = Some(e.pid);
+                if stop_at_spawn {
+                    return Ok(Got::Spawn(e));
+                }
+            }
+            let settled = self.g()?.let_event(e.id)?;
+            if e.pid == pid
+                && let Some(Step::LockShared | Step::LockExclusive) = e.step
+            {
+                match settled {
+                    Settled::Blocked => return Ok(Got::Blocked(e)),
+                    Settled::Returned(0) => self.locked.extend(e.inode),
+                    _ => {}
+                }
+            } else if settled == Settled::Blocked {
+                return Ok(Got::Blocked(e));
+            }
+        }
+    }
+}
+
+/// The state of one story being played.
+struct Player<'a> {
+    runner: &'a dyn Runner,
+    model: CacheModel,
+    sb: Sandbox,
+    actors: Vec<Actor>,
+    started: usize,
+    /// Deletions released while another process held `.lock` (`/proc/locks`).
+    deleted_beside: Vec<String>,
+    /// Runs granted the cache while a clean that started before them had not got it.
+    overtook: Vec<String>,
+    /// A clean's `remove-root` that failed, a run that exited before its child ran.
+    failures: Vec<String>,
+    log: Vec<String>,
+}
+
+/// Plays `trace` (a counterexample of `trace.property` under the runner's policy on
+/// `scenario`) on `runner`. `Err` when it could not be played at all (the gate cannot
+/// trace here, a process could not start); a divergence is an `Ok` play that says so.
+pub fn play_story(
+    runner: &dyn Runner,
+    setup: &Setup,
+    scenario: &Scenario,
+    trace: &Trace,
+) -> Result<StoryPlay, String> {
+    if let Some(why) = undrivable(runner, scenario, trace) {
+        return Err(format!("this story cannot be driven: {why}"));
+    }
+    let model = CacheModel::new(runner.policy(), scenario);
+    let sb = Sandbox::new(&setup.wheels(), &setup.python).map_err(|e| e.to_string())?;
+    // The model's initial cache: root, scaffold, `.lock`, entries for a clean.
+    fill(&sb.cache).map_err(|e| e.to_string())?;
+    fs::write(sb.cache.join(".lock"), b"").map_err(|e| e.to_string())?;
+    let actors = model
+        .procs
+        .iter()
+        .map(|info| Actor {
+            label: info.label.clone(),
+            kind: info.kind,
+            g: None,
+            back: VecDeque::new(),
+            taken: Vec::new(),
+            blocked: None,
+            signal: None,
+            child: None,
+            child_confirmed: false,
+            locked: Vec::new(),
+            order: usize::MAX,
+            got_cache: false,
+            ended: None,
+            report: None,
+            child_env: None,
+        })
+        .collect();
+    let mut pl = Player {
+        runner,
+        model,
+        sb,
+        actors,
+        started: 0,
+        deleted_beside: Vec::new(),
+        overtook: Vec::new(),
+        failures: Vec::new(),
+        log: Vec::new(),
+    };
+    let mut lines = Vec::new();
+    let mut divergence = None;
+    let actions: Vec<(usize, &State, Action, &State)> = trace
+        .path
+        .windows(2)
+        .enumerate()
+        .filter_map(|(i, w)| w[0].1.map(|a| (i, &w[0].0, a, &w[1].0)))
+        .collect();
+    for (i, before, action, after) in actions {
+        let model_line = trace.story.get(i).cloned().unwrap_or_default();
+        let k = i + 1;
+        match pl.act(action, before, after) {
+            Ok(real) => lines.push(StoryLine {
+                model: model_line,
+                real,
+            }),
+            Err(Diverged(real)) => {
+                let (p, what) = match action {
+                    Action::Step(p, s) => (p, s.name()),
+                    Action::Event(p, e) => (p, e.name()),
+                };
+                let model_says = model_line
+                    .split_once(" -> ")
+                    .map_or(model_line.as_str(), |(_, o)| o)
+                    .to_string();
+                divergence = Some(format!(
+                    "step {k}: {} {what}: model {model_says}, real {real}",
+                    pl.actors[p].label
+                ));
+                lines.push(StoryLine {
+                    model: model_line,
+                    real: format!("DIVERGES: {real}"),
+                });
+                break;
+            }
+        }
+    }
+    let conclusion = trace.story.last().cloned().unwrap_or_default();
+    let (seen, evidence) = if divergence.is_none() {
+        let (s, e) = pl.observe(trace.property)?;
+        (Some(s), e)
+    } else {
+        (None, String::new())
+    };
+    pl.finish();
+    Ok(StoryPlay {
+        property: trace.property,
+        lines,
+        conclusion,
+        divergence,
+        seen,
+        evidence,
+        log: pl.log,
+    })
+}
+
+/// A stop that is not the story's step: what really happened.
+struct Diverged(String);
+
+fn errno(r: i64) -> String {
+    if r >= 0 {
+        format!("returned {r}")
+    } else {
+        format!("failed {:?}", Errno::from_raw((-r) as i32))
+    }
+}
+
+impl Player<'_> {
+    fn rel(&self, path: Option<&Path>) -> String {
+        match path {
+            Some(p) => p
+                .strip_prefix(&self.sb.root)
+                .unwrap_or(p)
+                .display()
+                .to_string(),
+            None => String::new(),
+        }
+    }
+
+    fn describe(&self, e: &Event) -> String {
+        let mut s = format!("pid {} {}", e.pid, e.syscall);
+        if let Some(from) = &e.from {
+            s.push(' ');
+            s.push_str(&self.rel(Some(from)));
+            s.push_str(" ->");
+        }
+        if let Some(p) = &e.path {
+            s.push(' ');
+            s.push_str(&self.rel(Some(p)));
+        }
+        s
+    }
+
+    fn describe_got(&self, g: &Got) -> String {
+        match g {
+            Got::Step(e) => format!(
+                "{} ({})",
+                self.describe(e),
+                e.step.map_or("no step", Step::name)
+            ),
+            Got::Signal(e) => format!("pid {} runs its child (its ready signal)", e.pid),
+            Got::Exit(e) | Got::ChildExit(e) => self.describe(e),
+            Got::Blocked(e) => format!("{}: asleep in the lock wait", self.describe(e)),
+            Got::Spawn(e) => format!("pid {} execve {}", e.pid, self.rel(e.path.as_deref())),
+            Got::Ended(code) => format!("ended (exit {code:?})"),
+        }
+    }
+
+    fn start(&mut self, p: usize) -> Result<(), String> {
+        if self.actors[p].g.is_some() {
+            return Ok(());
+        }
+        let spec = self.model.procs[p].spec;
+        let argv = self.runner.argv(spec.kind, &self.sb);
+        let env: Vec<(OsString, OsString)> = self.runner.env(&self.sb, spec.timeout);
+        let name = self.actors[p].label.clone();
+        let g = Gated::spawn(&name, &self.sb.root, &argv, &env, &self.sb.cache, LIMIT)?;
+        self.log
+            .push(format!("start {name} (pid {}) under the gate", g.pid));
+        self.actors[p].g = Some(g);
+        self.actors[p].order = self.started;
+        self.started += 1;
+        Ok(())
+    }
+
+    /// `.lock` locks held now by the processes of every actor but `p` (their process
+    /// groups: a child that inherited the descriptor too).
+    fn root_holders_besides(&self, p: usize) -> Vec<String> {
+        let mut inodes: Vec<u64> = self.actors.iter().flat_map(|a| a.locked.clone()).collect();
+        inodes.extend(sys::inode(&self.sb.lock_file()));
+        let mut out = Vec::new();
+        for (q, a) in self.actors.iter().enumerate() {
+            if q == p || a.g.is_none() {
+                continue;
+            }
+            for m in process::group_members(a.pid() as u32) {
+                for l in locks::held_by(m) {
+                    if !l.waiting && inodes.contains(&l.inode) {
+                        out.push(format!(
+                            "{} (pid {m}) holds {} on .lock inode {}",
+                            a.label,
+                            l.mode.name(),
+                            l.inode
+                        ));
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Plays one action; the real side's line, or the divergence.
+    fn act(&mut self, action: Action, before: &State, after: &State) -> Result<String, Diverged> {
+        let p = match action {
+            Action::Step(p, _) | Action::Event(p, _) => p,
+        };
+        self.start(p).map_err(Diverged)?;
+        let r = match action {
+            Action::Step(_, step) => self.step(p, step, before, after),
+            Action::Event(_, e) => self.event(p, e),
+        };
+        // Parked: the process runs on to its next stop (held there) before anyone
+        // else acts, so that what it does between two steps does not race the others.
+        let parks = match action {
+            Action::Step(_, s) => s != Step::SpawnChild,
+            Action::Event(_, e) => e == ModelEvent::ChildExits,
+        };
+        if r.is_ok() && parks {
+            self.park(p).map_err(Diverged)?;
+        }
+        if let Ok(line) = &r {
+            self.log.push(format!("{}: {line}", self.actors[p].label));
+        }
+        r
+    }
+
+    fn event(&mut self, p: usize, e: ModelEvent) -> Result<String, Diverged> {
+        let d = |e: String| Diverged(e);
+        match e {
+            ModelEvent::Killed => {
+                let a = &mut self.actors[p];
+                let pid = a.pid();
+                let code = a.g().map_err(d)?.kill_self().map_err(d)?;
+                a.ended = Some(code);
+                a.back
+                    .retain(|g| !matches!(g, Got::Step(e) | Got::Exit(e) if e.pid == pid));
+                let child = match (a.child_confirmed, a.child) {
+                    (true, Some(c)) if process::alive(c as u32) => {
+                        format!("; its child (pid {c}) lives on")
+                    }
+                    _ => String::new(),
+                };
+                Ok(format!("SIGKILL pid {pid}: exit {code}{child}"))
+            }
+            ModelEvent::ChildExits => self.child_exits(p),
+            ModelEvent::LockTimeout => {
+                let a = &mut self.actors[p];
+                if a.blocked.is_none() {
+                    return Err(d("it was not seen waiting for a lock".into()));
+                }
+                loop {
+                    match a.pull().map_err(d)? {
+                        Got::Exit(e) => {
+                            let code = match e.syscall {
+                                Syscall::ExitGroup { code } => code,
+                                _ => -1,
+                            };
+                            a.g().map_err(d)?.let_event(e.id).map_err(d)?;
+                            a.blocked = None;
+                            return if code == 2 {
+                                Ok(format!(
+                                    "pid {}: its lock wait timed out: exit_group(2)",
+                                    e.pid
+                                ))
+                            } else {
+                                Err(d(format!("pid {} exit_group({code})", e.pid)))
+                            };
+                        }
+                        Got::Ended(code) => {
+                            return Err(d(format!("the process ended (exit {code:?})")));
+                        }
+                        Got::Blocked(_) => {}
+                        other => {
+                            let what = self.describe_got(&other);
+                            return Err(d(format!("{what} before its lock wait timed out")));
+                        }
+                    }
+                }
+            }
+            ModelEvent::ChildStartsDaemon | ModelEvent::DaemonExits => {
+                Err(d("the harness does not drive daemons".into()))
+            }
+        }
+    }
+
+    /// Lets the probe child check its environment, report and exit.
+    fn child_exits(&mut self, p: usize) -> Result<String, Diverged> {
+        let d = |e: String| Diverged(e);
+        let a = &mut self.actors[p];
+        let Some(sig) = a.signal.take() else {
+            return Err(d("no child of it runs".into()));
+        };
+        a.child_env =
+            a.g.as_ref()
+                .and_then(|g| fs::read_to_string(&g.ready).ok())
+                .and_then(|t| t.lines().nth(1).map(std::path::PathBuf::from));
+        a.g().map_err(d)?.let_event(sig.id).map_err(d)?;
+        a.g().map_err(d)?.let_child_go();
+        loop {
+            match a.pull_fresh(false).map_err(d)? {
+                Got::ChildExit(e) => {
+                    let report =
+                        a.g.as_ref()
+                            .and_then(|g| fs::read_to_string(&g.report).ok())
+                            .map(|t| Report::parse(&t));
+                    a.g().map_err(d)?.let_event(e.id).map_err(d)?;
+                    let what = match &report {
+                        Some(r) if r.ok => "its environment intact".to_string(),
+                        Some(r) => format!("its environment LOST ({})", r.problem.trim()),
+                        None => "no report".to_string(),
+                    };
+                    a.report = report;
+                    return Ok(format!("child pid {} checked {what}; {}", e.pid, e.syscall));
+                }
+                Got::Ended(code) => {
+                    a.ended = code;
+                    return Err(d(format!("the tree ended (exit {code:?}) with the child")));
+                }
+                other => a.back.push_back(other),
+            }
+        }
+    }
+
+    /// Runs `p` to its next stop and holds it there, unless it is held, blocked, ended,
+    /// or only waits for its child.
+    fn park(&mut self, p: usize) -> Result<(), String> {
+        let a = &mut self.actors[p];
+        if !a.back.is_empty() || a.blocked.is_some() || a.ended.is_some() || a.signal.is_some() {
+            return Ok(());
+        }
+        let got = match a.back.pop_front() {
+            Some(g) => g,
+            None => a.pull_fresh(true)?,
+        };
+        match got {
+            Got::Ended(code) => a.ended = code,
+            Got::Blocked(e) => a.blocked = Some(e),
+            other => a.back.push_front(other),
+        }
+        Ok(())
+    }
+
+    /// True if `p` is seen holding no lock on `.lock` (its pid, in `/proc/locks`).
+    fn released_root(&self, p: usize) -> bool {
+        let a = &self.actors[p];
+        let pid = a.pid() as u32;
+        !locks::held_by(pid)
+            .iter()
+            .any(|l| !l.waiting && a.locked.contains(&l.inode))
+    }
+
+    fn step(
+        &mut self,
+        p: usize,
+        step: Step,
+        before: &State,
+        after: &State,
+    ) -> Result<String, Diverged> {
+        let d = |e: String| Diverged(e);
+        let waits = after.procs[p].life == Life::Waiting;
+        let grant = before.procs[p].life == Life::Waiting;
+        if grant {
+            let a = &mut self.actors[p];
+            let Some(b) = a.blocked.take() else {
+                return Err(d("it was never seen waiting".into()));
+            };
+            let r = a.g().map_err(d)?.wait_return(b.id, GRANT_WITHIN);
+            let desc = self.describe(&b);
+            let a = &mut self.actors[p];
+            return match r {
+                Ok(Settled::Returned(0)) => {
+                    a.taken.push(step);
+                    a.locked.extend(b.inode);
+                    if step == Step::LockExclusive {
+                        a.got_cache = true;
+                    }
+                    if step == Step::LockShared {
+                        self.note_overtaking(p);
+                    }
+                    Ok(format!("{desc}: granted (the blocked call returned 0)"))
+                }
+                Ok(Settled::Returned(r)) => Err(d(format!("{desc}: {}", errno(r)))),
+                Ok(other) => Err(d(format!("{desc}: {other:?}"))),
+                Err(e) => Err(d(format!(
+                    "{desc}: still asleep in the lock wait after {}s ({e})",
+                    GRANT_WITHIN.as_secs()
+                ))),
+            };
+        }
+        if step == Step::SpawnChild {
+            return self.spawn(p, after);
+        }
+        let got = self.actors[p].pull().map_err(d)?;
+        let matched = matches!(&got, Got::Step(e) if e.step == Some(step));
+        if !matched {
+            let what = self.describe_got(&got);
+            let skippable = unseen(step)
+                || (step == Step::ReleaseRootLock && self.released_root(p))
+                || (step == Step::WaitForChild);
+            if skippable && !matches!(got, Got::Ended(_)) {
+                let a = &mut self.actors[p];
+                a.back.push_front(got);
+                a.taken.push(step);
+                let why = if step == Step::ReleaseRootLock {
+                    "released by closing its descriptor: /proc/locks shows no lock of it on .lock"
+                } else {
+                    "not a call the gate stops at here"
+                };
+                return Ok(format!("(no call: {why}; next stop: {what})"));
+            }
+            if let Got::Ended(code) = got {
+                self.actors[p].ended = code;
+            } else {
+                self.actors[p].back.push_front(got);
+            }
+            if step == Step::ReleaseRootLock {
+                return Err(d(format!(
+                    "pid {} still holds its lock on .lock (/proc/locks), and next: {what}",
+                    self.actors[p].pid()
+                )));
+            }
+            return Err(d(what));
+        }
+        let Got::Step(e) = got else {
+            unreachable!("matched above")
+        };
+        let desc = self.describe(&e);
+        if step == Step::DeleteEntries {
+            let holders = self.root_holders_besides(p);
+            if !holders.is_empty() {
+                self.deleted_beside.push(format!(
+                    "{} deleted {} while {}",
+                    self.actors[p].label,
+                    self.rel(e.path.as_deref()),
+                    holders.join(", ")
+                ));
+            }
+        }
+        let a = &mut self.actors[p];
+        let settled = a.g().map_err(d)?.let_event(e.id).map_err(d)?;
+        a.taken.push(step);
+        let is_lock = matches!(
+            step,
+            Step::LockShared | Step::LockExclusive | Step::AwaitAnnouncedCleans | Step::LockEnv
+        );
+        if !is_lock {
+            let out = match settled {
+                Settled::Returned(r) => errno(r),
+                Settled::Blocked => "asleep in the lock wait".to_string(),
+                Settled::Gone => "its thread is gone".to_string(),
+            };
+            let mut extra = String::new();
+            if step == Step::DeleteEntries {
+                // The model's deletion is one step: its further removals go on, up to
+                // the process's next stop (held).
+                let next = a.pull().map_err(d)?;
+                extra = format!(
+                    "; the deletion ran to its end, next stop: {}",
+                    self.describe_got(&next)
+                );
+                let a = &mut self.actors[p];
+                match next {
+                    Got::Ended(code) => a.ended = code,
+                    Got::Blocked(e) => a.blocked = Some(e),
+                    other => a.back.push_front(other),
+                }
+            }
+            // A step the model says fails must fail for real, and one it says does
+            // its work must not.
+            let model_fails = matches!(
+                after.procs[p].life,
+                Life::Done(
+                    Outcome::EnvVanished
+                        | Outcome::RootVanished
+                        | Outcome::RootNotEmpty
+                        | Outcome::SpawnFailed
+                )
+            );
+            let real_fails = matches!(settled, Settled::Returned(r) if r < 0);
+            let strict = matches!(
+                step,
+                Step::RemoveRoot | Step::PersistEnv | Step::UnlinkLockFile
+            );
+            if (model_fails && !real_fails) || (strict && real_fails && !model_fails) {
+                return Err(d(format!("{desc}: {out}")));
+            }
+            if real_fails && model_fails {
+                self.failures
+                    .push(format!("{}'s {step} {out}", self.actors[p].label));
+            }
+            return Ok(format!("{desc}: {out}{extra}"));
+        }
+        let forced = after.procs[p].forced && !before.procs[p].forced;
+        let gave_up = after.procs[p].life == Life::Done(Outcome::GaveUp);
+        match (settled, waits, forced || gave_up) {
+            (Settled::Blocked, true, _) => {
+                a.blocked = Some(e);
+                Ok(format!(
+                    "{desc}: blocked (asleep in the kernel's lock wait)"
+                ))
+            }
+            (Settled::Returned(r), true, _) if r < 0 => {
+                // A refused try (`LOCK_NB`); the wait is the blocking retry.
+                match a.pull().map_err(d)? {
+                    Got::Blocked(b) => {
+                        let bdesc = self.describe(&b);
+                        self.actors[p].blocked = Some(b);
+                        Ok(format!(
+                            "{desc}: {}; then {bdesc}: blocked (asleep in the kernel's lock wait)",
+                            errno(r)
+                        ))
+                    }
+                    other => {
+                        let what = self.describe_got(&other);
+                        self.actors[p].back.push_front(other);
+                        Err(d(format!("{desc}: {}; then {what}", errno(r))))
+                    }
+                }
+            }
+            (Settled::Returned(r), false, true) if r < 0 => {
+                if step == Step::LockExclusive {
+                    a.got_cache = true;
+                }
+                Ok(format!(
+                    "{desc}: {} (busy): it goes on without it",
+                    errno(r)
+                ))
+            }
+            (Settled::Returned(0), false, false) => {
+                a.locked.extend(e.inode);
+                if step == Step::LockExclusive {
+                    a.got_cache = true;
+                }
+                if step == Step::LockShared {
+                    self.note_overtaking(p);
+                }
+                Ok(format!("{desc}: granted (returned 0)"))
+            }
+            (Settled::Blocked, _, _) => Err(d(format!("{desc}: blocked in the lock wait"))),
+            (Settled::Returned(r), _, _) => Err(d(format!("{desc}: {}", errno(r)))),
+            (Settled::Gone, _, _) => Err(d(format!("{desc}: its thread is gone"))),
+        }
+    }
+
+    /// A run `p` was granted the cache: a clean started before it that has not got it
+    /// was overtaken.
+    fn note_overtaking(&mut self, p: usize) {
+        if !self.actors[p].kind.is_run() {
+            return;
+        }
+        let me = self.actors[p].order;
+        for a in &self.actors {
+            if a.kind.is_clean() && a.g.is_some() && a.order < me && !a.got_cache {
+                self.overtook.push(format!(
+                    "{} got its shared lock on .lock while {} (started before it) had not got the cache",
+                    self.actors[p].label, a.label
+                ));
+            }
+        }
+    }
+
+    /// `spawn-child`: the probe child's signal (the child the model means is the last
+    /// process the run started); or, where the model's spawn fails, the run's exit
+    /// without a child.
+    fn spawn(&mut self, p: usize, after: &State) -> Result<String, Diverged> {
+        let d = |e: String| Diverged(e);
+        let fails = after.procs[p].life == Life::Done(Outcome::SpawnFailed);
+        let got = self.actors[p].pull().map_err(d)?;
+        match got {
+            Got::Signal(e) => {
+                let a = &mut self.actors[p];
+                a.taken.push(Step::SpawnChild);
+                let child = a.child.map_or("?".to_string(), |c| c.to_string());
+                a.signal = Some(e);
+                let line = format!(
+                    "pid {child} execve (the last process pid {} started): the child runs",
+                    a.pid()
+                );
+                if fails {
+                    return Err(d(line));
+                }
+                Ok(line)
+            }
+            Got::Exit(e) if fails => {
+                let a = &mut self.actors[p];
+                let err = a.g.as_ref().map(Gated::stderr).unwrap_or_default();
+                let why = err
+                    .lines()
+                    .find(|l| l.contains("rror"))
+                    .or_else(|| err.lines().rev().find(|l| !l.trim().is_empty()))
+                    .unwrap_or("(nothing on stderr)")
+                    .trim()
+                    .to_string();
+                a.taken.push(Step::SpawnChild);
+                self.failures.push(format!(
+                    "{} exited without running its child: {why}",
+                    self.actors[p].label
+                ));
+                Ok(format!(
+                    "pid {} {} before any child ran: {why}",
+                    e.pid, e.syscall
+                ))
+            }
+            other => {
+                let what = self.describe_got(&other);
+                if let Got::Ended(code) = other {
+                    self.actors[p].ended = code;
+                } else {
+                    self.actors[p].back.push_front(other);
+                }
+                Err(d(what))
+            }
+        }
+    }
+
+    /// Lets each process whose last step was `delete-entries` finish it (its further
+    /// removals are the same step) up to its next stop.
+    fn settle_story(&mut self) -> Result<(), String> {
+        for p in 0..self.actors.len() {
+            if self.actors[p].g.is_none() || self.actors[p].ended.is_some() {
+                continue;
+            }
+            if self.actors[p].taken.last() == Some(&Step::DeleteEntries)
+                && self.actors[p].back.is_empty()
+                && self.actors[p].blocked.is_none()
+            {
+                let got = self.actors[p].pull()?;
+                self.log.push(format!(
+                    "{} next: {}",
+                    self.actors[p].label,
+                    self.describe_got(&got)
+                ));
+                match got {
+                    Got::Ended(code) => self.actors[p].ended = code,
+                    Got::Blocked(e) => self.actors[p].blocked = Some(e),
+                    other => self.actors[p].back.push_front(other),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The property on the real side at the end of the story.
+    fn observe(&mut self, property: PropertyName) -> Result<(Seen, String), String> {
+        use PropertyName as P;
+        self.settle_story()?;
+        let fails = |why: String| (Seen::Fails, why);
+        Ok(match property {
+            P::LiveEnvIntact => {
+                let mut lost: Vec<String> = self.failures.clone();
+                for p in 0..self.actors.len() {
+                    if self.actors[p].signal.is_some() {
+                        let line = self.child_exits(p).map_err(|Diverged(e)| e)?;
+                        self.log.push(format!("{}: {line}", self.actors[p].label));
+                    }
+                    if let Some(r) = &self.actors[p].report
+                        && !r.ok
+                    {
+                        lost.push(format!(
+                            "{}'s child lost its environment ({})",
+                            self.actors[p].label,
+                            r.problem.trim()
+                        ));
+                    }
+                }
+                if lost.is_empty() {
+                    (
+                        Seen::Holds,
+                        "every child found its environment intact".into(),
+                    )
+                } else {
+                    fails(lost.join("; "))
+                }
+            }
+            P::MutualExclusion | P::RootLockExclusion => {
+                if self.deleted_beside.is_empty() {
+                    (
+                        Seen::Holds,
+                        "no deletion was released while another process held .lock".into(),
+                    )
+                } else {
+                    fails(self.deleted_beside.join("; "))
+                }
+            }
+            P::NoOvertaking => {
+                if self.overtook.is_empty() {
+                    (
+                        Seen::Holds,
+                        "no run got the cache before a clean that started first".into(),
+                    )
+                } else {
+                    fails(self.overtook.join("; "))
+                }
+            }
+            P::NoDeadlock | P::CleanTerminates | P::CleanSucceeds => {
+                // Stuck: alive and asleep in a lock wait (itself or its group).
+                let stuck: Vec<String> = self
+                    .actors
+                    .iter()
+                    .filter(|a| a.g.is_some() && a.ended.is_none())
+                    .filter_map(|a| {
+                        process::group_members(a.pid() as u32)
+                            .into_iter()
+                            .find_map(wait::lock_wait)
+                            .map(|w| (a, w.details))
+                    })
+                    .filter(|(a, _)| property == P::NoDeadlock || a.kind.is_clean())
+                    .map(|(a, w)| format!("{} is asleep in a lock wait ({w})", a.label))
+                    .collect();
+                let alive = self
+                    .actors
+                    .iter()
+                    .filter(|a| a.g.is_some() && a.ended.is_none())
+                    .count();
+                match property {
+                    P::NoDeadlock if alive > 0 && stuck.len() == alive => fails(format!(
+                        "every live process is blocked: {}",
+                        stuck.join("; ")
+                    )),
+                    P::NoDeadlock => (
+                        Seen::Holds,
+                        format!("{} of {alive} live processes blocked", stuck.len()),
+                    ),
+                    _ if !stuck.is_empty() => fails(format!(
+                        "when nothing else could happen in the story, {}",
+                        stuck.join("; ")
+                    )),
+                    P::CleanSucceeds if !self.failures.is_empty() => {
+                        fails(self.failures.join("; "))
+                    }
+                    _ => {
+                        // The cleans' own ends, once everything may go.
+                        let ends = self.run_out()?;
+                        let bad: Vec<String> = ends
+                            .iter()
+                            .filter(|(_, kind, code)| {
+                                kind.is_clean()
+                                    && (*code != Some(0)
+                                        || property == P::CleanTerminates && code.is_none())
+                            })
+                            .map(|(l, _, c)| format!("{l} exited {c:?}"))
+                            .collect();
+                        if bad.is_empty() {
+                            (Seen::Holds, "every clean exited 0".into())
+                        } else {
+                            fails(bad.join("; "))
+                        }
+                    }
+                }
+            }
+            P::NoLeakedTemp => {
+                self.run_out()?;
+                let left = sys::entries(&self.sb.tmp).unwrap_or_default();
+                if left.is_empty() {
+                    (Seen::Holds, "no temporary cache remained in TMPDIR".into())
+                } else {
+                    fails(format!(
+                        "TMPDIR still holds {left:?} when every process has ended"
+                    ))
+                }
+            }
+            P::CleanRemovesUnused => {
+                let live: Vec<std::path::PathBuf> = self
+                    .actors
+                    .iter()
+                    .filter(|a| a.signal.is_some())
+                    .filter_map(|a| {
+                        let g = a.g.as_ref()?;
+                        let t = fs::read_to_string(&g.ready).ok()?;
+                        t.lines().nth(1).map(std::path::PathBuf::from)
+                    })
+                    .collect();
+                let left: Vec<String> = sys::envs_below(&self.sb.cache)
+                    .into_iter()
+                    .filter(|e| !live.iter().any(|l| l.starts_with(e) || e.starts_with(l)))
+                    .map(|e| self.rel(Some(&e)))
+                    .collect();
+                if left.is_empty() {
+                    (Seen::Holds, "no unused environment was left".into())
+                } else {
+                    fails(format!("unused environments left: {left:?}"))
+                }
+            }
+            P::CleanOverlapsChild | P::RunsShareLock => (
+                Seen::Holds,
+                "a witness: no counterexample story to observe".into(),
+            ),
+        })
+    }
+
+    /// Lets every process go and waits until all have ended; each one's exit code.
+    fn run_out(&mut self) -> Result<Vec<(String, Kind, Option<i32>)>, String> {
+        for a in self.actors.iter_mut() {
+            if let Some(g) = a.g.as_mut() {
+                g.let_child_go();
+                g.unhold()?;
+            }
+        }
+        let mut out = Vec::new();
+        for a in self.actors.iter_mut() {
+            let Some(g) = a.g.as_mut() else { continue };
+            let code = match a.ended {
+                Some(c) => Some(c),
+                None => g.go().ok(),
+            };
+            a.ended = code;
+            self.log.push(format!("{} exit {code:?}", a.label));
+            out.push((a.label.clone(), a.kind, code));
+        }
+        Ok(out)
+    }
+
+    /// Lets everything end (and kills what does not).
+    fn finish(&mut self) {
+        let _ = self.run_out();
+        for a in self.actors.iter_mut() {
+            a.g = None;
+        }
+    }
+}
