@@ -139,7 +139,7 @@ def build(outdir):
     }
     files["clprobe/__init__.py"] += "\n\ndef _entry():\n    sys.exit(main())\n"
     wheel = os.path.join(outdir, "%s-%s-py3-none-any.whl" % (NAME, VERSION))
-    tmp = wheel + ".tmp"
+    tmp = "%s.tmp-%d" % (wheel, os.getpid())
     record = []
     # Fixed timestamps: the same inputs give the same bytes, so reruns change nothing.
     with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as z:

@@ -38,6 +38,7 @@
 pub mod cachelock;
 pub mod compare;
 pub mod gated;
+pub mod mixed;
 pub mod scenarios;
 pub mod story;
 pub mod sys;
