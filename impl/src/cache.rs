@@ -337,6 +337,35 @@ fn remove_tree(dir: &DirFd, name: &OsStr, report: &mut DeleteReport) -> Result<(
     result
 }
 
+/// Where a clean puts what it deletes: gone at once, or into its own trash directory.
+#[derive(Clone, Copy)]
+enum Bin<'a> {
+    Delete,
+    Trash(&'a DirFd),
+}
+
+impl Bin<'_> {
+    /// Removes `name` in `dir`: deletes it, or moves it, link or tree as it is, into the
+    /// trash under a fresh name with one `renameat` (never following a link). An entry
+    /// that cannot be renamed (a mount point) is deleted in place.
+    fn discard(self, dir: &DirFd, name: &OsStr, report: &mut DeleteReport) -> Result<(), Error> {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        let Bin::Trash(trash) = self else {
+            return remove_tree(dir, name, report);
+        };
+        let to = format!("{}", COUNTER.fetch_add(1, Ordering::Relaxed));
+        match dir.rename_noreplace(name, trash, &to) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => {
+                tracing::debug!(path = %dir.child_path(name).display(), "could not move to the trash: {e}");
+                remove_tree(dir, name, report)
+            }
+        }
+    }
+}
+
 /// Deletes the cache's entries: environments and builds, and with `scaffold` (clean, not
 /// prune) everything else except `.lock` and `.cleans/`. With `env_locks`, an environment
 /// is deleted only while its lock is held exclusive, taken without waiting; a busy one
@@ -346,18 +375,144 @@ fn remove_tree(dir: &DirFd, name: &OsStr, report: &mut DeleteReport) -> Result<(
 /// descriptors ([`safe_fs`]): a link in the cache, planted or swapped in at any moment,
 /// is removed, never followed.
 pub fn delete_entries(root: &Path, scaffold: bool, env_locks: bool) -> Result<DeleteReport, Error> {
+    let root = match DirFd::open_root(root) {
+        Ok(dir) => dir,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(DeleteReport::default()),
+        Err(e) => return Err(Error::io("open the cache directory", root, e)),
+    };
+    discard_entries(&root, scaffold, env_locks, Bin::Delete)
+}
+
+/// The trash: `<cache>/.trash/`, one directory per clean in it.
+pub const TRASH_DIR: &str = ".trash";
+
+/// A clean's trash directory, filled by [`move_entries_to_trash`] and deleted by
+/// [`delete_trash`]. Its descriptor holds `flock(LOCK_EX)` on the directory itself as
+/// long as it lives, so no other clean deletes it while it is being filled.
+#[derive(Debug)]
+pub struct OwnTrash {
+    /// Held for its lock on the directory, released when it closes.
+    _dir: DirFd,
+}
+
+/// `move-to-trash`: removes from the cache exactly what [`delete_entries`] would delete
+/// (with the same environment locks taken the same way), but by one `renameat` per entry
+/// into a trash directory of this clean's own, `<cache>/.trash/<unique>/`, made and
+/// locked first. The time this takes does not grow with the size of what it removes.
+/// Returns the trash (none if there is no cache) and what was kept.
+pub fn move_entries_to_trash(
+    root: &Path,
+    scaffold: bool,
+    env_locks: bool,
+) -> Result<(Option<OwnTrash>, DeleteReport), Error> {
+    let root = match DirFd::open_root(root) {
+        Ok(dir) => dir,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return Ok((None, DeleteReport::default()));
+        }
+        Err(e) => return Err(Error::io("open the cache directory", root, e)),
+    };
+    let trash_root = root.open_or_create_dir(TRASH_DIR).ctx(
+        "create the trash directory",
+        &root.child_path(TRASH_DIR.as_ref()),
+    )?;
+    let dir = trash_root
+        .create_unique_dir("clean-")
+        .ctx("create a trash directory in", trash_root.path())?;
+    // Nobody else has seen it yet: granted at once.
+    if !dir
+        .try_lock_exclusive()
+        .ctx("lock the trash directory", dir.path())?
+    {
+        return Err(Error::io(
+            "lock the trash directory",
+            dir.path(),
+            io::Error::from(io::ErrorKind::WouldBlock),
+        ));
+    }
+    let report = discard_entries(&root, scaffold, env_locks, Bin::Trash(&dir))?;
+    Ok((Some(OwnTrash { _dir: dir }), report))
+}
+
+/// `delete-trash`: deletes `own` (if any), then every trash directory in the cache whose
+/// lock it can take without waiting: those a killed clean left. One being filled by a
+/// live clean is locked and stays (that clean deletes it). What is in the trash is never
+/// used by anyone (nothing opens a path under `.trash/`), so deleting it under no cache
+/// lock is safe; a link planted there is removed, never followed.
+pub fn delete_trash(root: &Path, own: Option<OwnTrash>) -> Result<DeleteReport, Error> {
     let mut report = DeleteReport::default();
+    // Its lock goes with its descriptor; the directory is deleted below like any
+    // other (a clean deleting at the same moment takes it first, and this one skips it).
+    drop(own);
     let root = match DirFd::open_root(root) {
         Ok(dir) => dir,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(report),
         Err(e) => return Err(Error::io("open the cache directory", root, e)),
     };
+    let trash_root = match root.open_dir(TRASH_DIR) {
+        Ok(dir) => dir,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(report),
+        // A link or a file in its place: remove that entry itself.
+        Err(e) if safe_fs::is_not_dir(&e) => {
+            remove_tree(&root, TRASH_DIR.as_ref(), &mut report)?;
+            return Ok(report);
+        }
+        Err(e) => {
+            return Err(Error::io(
+                "open the directory",
+                root.child_path(TRASH_DIR.as_ref()),
+                e,
+            ));
+        }
+    };
+    let names = trash_root
+        .entries()
+        .ctx("list the trash", trash_root.path())?;
+    for name in names {
+        let dir = match trash_root.open_dir(&name) {
+            Ok(dir) => dir,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) if safe_fs::is_not_dir(&e) => {
+                remove_tree(&trash_root, &name, &mut report)?;
+                continue;
+            }
+            Err(e) => {
+                return Err(Error::io(
+                    "open the directory",
+                    trash_root.child_path(&name),
+                    e,
+                ));
+            }
+        };
+        if !dir
+            .try_lock_exclusive()
+            .ctx("lock the trash directory", dir.path())?
+        {
+            continue;
+        }
+        let mut removed = Removed::default();
+        dir.remove_contents(&mut removed)?;
+        report.add(removed);
+        trash_root
+            .remove_empty_dir(&name)
+            .ctx("remove the trash directory", &trash_root.child_path(&name))?;
+    }
+    Ok(report)
+}
+
+fn discard_entries(
+    root: &DirFd,
+    scaffold: bool,
+    env_locks: bool,
+    bin: Bin<'_>,
+) -> Result<DeleteReport, Error> {
+    let mut report = DeleteReport::default();
     let mut names = root
         .entries()
         .ctx("list the cache directory", root.path())?;
     names.sort();
     for name in names {
-        if name == LOCK_FILE || name == CLEANS_DIR {
+        if name == LOCK_FILE || name == CLEANS_DIR || name == TRASH_DIR {
             continue;
         }
         let sub = if name == ENVIRONMENTS_DIR || name == BUILDS_DIR {
@@ -373,20 +528,20 @@ pub fn delete_entries(root: &Path, scaffold: bool, env_locks: bool) -> Result<De
         };
         match sub {
             Some(envs) if name == ENVIRONMENTS_DIR => {
-                delete_environments(&root, &envs, env_locks, &mut report)?;
+                delete_environments(root, &envs, env_locks, bin, &mut report)?;
                 drop(envs);
                 if scaffold && !env_locks {
-                    remove_tree(&root, &name, &mut report)?;
+                    bin.discard(root, &name, &mut report)?;
                 }
             }
             Some(builds) => {
-                delete_builds(&root, &builds, env_locks, &mut report)?;
+                delete_builds(root, &builds, env_locks, bin, &mut report)?;
                 drop(builds);
                 if scaffold && !env_locks {
-                    remove_tree(&root, &name, &mut report)?;
+                    bin.discard(root, &name, &mut report)?;
                 }
             }
-            None if scaffold => remove_tree(&root, &name, &mut report)?,
+            None if scaffold => bin.discard(root, &name, &mut report)?,
             None => {}
         }
     }
@@ -401,6 +556,7 @@ fn delete_builds(
     root: &DirFd,
     builds: &DirFd,
     env_locks: bool,
+    bin: Bin<'_>,
     report: &mut DeleteReport,
 ) -> Result<(), Error> {
     let mut names = builds.entries().ctx("list the builds in", builds.path())?;
@@ -439,14 +595,14 @@ fn delete_builds(
                     },
                 };
                 let Some(mut lock) = lock else {
-                    remove_tree(builds, &name, report)?;
+                    bin.discard(builds, &name, report)?;
                     continue;
                 };
                 if lock.try_lock(Mode::Exclusive)? == TryLock::Acquired {
-                    remove_tree(builds, &name, report)?;
+                    bin.discard(builds, &name, report)?;
                 }
             }
-            _ => remove_tree(builds, &name, report)?,
+            _ => bin.discard(builds, &name, report)?,
         }
     }
     Ok(())
@@ -456,6 +612,7 @@ fn delete_environments(
     root: &DirFd,
     envs: &DirFd,
     env_locks: bool,
+    bin: Bin<'_>,
     report: &mut DeleteReport,
 ) -> Result<(), Error> {
     let mut names = envs
@@ -466,12 +623,12 @@ fn delete_environments(
         let text = name.to_string_lossy().into_owned();
         if text.ends_with(".lock") {
             if !env_locks {
-                remove_tree(envs, &name, report)?;
+                bin.discard(envs, &name, report)?;
             }
             continue;
         }
         if !env_locks {
-            remove_env(root, envs, &name, report)?;
+            remove_env(root, envs, &name, bin, report)?;
             continue;
         }
         let lock_name = format!("{text}.lock");
@@ -495,7 +652,7 @@ fn delete_environments(
         match lock.try_lock(Mode::Exclusive)? {
             TryLock::Acquired => {
                 tracing::debug!(env = %text, "deleting environment under its exclusive lock");
-                remove_env(root, envs, &name, report)?;
+                remove_env(root, envs, &name, bin, report)?;
                 crate::faults::pause("env-deleted");
                 // Closing the descriptor releases the lock after the deletion.
                 drop(lock);
@@ -517,8 +674,13 @@ fn remove_env(
     root: &DirFd,
     envs: &DirFd,
     name: &OsStr,
+    bin: Bin<'_>,
     report: &mut DeleteReport,
 ) -> Result<(), Error> {
+    // Into the trash: one rename, whole or not at all, as below.
+    if let Bin::Trash(_) = bin {
+        return bin.discard(envs, name, report);
+    }
     use std::sync::atomic::{AtomicU64, Ordering};
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     if let Ok(builds) = root.open_dir(BUILDS_DIR) {

@@ -330,7 +330,7 @@ pub fn protocol_markdown() -> String {
         if b { "yes" } else { "no" }
     }
     type Column = (&'static str, fn(&Design) -> String);
-    let columns: [Column; 16] = [
+    let columns: [Column; 17] = [
         ("run lock", |d| d.run_lock.name().into()),
         ("root released", |d| {
             match d.release_root {
@@ -396,6 +396,16 @@ pub fn protocol_markdown() -> String {
         }),
         ("lock timeout", |d| yes(d.lock_timeout).into()),
         ("run overlay", |d| yes(d.run_overlay).into()),
+        ("clean deletes", |d| {
+            match d.trash {
+                crate::protocol::Trash::None => "in place, holding .lock",
+                crate::protocol::Trash::BeforeRelease => {
+                    "moves to its trash holding .lock, deletes it after"
+                }
+                crate::protocol::Trash::AfterRelease => "moves to its trash after releasing .lock",
+            }
+            .into()
+        }),
     ];
     let _ = writeln!(
         md,
