@@ -412,13 +412,26 @@ pub fn move_entries_to_trash(
         }
         Err(e) => return Err(Error::io("open the cache directory", root, e)),
     };
-    let trash_root = root.open_or_create_dir(TRASH_DIR).ctx(
-        "create the trash directory",
-        &root.child_path(TRASH_DIR.as_ref()),
-    )?;
-    let dir = trash_root
-        .create_unique_dir("clean-")
-        .ctx("create a trash directory in", trash_root.path())?;
+    // Another clean's `delete-trash` removes `.trash` once it is empty: a directory made
+    // in a `.trash` removed meanwhile fails with "not found", and is made again.
+    let mut attempts = 0;
+    let dir = loop {
+        let trash_root = root.open_or_create_dir(TRASH_DIR).ctx(
+            "create the trash directory",
+            &root.child_path(TRASH_DIR.as_ref()),
+        )?;
+        match trash_root.create_unique_dir("clean-") {
+            Ok(dir) => break dir,
+            Err(e) if e.kind() == io::ErrorKind::NotFound && attempts < 100 => attempts += 1,
+            Err(e) => {
+                return Err(Error::io(
+                    "create a trash directory in",
+                    trash_root.path(),
+                    e,
+                ));
+            }
+        }
+    };
     // Nobody else has seen it yet: granted at once.
     if !dir
         .try_lock_exclusive()
@@ -496,6 +509,13 @@ pub fn delete_trash(root: &Path, own: Option<OwnTrash>) -> Result<DeleteReport, 
         trash_root
             .remove_empty_dir(&name)
             .ctx("remove the trash directory", &trash_root.child_path(&name))?;
+    }
+    // A clean leaves nothing of its own behind: `.trash` goes once it is empty. One that
+    // a live clean is filling is not empty and stays.
+    match root.remove_empty_dir(TRASH_DIR) {
+        Ok(_) => {}
+        Err(e) if e.raw_os_error() == Some(libc::ENOTEMPTY) => {}
+        Err(e) => return Err(Error::io("remove the trash directory", root.path(), e)),
     }
     Ok(report)
 }
