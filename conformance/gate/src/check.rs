@@ -7,15 +7,18 @@
 //!   process; a blocking lock the model cannot grant puts the process in the model's
 //!   wait, and the lock is taken when the real call returns granted;
 //! - steps the gate cannot see (a scaffold or an environment already there, an empty
-//!   cache with nothing to delete, the wait for the child, the wait for announced cleans
-//!   when none is announced) are taken implicitly when the model has them next and
+//!   cache with nothing to delete or move to the trash, no trash to delete, the wait for
+//!   the child, the wait for announced cleans when none is announced) are taken implicitly when the model has them next and
 //!   enabled, and the process does not take them anywhere in the trace; so is
 //!   `release-root-lock` for a process that never unlocks `.lock` with `LOCK_UN` (it
 //!   releases it by closing the descriptor, a call the gate does not stop at: cachelock
 //!   drops its lock this way). A step the process does take is held to the moment it
 //!   does;
 //! - a step the process already took (a retried lock, a re-opened `.lock`, the next
-//!   removal of `delete-entries`) is one step, taken once;
+//!   removal of `delete-entries`, the next rename of `move-to-trash`, the next removal
+//!   of `delete-trash`) is one step, taken once;
+//! - a removal in the trash by a process whose policy has no trash (uv's clean deleting
+//!   the trash a killed cachelock clean left) is that process's `delete-entries`;
 //! - of the processes a run starts, the last is its child (uv starts helpers, such as
 //!   interpreter queries, before it); its `exit_group` is the model's `child-exits`;
 //! - a process's `exit_group` (or its death) ends it: its descriptors close, so the
@@ -81,8 +84,20 @@ fn unseen(step: Step) -> bool {
             | Step::PersistEnv
             | Step::WaitForChild
             | Step::DeleteEntries
+            | Step::MoveToTrash
+            | Step::DeleteTrash
             | Step::AwaitAnnouncedCleans
     )
+}
+
+/// The step `step` is in process `p`'s program: a removal in the trash is
+/// `delete-entries` for a process whose policy has no `delete-trash`.
+fn in_program(model: &CacheModel, p: usize, step: Step) -> Step {
+    if step == Step::DeleteTrash && !model.procs[p].program.contains(&Step::DeleteTrash) {
+        Step::DeleteEntries
+    } else {
+        step
+    }
 }
 
 fn is_root_lock_step(step: Step) -> bool {
@@ -264,11 +279,13 @@ pub fn check(policy: Policy, records: &[Record], timeline: &[Moment]) -> Result<
         .collect();
     let seen: Vec<Vec<Step>> = pids
         .iter()
-        .map(|pid| {
+        .enumerate()
+        .map(|(p, pid)| {
             records
                 .iter()
                 .filter(|r| r.event.pid == *pid)
                 .filter_map(|r| r.event.step)
+                .map(|step| in_program(&model, p, step))
                 .collect()
         })
         .collect();
@@ -302,7 +319,7 @@ fn replay(rp: &mut Replay<'_>, timeline: &[Moment]) -> Result<(), Divergence> {
                     } else if let Some(step) = step
                         && step != Step::SpawnChild
                     {
-                        rp.enter(p, step, id)?;
+                        rp.enter(p, in_program(&rp.model, p, step), id)?;
                     }
                 }
                 if step == Some(Step::SpawnChild)
