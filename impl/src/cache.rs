@@ -345,24 +345,40 @@ enum Bin<'a> {
 }
 
 impl Bin<'_> {
-    /// Removes `name` in `dir`: deletes it, or moves it, link or tree as it is, into the
-    /// trash under a fresh name with one `renameat` (never following a link). An entry
-    /// that cannot be renamed (a mount point) is deleted in place.
-    fn discard(self, dir: &DirFd, name: &OsStr, report: &mut DeleteReport) -> Result<(), Error> {
+    /// Moves `name` in `dir`, link or tree as it is, into the trash under a fresh name
+    /// with one `renameat` (never following a link): `true` if it is out of the cache's
+    /// namespace (moved, or gone already), `false` if it is still there and must be
+    /// deleted in place (deleting, an entry that cannot be renamed: a mount point).
+    fn moved(self, dir: &DirFd, name: &OsStr) -> bool {
         use std::sync::atomic::{AtomicU64, Ordering};
         static COUNTER: AtomicU64 = AtomicU64::new(0);
         let Bin::Trash(trash) = self else {
-            return remove_tree(dir, name, report);
+            return false;
         };
         let to = format!("{}", COUNTER.fetch_add(1, Ordering::Relaxed));
         match dir.rename_noreplace(name, trash, &to) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Ok(()) => true,
+            Err(e)
+                if e.kind() == io::ErrorKind::NotFound
+                    && dir
+                        .stat_entry(name)
+                        .is_err_and(|e| e.kind() == io::ErrorKind::NotFound) =>
+            {
+                true
+            }
             Err(e) => {
                 tracing::debug!(path = %dir.child_path(name).display(), "could not move to the trash: {e}");
-                remove_tree(dir, name, report)
+                false
             }
         }
+    }
+
+    /// Removes `name` in `dir`: moves it into the trash ([`Bin::moved`]), or deletes it.
+    fn discard(self, dir: &DirFd, name: &OsStr, report: &mut DeleteReport) -> Result<(), Error> {
+        if self.moved(dir, name) {
+            return Ok(());
+        }
+        remove_tree(dir, name, report)
     }
 }
 
@@ -412,17 +428,36 @@ pub fn move_entries_to_trash(
         }
         Err(e) => return Err(Error::io("open the cache directory", root, e)),
     };
-    // Another clean's `delete-trash` removes `.trash` once it is empty: a directory made
-    // in a `.trash` removed meanwhile fails with "not found", and is made again.
+    let dir = own_trash_dir(&root)?;
+    let report = discard_entries(&root, scaffold, env_locks, Bin::Trash(&dir))?;
+    Ok((Some(OwnTrash { _dir: dir }), report))
+}
+
+/// Makes, locks and opens a trash directory of this clean's own,
+/// `<cache>/.trash/clean-<random>`. Another clean's `delete-trash` removes `.trash` once
+/// it is empty, and a trash directory it can lock: one made but not locked yet (still
+/// empty). Either race makes this fail with "not found" or leaves it a directory no name
+/// leads to; then a new one is made. A `.trash` that is not a directory (a link planted
+/// there) is removed, never followed, and made again.
+fn own_trash_dir(root: &DirFd) -> Result<DirFd, Error> {
+    let trash_path = root.child_path(TRASH_DIR.as_ref());
     let mut attempts = 0;
-    let dir = loop {
-        let trash_root = root.open_or_create_dir(TRASH_DIR).ctx(
-            "create the trash directory",
-            &root.child_path(TRASH_DIR.as_ref()),
-        )?;
-        match trash_root.create_unique_dir("clean-") {
-            Ok(dir) => break dir,
-            Err(e) if e.kind() == io::ErrorKind::NotFound && attempts < 100 => attempts += 1,
+    loop {
+        attempts += 1;
+        let retry = attempts < 100;
+        let trash_root = match root.open_or_create_dir(TRASH_DIR) {
+            Ok(dir) => dir,
+            Err(e) if e.kind() == io::ErrorKind::NotFound && retry => continue,
+            Err(e) if safe_fs::is_not_dir(&e) && retry => {
+                tracing::debug!(path = %trash_path.display(), "not a directory, removed: {e}");
+                root.remove_tree(TRASH_DIR, &mut Removed::default())?;
+                continue;
+            }
+            Err(e) => return Err(Error::io("create the trash directory", &trash_path, e)),
+        };
+        let dir = match trash_root.create_unique_dir("clean-") {
+            Ok(dir) => dir,
+            Err(e) if e.kind() == io::ErrorKind::NotFound && retry => continue,
             Err(e) => {
                 return Err(Error::io(
                     "create a trash directory in",
@@ -430,21 +465,29 @@ pub fn move_entries_to_trash(
                     e,
                 ));
             }
+        };
+        if !dir
+            .try_lock_exclusive()
+            .ctx("lock the trash directory", dir.path())?
+        {
+            // Another clean's `delete-trash` holds it, about to remove it.
+            continue;
         }
-    };
-    // Nobody else has seen it yet: granted at once.
-    if !dir
-        .try_lock_exclusive()
-        .ctx("lock the trash directory", dir.path())?
-    {
-        return Err(Error::io(
-            "lock the trash directory",
-            dir.path(),
-            io::Error::from(io::ErrorKind::WouldBlock),
-        ));
+        // Locked: nobody removes it now. Still the one its name leads to?
+        let name = dir.path().file_name().unwrap_or_default().to_os_string();
+        let here = dir.stat().ctx("look at the trash directory", dir.path())?;
+        match trash_root.stat_entry(&name) {
+            Ok(st) if (st.st_dev, st.st_ino) == (here.st_dev, here.st_ino) => return Ok(dir),
+            _ if retry => continue,
+            _ => {
+                return Err(Error::io(
+                    "keep the trash directory",
+                    dir.path(),
+                    io::Error::from(io::ErrorKind::NotFound),
+                ));
+            }
+        }
     }
-    let report = discard_entries(&root, scaffold, env_locks, Bin::Trash(&dir))?;
-    Ok((Some(OwnTrash { _dir: dir }), report))
 }
 
 /// `delete-trash`: deletes `own` (if any), then every trash directory in the cache whose
@@ -514,7 +557,13 @@ pub fn delete_trash(root: &Path, own: Option<OwnTrash>) -> Result<DeleteReport, 
     // a live clean is filling is not empty and stays.
     match root.remove_empty_dir(TRASH_DIR) {
         Ok(_) => {}
-        Err(e) if e.raw_os_error() == Some(libc::ENOTEMPTY) => {}
+        // Not empty; or replaced meanwhile by something not a directory, which the next
+        // `delete-trash` removes.
+        Err(e)
+            if matches!(
+                e.raw_os_error(),
+                Some(libc::ENOTEMPTY | libc::EEXIST | libc::ENOTDIR)
+            ) => {}
         Err(e) => return Err(Error::io("remove the trash directory", root.path(), e)),
     }
     Ok(report)
@@ -697,9 +746,10 @@ fn remove_env(
     bin: Bin<'_>,
     report: &mut DeleteReport,
 ) -> Result<(), Error> {
-    // Into the trash: one rename, whole or not at all, as below.
-    if let Bin::Trash(_) = bin {
-        return bin.discard(envs, name, report);
+    // Into the trash: one rename, whole or not at all, as below (failing that, deleted
+    // in place, marker first, as below).
+    if bin.moved(envs, name) {
+        return Ok(());
     }
     use std::sync::atomic::{AtomicU64, Ordering};
     static COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -786,6 +836,193 @@ mod tests {
         let err = check_cleanable(dir.path()).unwrap_err();
         assert!(err.to_string().contains("CACHEDIR.TAG"), "{err}");
         assert!(check_cleanable(Path::new("/")).is_err());
+        Ok(())
+    }
+
+    /// A cache with an environment, a build and scaffold entries, one of them a link to
+    /// `outside`.
+    fn filled_cache(outside: &Path) -> Result<tempfile::TempDir, Error> {
+        let cache = tempfile::tempdir().ctx("tempdir", Path::new("/tmp"))?;
+        create_scaffold(cache.path())?;
+        let env = cache.path().join(ENVIRONMENTS_DIR).join("e");
+        fs::create_dir_all(&env).ctx("mkdir", &env)?;
+        fs::write(env.join("payload"), "12345").ctx("write", &env)?;
+        std::os::unix::fs::symlink(outside, env.join("link")).ctx("link", &env)?;
+        let wheels = cache.path().join("wheels-v5").join("w");
+        fs::create_dir_all(&wheels).ctx("mkdir", &wheels)?;
+        fs::write(wheels.join("x.whl"), "abc").ctx("write", &wheels)?;
+        std::os::unix::fs::symlink(outside, cache.path().join("archive-link"))
+            .ctx("link", cache.path())?;
+        Ok(cache)
+    }
+
+    fn outside_dir() -> Result<tempfile::TempDir, Error> {
+        let outside = tempfile::tempdir().ctx("tempdir", Path::new("/tmp"))?;
+        fs::write(outside.path().join("precious"), "x").ctx("write", outside.path())?;
+        Ok(outside)
+    }
+
+    fn names(dir: &Path) -> Vec<String> {
+        let mut v: Vec<String> = fs::read_dir(dir)
+            .map(|r| {
+                r.filter_map(|e| e.ok())
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn move_to_trash_empties_the_cache_and_delete_trash_removes_the_trash() -> Result<(), Error> {
+        let outside = outside_dir()?;
+        let cache = filled_cache(outside.path())?;
+        let (own, report) = move_entries_to_trash(cache.path(), true, false)?;
+        assert!(report.skipped.is_empty());
+        assert_eq!(report.removed_files, 0, "nothing is deleted yet");
+        // Only `.lock`-less scaffold is gone: the cache holds the trash and nothing else.
+        assert_eq!(names(cache.path()), [TRASH_DIR]);
+        let trash = cache.path().join(TRASH_DIR);
+        let dirs = names(&trash);
+        assert_eq!(dirs.len(), 1, "{dirs:?}");
+        assert!(dirs[0].starts_with("clean-"), "{dirs:?}");
+        assert!(!names(&trash.join(&dirs[0])).is_empty());
+        let report = delete_trash(cache.path(), own)?;
+        assert!(!trash.exists(), "a clean leaves no trash of its own behind");
+        // payload, env link, x.whl, archive-link, CACHEDIR.TAG, .gitignore at least.
+        assert!(report.removed_files >= 6, "{report:?}");
+        assert!(report.removed_bytes >= 8, "{report:?}");
+        assert!(
+            outside.path().join("precious").is_file(),
+            "links not followed"
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn move_to_trash_keeps_a_locked_environment_and_its_lock() -> Result<(), Error> {
+        let outside = outside_dir()?;
+        let cache = filled_cache(outside.path())?;
+        let envs = cache.path().join(ENVIRONMENTS_DIR);
+        fs::create_dir_all(envs.join("busy")).ctx("mkdir", &envs)?;
+        let mut lock = LockFile::open_or_create(&envs.join("busy.lock"))?;
+        assert_eq!(lock.try_lock(Mode::Shared)?, TryLock::Acquired);
+        let (own, report) = move_entries_to_trash(cache.path(), false, true)?;
+        assert_eq!(report.skipped, ["busy"]);
+        assert!(envs.join("busy").is_dir() && envs.join("busy.lock").is_file());
+        assert!(!envs.join("e").exists(), "the unused one is moved");
+        assert!(
+            cache.path().join("wheels-v5").is_dir(),
+            "a prune keeps the scaffold"
+        );
+        delete_trash(cache.path(), own)?;
+        assert!(!cache.path().join(TRASH_DIR).exists());
+        assert!(envs.join("busy").is_dir());
+        Ok(())
+    }
+
+    #[test]
+    fn links_planted_in_the_trash_are_removed_never_followed() -> Result<(), Error> {
+        let outside = outside_dir()?;
+        let cache = tempfile::tempdir().ctx("tempdir", Path::new("/tmp"))?;
+        create_scaffold(cache.path())?;
+        let trash = cache.path().join(TRASH_DIR);
+        // A killed clean's trash directory holding a link, a link where a trash directory
+        // would be, and a link into a directory's place inside one.
+        let left = trash.join("clean-killed");
+        fs::create_dir_all(left.join("sub")).ctx("mkdir", &left)?;
+        std::os::unix::fs::symlink(outside.path(), left.join("link")).ctx("link", &left)?;
+        std::os::unix::fs::symlink(outside.path(), left.join("sub").join("deeper"))
+            .ctx("link", &left)?;
+        std::os::unix::fs::symlink(outside.path(), trash.join("clean-link")).ctx("link", &trash)?;
+        std::os::unix::fs::symlink(outside.path().join("precious"), trash.join("file-link"))
+            .ctx("link", &trash)?;
+        let report = delete_trash(cache.path(), None)?;
+        assert!(!trash.exists(), "{:?}", names(&trash));
+        assert_eq!(report.removed_files, 4, "every link is removed (and counted), none followed");
+        assert_eq!(names(outside.path()), ["precious"]);
+        assert_eq!(
+            fs::read_to_string(outside.path().join("precious"))
+                .ok()
+                .as_deref(),
+            Some("x")
+        );
+        assert!(
+            cache.path().join(TAG_FILE).is_file(),
+            "the cache itself stays"
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn a_trash_that_is_a_link_is_never_followed() -> Result<(), Error> {
+        let outside = outside_dir()?;
+        // `delete-trash` removes the link itself.
+        let cache = tempfile::tempdir().ctx("tempdir", Path::new("/tmp"))?;
+        create_scaffold(cache.path())?;
+        let trash = cache.path().join(TRASH_DIR);
+        std::os::unix::fs::symlink(outside.path(), &trash).ctx("link", cache.path())?;
+        delete_trash(cache.path(), None)?;
+        assert!(trash.symlink_metadata().is_err(), "the link is gone");
+        assert_eq!(names(outside.path()), ["precious"]);
+
+        // `move-to-trash` moves nothing through it: it removes the link and makes a
+        // trash directory of its own.
+        let cache = filled_cache(outside.path())?;
+        let trash = cache.path().join(TRASH_DIR);
+        std::os::unix::fs::symlink(outside.path(), &trash).ctx("link", cache.path())?;
+        let (own, _) = move_entries_to_trash(cache.path(), true, false)?;
+        assert_eq!(names(outside.path()), ["precious"], "nothing moved outside");
+        assert!(trash.symlink_metadata().is_ok_and(|m| m.is_dir()));
+        delete_trash(cache.path(), own)?;
+        assert!(trash.symlink_metadata().is_err());
+        assert_eq!(names(outside.path()), ["precious"]);
+
+        // A file in its place goes the same way.
+        let cache = filled_cache(outside.path())?;
+        let trash = cache.path().join(TRASH_DIR);
+        fs::write(&trash, "not a directory").ctx("write", &trash)?;
+        let (own, _) = move_entries_to_trash(cache.path(), true, false)?;
+        assert!(trash.is_dir());
+        delete_trash(cache.path(), own)?;
+        assert!(!trash.exists());
+        Ok(())
+    }
+
+    #[test]
+    fn a_trash_being_filled_is_left_to_its_clean_and_a_killed_ones_is_removed() -> Result<(), Error>
+    {
+        let outside = outside_dir()?;
+        let cache = filled_cache(outside.path())?;
+        let trash = cache.path().join(TRASH_DIR);
+        // A live clean between its two steps: its trash is locked.
+        let (live, _) = move_entries_to_trash(cache.path(), true, false)?;
+        let live_dir = names(&trash);
+        // Another clean (on a cache refilled meanwhile) deletes only its own.
+        fs::write(cache.path().join("more"), "more").ctx("write", cache.path())?;
+        let (other, _) = move_entries_to_trash(cache.path(), true, false)?;
+        let report = delete_trash(cache.path(), other)?;
+        assert_eq!(report.removed_files, 1, "{report:?}");
+        assert_eq!(names(&trash), live_dir, "the live clean's trash stays");
+        // The live clean is killed: its lock goes with its descriptor. The next
+        // `delete-trash` (of a clean with nothing to move) removes what it left.
+        drop(live);
+        let report = delete_trash(cache.path(), None)?;
+        assert!(report.removed_files >= 4, "{report:?}");
+        assert!(!trash.exists());
+        assert_eq!(names(outside.path()), ["precious"]);
+        Ok(())
+    }
+
+    #[test]
+    fn no_cache_no_trash() -> Result<(), Error> {
+        let dir = tempfile::tempdir().ctx("tempdir", Path::new("/tmp"))?;
+        let missing = dir.path().join("cache");
+        let (own, report) = move_entries_to_trash(&missing, true, false)?;
+        assert!(own.is_none() && report.removed_files == 0);
+        assert_eq!(delete_trash(&missing, None)?.removed_files, 0);
+        assert!(!missing.exists());
         Ok(())
     }
 }
