@@ -50,11 +50,12 @@ const TAG_TEXT: &str = "Signature: 8a477f597d28d172789f06886806bc55\n\
 # This file is a cache directory tag created by cachelock.\n\
 # For information about cache directory tags see https://bford.info/cachedir/\n";
 
-/// Names that a cache leaves behind after a clean: a directory holding only these is
-/// still taken for a cache.
-const LEFTOVER_NAMES: [&str; 5] = [
+/// Names that a cache leaves behind after a clean (or a clean killed after it moved the
+/// tag into its trash): a directory holding only these is still taken for a cache.
+const LEFTOVER_NAMES: [&str; 6] = [
     LOCK_FILE,
     CLEANS_DIR,
+    TRASH_DIR,
     ENVIRONMENTS_DIR,
     BUILDS_DIR,
     ".gitignore",
@@ -547,7 +548,13 @@ pub fn delete_trash(root: &Path, own: Option<OwnTrash>) -> Result<DeleteReport, 
             continue;
         }
         let mut removed = Removed::default();
-        dir.remove_contents(&mut removed)?;
+        let entries = dir.entries().ctx("list the trash directory", dir.path())?;
+        for (i, entry) in entries.iter().enumerate() {
+            dir.remove_tree(entry, &mut removed)?;
+            if i == 0 {
+                crate::faults::pause("trash-deleting");
+            }
+        }
         report.add(removed);
         trash_root
             .remove_empty_dir(&name)
@@ -836,6 +843,12 @@ mod tests {
         let err = check_cleanable(dir.path()).unwrap_err();
         assert!(err.to_string().contains("CACHEDIR.TAG"), "{err}");
         assert!(check_cleanable(Path::new("/")).is_err());
+        // What a clean killed after `move-to-trash` leaves is still a cache.
+        let left = tempfile::tempdir().ctx("tempdir", Path::new("/tmp"))?;
+        fs::write(left.path().join(LOCK_FILE), "").ctx("write", left.path())?;
+        fs::create_dir_all(left.path().join(TRASH_DIR).join("clean-x"))
+            .ctx("mkdir", left.path())?;
+        check_cleanable(left.path())?;
         Ok(())
     }
 
@@ -940,7 +953,10 @@ mod tests {
             .ctx("link", &trash)?;
         let report = delete_trash(cache.path(), None)?;
         assert!(!trash.exists(), "{:?}", names(&trash));
-        assert_eq!(report.removed_files, 4, "every link is removed (and counted), none followed");
+        assert_eq!(
+            report.removed_files, 4,
+            "every link is removed (and counted), none followed"
+        );
         assert_eq!(names(outside.path()), ["precious"]);
         assert_eq!(
             fs::read_to_string(outside.path().join("precious"))
