@@ -100,12 +100,13 @@ five! {
     five_processes_fenced_clean_all_layouts => Policy::FencedCleanAllLayouts,
     five_processes_fenced_cloexec => Policy::FencedCloexec,
     five_processes_fenced_shared_layout => Policy::FencedSharedLayout,
+    five_processes_fenced_trash_after_release => Policy::FencedTrashAfterRelease,
 }
 
 #[test]
 fn every_policy_has_a_five_process_test() {
     // The macro above lists the policies by hand: a new policy must be added there.
-    assert_eq!(Policy::ALL.len(), 19, "add the new policy to `five!`");
+    assert_eq!(Policy::ALL.len(), 20, "add the new policy to `five!`");
 }
 
 #[test]
