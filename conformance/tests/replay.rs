@@ -68,13 +68,13 @@ fn real_evidence(model: &CacheModel, property: Property, out: &Outcome) -> Optio
     }
 }
 
-/// A real `delete-entries` ran (the driver answered done or skipped) while another
+/// A real `delete-entries` or `move-to-trash` ran (the driver answered done or skipped) while another
 /// process's driver held a flock on its `.lock` descriptor, per `/proc/locks`, both just
 /// before and just after the step; the paths it removed are part of the evidence (none
 /// when an earlier clean had already emptied the cache: the deletion still ran unguarded).
 fn deleted_under_holder(out: &Outcome) -> Option<String> {
     out.seen.iter().find_map(|s| {
-        if s.step != Some(Step::DeleteEntries)
+        if !matches!(s.step, Some(Step::DeleteEntries | Step::MoveToTrash))
             || !(s.outcome == "done" || s.outcome.starts_with("skipped"))
         {
             return None;
@@ -273,7 +273,7 @@ fn temp_left_by_prune(model: &CacheModel, out: &Outcome) -> Option<String> {
 fn unused_env_left(model: &CacheModel, out: &Outcome) -> Option<String> {
     out.seen.iter().enumerate().find_map(|(i, s)| {
         let c = s.proc;
-        let finished_work = (s.step == Some(Step::DeleteEntries)
+        let finished_work = (matches!(s.step, Some(Step::DeleteEntries | Step::MoveToTrash))
             && (s.outcome == "done" || s.outcome.starts_with("skipped")))
             || (s.step == Some(Step::LockExclusive) && s.outcome == "gave-up");
         if !model.procs[c].kind.is_clean() || !finished_work {

@@ -377,6 +377,12 @@ impl Cache {
             }
         }
         outcomes.extend(drive(&mut session, None, "", &mut events)?);
+        // Under a design with a trash the files are removed after the release, by
+        // `delete-trash`, which adds them to the report.
+        if let Some(deleted) = session.delete_report() {
+            report.removed_files = deleted.removed_files;
+            report.removed_bytes = deleted.removed_bytes;
+        }
         for (_, outcome) in &outcomes {
             match outcome {
                 StepOutcome::NoCache => report.outcome = CleanOutcome::NoCache,

@@ -50,11 +50,12 @@ const TAG_TEXT: &str = "Signature: 8a477f597d28d172789f06886806bc55\n\
 # This file is a cache directory tag created by cachelock.\n\
 # For information about cache directory tags see https://bford.info/cachedir/\n";
 
-/// Names that a cache leaves behind after a clean: a directory holding only these is
-/// still taken for a cache.
-const LEFTOVER_NAMES: [&str; 5] = [
+/// Names that a cache leaves behind after a clean (or a clean killed after it moved the
+/// tag into its trash): a directory holding only these is still taken for a cache.
+const LEFTOVER_NAMES: [&str; 6] = [
     LOCK_FILE,
     CLEANS_DIR,
+    TRASH_DIR,
     ENVIRONMENTS_DIR,
     BUILDS_DIR,
     ".gitignore",
@@ -337,6 +338,51 @@ fn remove_tree(dir: &DirFd, name: &OsStr, report: &mut DeleteReport) -> Result<(
     result
 }
 
+/// Where a clean puts what it deletes: gone at once, or into its own trash directory.
+#[derive(Clone, Copy)]
+enum Bin<'a> {
+    Delete,
+    Trash(&'a DirFd),
+}
+
+impl Bin<'_> {
+    /// Moves `name` in `dir`, link or tree as it is, into the trash under a fresh name
+    /// with one `renameat` (never following a link): `true` if it is out of the cache's
+    /// namespace (moved, or gone already), `false` if it is still there and must be
+    /// deleted in place (deleting, an entry that cannot be renamed: a mount point).
+    fn moved(self, dir: &DirFd, name: &OsStr) -> bool {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        let Bin::Trash(trash) = self else {
+            return false;
+        };
+        let to = format!("{}", COUNTER.fetch_add(1, Ordering::Relaxed));
+        match dir.rename_noreplace(name, trash, &to) {
+            Ok(()) => true,
+            Err(e)
+                if e.kind() == io::ErrorKind::NotFound
+                    && dir
+                        .stat_entry(name)
+                        .is_err_and(|e| e.kind() == io::ErrorKind::NotFound) =>
+            {
+                true
+            }
+            Err(e) => {
+                tracing::debug!(path = %dir.child_path(name).display(), "could not move to the trash: {e}");
+                false
+            }
+        }
+    }
+
+    /// Removes `name` in `dir`: moves it into the trash ([`Bin::moved`]), or deletes it.
+    fn discard(self, dir: &DirFd, name: &OsStr, report: &mut DeleteReport) -> Result<(), Error> {
+        if self.moved(dir, name) {
+            return Ok(());
+        }
+        remove_tree(dir, name, report)
+    }
+}
+
 /// Deletes the cache's entries: environments and builds, and with `scaffold` (clean, not
 /// prune) everything else except `.lock` and `.cleans/`. With `env_locks`, an environment
 /// is deleted only while its lock is held exclusive, taken without waiting; a busy one
@@ -346,18 +392,203 @@ fn remove_tree(dir: &DirFd, name: &OsStr, report: &mut DeleteReport) -> Result<(
 /// descriptors ([`safe_fs`]): a link in the cache, planted or swapped in at any moment,
 /// is removed, never followed.
 pub fn delete_entries(root: &Path, scaffold: bool, env_locks: bool) -> Result<DeleteReport, Error> {
+    let root = match DirFd::open_root(root) {
+        Ok(dir) => dir,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(DeleteReport::default()),
+        Err(e) => return Err(Error::io("open the cache directory", root, e)),
+    };
+    discard_entries(&root, scaffold, env_locks, Bin::Delete)
+}
+
+/// The trash: `<cache>/.trash/`, one directory per clean in it.
+pub const TRASH_DIR: &str = ".trash";
+
+/// A clean's trash directory, filled by [`move_entries_to_trash`] and deleted by
+/// [`delete_trash`]. Its descriptor holds `flock(LOCK_EX)` on the directory itself as
+/// long as it lives, so no other clean deletes it while it is being filled.
+#[derive(Debug)]
+pub struct OwnTrash {
+    /// Held for its lock on the directory, released when it closes.
+    _dir: DirFd,
+}
+
+/// `move-to-trash`: removes from the cache exactly what [`delete_entries`] would delete
+/// (with the same environment locks taken the same way), but by one `renameat` per entry
+/// into a trash directory of this clean's own, `<cache>/.trash/<unique>/`, made and
+/// locked first. The time this takes does not grow with the size of what it removes.
+/// Returns the trash (none if there is no cache) and what was kept.
+pub fn move_entries_to_trash(
+    root: &Path,
+    scaffold: bool,
+    env_locks: bool,
+) -> Result<(Option<OwnTrash>, DeleteReport), Error> {
+    let root = match DirFd::open_root(root) {
+        Ok(dir) => dir,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return Ok((None, DeleteReport::default()));
+        }
+        Err(e) => return Err(Error::io("open the cache directory", root, e)),
+    };
+    let dir = own_trash_dir(&root)?;
+    let report = discard_entries(&root, scaffold, env_locks, Bin::Trash(&dir))?;
+    Ok((Some(OwnTrash { _dir: dir }), report))
+}
+
+/// Makes, locks and opens a trash directory of this clean's own,
+/// `<cache>/.trash/clean-<random>`. Another clean's `delete-trash` removes `.trash` once
+/// it is empty, and a trash directory it can lock: one made but not locked yet (still
+/// empty). Either race makes this fail with "not found" or leaves it a directory no name
+/// leads to; then a new one is made. A `.trash` that is not a directory (a link planted
+/// there) is removed, never followed, and made again.
+fn own_trash_dir(root: &DirFd) -> Result<DirFd, Error> {
+    let trash_path = root.child_path(TRASH_DIR.as_ref());
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        let retry = attempts < 100;
+        let trash_root = match root.open_or_create_dir(TRASH_DIR) {
+            Ok(dir) => dir,
+            Err(e) if e.kind() == io::ErrorKind::NotFound && retry => continue,
+            Err(e) if safe_fs::is_not_dir(&e) && retry => {
+                tracing::debug!(path = %trash_path.display(), "not a directory, removed: {e}");
+                root.remove_tree(TRASH_DIR, &mut Removed::default())?;
+                continue;
+            }
+            Err(e) => return Err(Error::io("create the trash directory", &trash_path, e)),
+        };
+        let dir = match trash_root.create_unique_dir("clean-") {
+            Ok(dir) => dir,
+            Err(e) if e.kind() == io::ErrorKind::NotFound && retry => continue,
+            Err(e) => {
+                return Err(Error::io(
+                    "create a trash directory in",
+                    trash_root.path(),
+                    e,
+                ));
+            }
+        };
+        if !dir
+            .try_lock_exclusive()
+            .ctx("lock the trash directory", dir.path())?
+        {
+            // Another clean's `delete-trash` holds it, about to remove it.
+            continue;
+        }
+        // Locked: nobody removes it now. Still the one its name leads to?
+        let name = dir.path().file_name().unwrap_or_default().to_os_string();
+        let here = dir.stat().ctx("look at the trash directory", dir.path())?;
+        match trash_root.stat_entry(&name) {
+            Ok(st) if (st.st_dev, st.st_ino) == (here.st_dev, here.st_ino) => return Ok(dir),
+            _ if retry => continue,
+            _ => {
+                return Err(Error::io(
+                    "keep the trash directory",
+                    dir.path(),
+                    io::Error::from(io::ErrorKind::NotFound),
+                ));
+            }
+        }
+    }
+}
+
+/// `delete-trash`: deletes `own` (if any), then every trash directory in the cache whose
+/// lock it can take without waiting: those a killed clean left. One being filled by a
+/// live clean is locked and stays (that clean deletes it). What is in the trash is never
+/// used by anyone (nothing opens a path under `.trash/`), so deleting it under no cache
+/// lock is safe; a link planted there is removed, never followed.
+pub fn delete_trash(root: &Path, own: Option<OwnTrash>) -> Result<DeleteReport, Error> {
     let mut report = DeleteReport::default();
+    // Its lock goes with its descriptor; the directory is deleted below like any
+    // other (a clean deleting at the same moment takes it first, and this one skips it).
+    drop(own);
     let root = match DirFd::open_root(root) {
         Ok(dir) => dir,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(report),
         Err(e) => return Err(Error::io("open the cache directory", root, e)),
     };
+    let trash_root = match root.open_dir(TRASH_DIR) {
+        Ok(dir) => dir,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(report),
+        // A link or a file in its place: remove that entry itself.
+        Err(e) if safe_fs::is_not_dir(&e) => {
+            remove_tree(&root, TRASH_DIR.as_ref(), &mut report)?;
+            return Ok(report);
+        }
+        Err(e) => {
+            return Err(Error::io(
+                "open the directory",
+                root.child_path(TRASH_DIR.as_ref()),
+                e,
+            ));
+        }
+    };
+    let names = trash_root
+        .entries()
+        .ctx("list the trash", trash_root.path())?;
+    for name in names {
+        let dir = match trash_root.open_dir(&name) {
+            Ok(dir) => dir,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) if safe_fs::is_not_dir(&e) => {
+                remove_tree(&trash_root, &name, &mut report)?;
+                continue;
+            }
+            Err(e) => {
+                return Err(Error::io(
+                    "open the directory",
+                    trash_root.child_path(&name),
+                    e,
+                ));
+            }
+        };
+        if !dir
+            .try_lock_exclusive()
+            .ctx("lock the trash directory", dir.path())?
+        {
+            continue;
+        }
+        let mut removed = Removed::default();
+        let entries = dir.entries().ctx("list the trash directory", dir.path())?;
+        for (i, entry) in entries.iter().enumerate() {
+            dir.remove_tree(entry, &mut removed)?;
+            if i == 0 {
+                crate::faults::pause("trash-deleting");
+            }
+        }
+        report.add(removed);
+        trash_root
+            .remove_empty_dir(&name)
+            .ctx("remove the trash directory", &trash_root.child_path(&name))?;
+    }
+    // A clean leaves nothing of its own behind: `.trash` goes once it is empty. One that
+    // a live clean is filling is not empty and stays.
+    match root.remove_empty_dir(TRASH_DIR) {
+        Ok(_) => {}
+        // Not empty; or replaced meanwhile by something not a directory, which the next
+        // `delete-trash` removes.
+        Err(e)
+            if matches!(
+                e.raw_os_error(),
+                Some(libc::ENOTEMPTY | libc::EEXIST | libc::ENOTDIR)
+            ) => {}
+        Err(e) => return Err(Error::io("remove the trash directory", root.path(), e)),
+    }
+    Ok(report)
+}
+
+fn discard_entries(
+    root: &DirFd,
+    scaffold: bool,
+    env_locks: bool,
+    bin: Bin<'_>,
+) -> Result<DeleteReport, Error> {
+    let mut report = DeleteReport::default();
     let mut names = root
         .entries()
         .ctx("list the cache directory", root.path())?;
     names.sort();
     for name in names {
-        if name == LOCK_FILE || name == CLEANS_DIR {
+        if name == LOCK_FILE || name == CLEANS_DIR || name == TRASH_DIR {
             continue;
         }
         let sub = if name == ENVIRONMENTS_DIR || name == BUILDS_DIR {
@@ -373,20 +604,20 @@ pub fn delete_entries(root: &Path, scaffold: bool, env_locks: bool) -> Result<De
         };
         match sub {
             Some(envs) if name == ENVIRONMENTS_DIR => {
-                delete_environments(&root, &envs, env_locks, &mut report)?;
+                delete_environments(root, &envs, env_locks, bin, &mut report)?;
                 drop(envs);
                 if scaffold && !env_locks {
-                    remove_tree(&root, &name, &mut report)?;
+                    bin.discard(root, &name, &mut report)?;
                 }
             }
             Some(builds) => {
-                delete_builds(&root, &builds, env_locks, &mut report)?;
+                delete_builds(root, &builds, env_locks, bin, &mut report)?;
                 drop(builds);
                 if scaffold && !env_locks {
-                    remove_tree(&root, &name, &mut report)?;
+                    bin.discard(root, &name, &mut report)?;
                 }
             }
-            None if scaffold => remove_tree(&root, &name, &mut report)?,
+            None if scaffold => bin.discard(root, &name, &mut report)?,
             None => {}
         }
     }
@@ -401,6 +632,7 @@ fn delete_builds(
     root: &DirFd,
     builds: &DirFd,
     env_locks: bool,
+    bin: Bin<'_>,
     report: &mut DeleteReport,
 ) -> Result<(), Error> {
     let mut names = builds.entries().ctx("list the builds in", builds.path())?;
@@ -439,14 +671,14 @@ fn delete_builds(
                     },
                 };
                 let Some(mut lock) = lock else {
-                    remove_tree(builds, &name, report)?;
+                    bin.discard(builds, &name, report)?;
                     continue;
                 };
                 if lock.try_lock(Mode::Exclusive)? == TryLock::Acquired {
-                    remove_tree(builds, &name, report)?;
+                    bin.discard(builds, &name, report)?;
                 }
             }
-            _ => remove_tree(builds, &name, report)?,
+            _ => bin.discard(builds, &name, report)?,
         }
     }
     Ok(())
@@ -456,6 +688,7 @@ fn delete_environments(
     root: &DirFd,
     envs: &DirFd,
     env_locks: bool,
+    bin: Bin<'_>,
     report: &mut DeleteReport,
 ) -> Result<(), Error> {
     let mut names = envs
@@ -466,12 +699,12 @@ fn delete_environments(
         let text = name.to_string_lossy().into_owned();
         if text.ends_with(".lock") {
             if !env_locks {
-                remove_tree(envs, &name, report)?;
+                bin.discard(envs, &name, report)?;
             }
             continue;
         }
         if !env_locks {
-            remove_env(root, envs, &name, report)?;
+            remove_env(root, envs, &name, bin, report)?;
             continue;
         }
         let lock_name = format!("{text}.lock");
@@ -495,7 +728,7 @@ fn delete_environments(
         match lock.try_lock(Mode::Exclusive)? {
             TryLock::Acquired => {
                 tracing::debug!(env = %text, "deleting environment under its exclusive lock");
-                remove_env(root, envs, &name, report)?;
+                remove_env(root, envs, &name, bin, report)?;
                 crate::faults::pause("env-deleted");
                 // Closing the descriptor releases the lock after the deletion.
                 drop(lock);
@@ -517,8 +750,14 @@ fn remove_env(
     root: &DirFd,
     envs: &DirFd,
     name: &OsStr,
+    bin: Bin<'_>,
     report: &mut DeleteReport,
 ) -> Result<(), Error> {
+    // Into the trash: one rename, whole or not at all, as below (failing that, deleted
+    // in place, marker first, as below).
+    if bin.moved(envs, name) {
+        return Ok(());
+    }
     use std::sync::atomic::{AtomicU64, Ordering};
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     if let Ok(builds) = root.open_dir(BUILDS_DIR) {
@@ -604,6 +843,202 @@ mod tests {
         let err = check_cleanable(dir.path()).unwrap_err();
         assert!(err.to_string().contains("CACHEDIR.TAG"), "{err}");
         assert!(check_cleanable(Path::new("/")).is_err());
+        // What a clean killed after `move-to-trash` leaves is still a cache.
+        let left = tempfile::tempdir().ctx("tempdir", Path::new("/tmp"))?;
+        fs::write(left.path().join(LOCK_FILE), "").ctx("write", left.path())?;
+        fs::create_dir_all(left.path().join(TRASH_DIR).join("clean-x"))
+            .ctx("mkdir", left.path())?;
+        check_cleanable(left.path())?;
+        Ok(())
+    }
+
+    /// A cache with an environment, a build and scaffold entries, one of them a link to
+    /// `outside`.
+    fn filled_cache(outside: &Path) -> Result<tempfile::TempDir, Error> {
+        let cache = tempfile::tempdir().ctx("tempdir", Path::new("/tmp"))?;
+        create_scaffold(cache.path())?;
+        let env = cache.path().join(ENVIRONMENTS_DIR).join("e");
+        fs::create_dir_all(&env).ctx("mkdir", &env)?;
+        fs::write(env.join("payload"), "12345").ctx("write", &env)?;
+        std::os::unix::fs::symlink(outside, env.join("link")).ctx("link", &env)?;
+        let wheels = cache.path().join("wheels-v5").join("w");
+        fs::create_dir_all(&wheels).ctx("mkdir", &wheels)?;
+        fs::write(wheels.join("x.whl"), "abc").ctx("write", &wheels)?;
+        std::os::unix::fs::symlink(outside, cache.path().join("archive-link"))
+            .ctx("link", cache.path())?;
+        Ok(cache)
+    }
+
+    fn outside_dir() -> Result<tempfile::TempDir, Error> {
+        let outside = tempfile::tempdir().ctx("tempdir", Path::new("/tmp"))?;
+        fs::write(outside.path().join("precious"), "x").ctx("write", outside.path())?;
+        Ok(outside)
+    }
+
+    fn names(dir: &Path) -> Vec<String> {
+        let mut v: Vec<String> = fs::read_dir(dir)
+            .map(|r| {
+                r.filter_map(|e| e.ok())
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn move_to_trash_empties_the_cache_and_delete_trash_removes_the_trash() -> Result<(), Error> {
+        let outside = outside_dir()?;
+        let cache = filled_cache(outside.path())?;
+        let (own, report) = move_entries_to_trash(cache.path(), true, false)?;
+        assert!(report.skipped.is_empty());
+        assert_eq!(report.removed_files, 0, "nothing is deleted yet");
+        // Only `.lock`-less scaffold is gone: the cache holds the trash and nothing else.
+        assert_eq!(names(cache.path()), [TRASH_DIR]);
+        let trash = cache.path().join(TRASH_DIR);
+        let dirs = names(&trash);
+        assert_eq!(dirs.len(), 1, "{dirs:?}");
+        assert!(dirs[0].starts_with("clean-"), "{dirs:?}");
+        assert!(!names(&trash.join(&dirs[0])).is_empty());
+        let report = delete_trash(cache.path(), own)?;
+        assert!(!trash.exists(), "a clean leaves no trash of its own behind");
+        // payload, env link, x.whl, archive-link, CACHEDIR.TAG, .gitignore at least.
+        assert!(report.removed_files >= 6, "{report:?}");
+        assert!(report.removed_bytes >= 8, "{report:?}");
+        assert!(
+            outside.path().join("precious").is_file(),
+            "links not followed"
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn move_to_trash_keeps_a_locked_environment_and_its_lock() -> Result<(), Error> {
+        let outside = outside_dir()?;
+        let cache = filled_cache(outside.path())?;
+        let envs = cache.path().join(ENVIRONMENTS_DIR);
+        fs::create_dir_all(envs.join("busy")).ctx("mkdir", &envs)?;
+        let mut lock = LockFile::open_or_create(&envs.join("busy.lock"))?;
+        assert_eq!(lock.try_lock(Mode::Shared)?, TryLock::Acquired);
+        let (own, report) = move_entries_to_trash(cache.path(), false, true)?;
+        assert_eq!(report.skipped, ["busy"]);
+        assert!(envs.join("busy").is_dir() && envs.join("busy.lock").is_file());
+        assert!(!envs.join("e").exists(), "the unused one is moved");
+        assert!(
+            cache.path().join("wheels-v5").is_dir(),
+            "a prune keeps the scaffold"
+        );
+        delete_trash(cache.path(), own)?;
+        assert!(!cache.path().join(TRASH_DIR).exists());
+        assert!(envs.join("busy").is_dir());
+        Ok(())
+    }
+
+    #[test]
+    fn links_planted_in_the_trash_are_removed_never_followed() -> Result<(), Error> {
+        let outside = outside_dir()?;
+        let cache = tempfile::tempdir().ctx("tempdir", Path::new("/tmp"))?;
+        create_scaffold(cache.path())?;
+        let trash = cache.path().join(TRASH_DIR);
+        // A killed clean's trash directory holding a link, a link where a trash directory
+        // would be, and a link into a directory's place inside one.
+        let left = trash.join("clean-killed");
+        fs::create_dir_all(left.join("sub")).ctx("mkdir", &left)?;
+        std::os::unix::fs::symlink(outside.path(), left.join("link")).ctx("link", &left)?;
+        std::os::unix::fs::symlink(outside.path(), left.join("sub").join("deeper"))
+            .ctx("link", &left)?;
+        std::os::unix::fs::symlink(outside.path(), trash.join("clean-link")).ctx("link", &trash)?;
+        std::os::unix::fs::symlink(outside.path().join("precious"), trash.join("file-link"))
+            .ctx("link", &trash)?;
+        let report = delete_trash(cache.path(), None)?;
+        assert!(!trash.exists(), "{:?}", names(&trash));
+        assert_eq!(
+            report.removed_files, 4,
+            "every link is removed (and counted), none followed"
+        );
+        assert_eq!(names(outside.path()), ["precious"]);
+        assert_eq!(
+            fs::read_to_string(outside.path().join("precious"))
+                .ok()
+                .as_deref(),
+            Some("x")
+        );
+        assert!(
+            cache.path().join(TAG_FILE).is_file(),
+            "the cache itself stays"
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn a_trash_that_is_a_link_is_never_followed() -> Result<(), Error> {
+        let outside = outside_dir()?;
+        // `delete-trash` removes the link itself.
+        let cache = tempfile::tempdir().ctx("tempdir", Path::new("/tmp"))?;
+        create_scaffold(cache.path())?;
+        let trash = cache.path().join(TRASH_DIR);
+        std::os::unix::fs::symlink(outside.path(), &trash).ctx("link", cache.path())?;
+        delete_trash(cache.path(), None)?;
+        assert!(trash.symlink_metadata().is_err(), "the link is gone");
+        assert_eq!(names(outside.path()), ["precious"]);
+
+        // `move-to-trash` moves nothing through it: it removes the link and makes a
+        // trash directory of its own.
+        let cache = filled_cache(outside.path())?;
+        let trash = cache.path().join(TRASH_DIR);
+        std::os::unix::fs::symlink(outside.path(), &trash).ctx("link", cache.path())?;
+        let (own, _) = move_entries_to_trash(cache.path(), true, false)?;
+        assert_eq!(names(outside.path()), ["precious"], "nothing moved outside");
+        assert!(trash.symlink_metadata().is_ok_and(|m| m.is_dir()));
+        delete_trash(cache.path(), own)?;
+        assert!(trash.symlink_metadata().is_err());
+        assert_eq!(names(outside.path()), ["precious"]);
+
+        // A file in its place goes the same way.
+        let cache = filled_cache(outside.path())?;
+        let trash = cache.path().join(TRASH_DIR);
+        fs::write(&trash, "not a directory").ctx("write", &trash)?;
+        let (own, _) = move_entries_to_trash(cache.path(), true, false)?;
+        assert!(trash.is_dir());
+        delete_trash(cache.path(), own)?;
+        assert!(!trash.exists());
+        Ok(())
+    }
+
+    #[test]
+    fn a_trash_being_filled_is_left_to_its_clean_and_a_killed_ones_is_removed() -> Result<(), Error>
+    {
+        let outside = outside_dir()?;
+        let cache = filled_cache(outside.path())?;
+        let trash = cache.path().join(TRASH_DIR);
+        // A live clean between its two steps: its trash is locked.
+        let (live, _) = move_entries_to_trash(cache.path(), true, false)?;
+        let live_dir = names(&trash);
+        // Another clean (on a cache refilled meanwhile) deletes only its own.
+        fs::write(cache.path().join("more"), "more").ctx("write", cache.path())?;
+        let (other, _) = move_entries_to_trash(cache.path(), true, false)?;
+        let report = delete_trash(cache.path(), other)?;
+        assert_eq!(report.removed_files, 1, "{report:?}");
+        assert_eq!(names(&trash), live_dir, "the live clean's trash stays");
+        // The live clean is killed: its lock goes with its descriptor. The next
+        // `delete-trash` (of a clean with nothing to move) removes what it left.
+        drop(live);
+        let report = delete_trash(cache.path(), None)?;
+        assert!(report.removed_files >= 4, "{report:?}");
+        assert!(!trash.exists());
+        assert_eq!(names(outside.path()), ["precious"]);
+        Ok(())
+    }
+
+    #[test]
+    fn no_cache_no_trash() -> Result<(), Error> {
+        let dir = tempfile::tempdir().ctx("tempdir", Path::new("/tmp"))?;
+        let missing = dir.path().join("cache");
+        let (own, report) = move_entries_to_trash(&missing, true, false)?;
+        assert!(own.is_none() && report.removed_files == 0);
+        assert_eq!(delete_trash(&missing, None)?.removed_files, 0);
+        assert!(!missing.exists());
         Ok(())
     }
 }

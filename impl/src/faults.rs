@@ -16,7 +16,10 @@
 //! same feature): at [`pause`]`(POINT)` the process writes its pid to `DIR/POINT.reached`
 //! and blocks until the test opens the FIFO `DIR/POINT.go` for writing and closes it.
 //! The points: `announcement-published` (a clean's announcement has just got its final
-//! name) and `env-deleted` (a clean has just deleted an environment, under its lock).
+//! name), `env-deleted` (a clean has just deleted an environment, under its lock),
+//! `moved-to-trash` (a clean's `move-to-trash` is done, `.lock` still held) and
+//! `trash-deleting` (a `delete-trash` has removed the first entry of a trash directory
+//! it locked, and not the others).
 
 /// One injected fault.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

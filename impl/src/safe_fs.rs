@@ -316,6 +316,19 @@ impl DirFd {
         remove_tree_at(self, name, removed)
     }
 
+    /// Takes `flock(LOCK_EX | LOCK_NB)` on this directory's own descriptor: `Ok(true)` if
+    /// granted (held until the descriptor closes), `Ok(false)` if another holds it.
+    pub fn try_lock_exclusive(&self) -> io::Result<bool> {
+        match rustix::fs::flock(
+            &self.fd,
+            rustix::fs::FlockOperation::NonBlockingLockExclusive,
+        ) {
+            Ok(()) => Ok(true),
+            Err(Errno::WOULDBLOCK) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// Removes everything inside this directory, which stays (see [`DirFd::remove_tree`]).
     pub fn remove_contents(&self, removed: &mut Removed) -> Result<(), Error> {
         let names = self

@@ -183,6 +183,8 @@ pub struct Session {
     awaited: Option<Vec<PathBuf>>,
     /// What `delete-entries` removed and kept, once it has run.
     delete_report: Option<cache::DeleteReport>,
+    /// This clean's trash, between `move-to-trash` and `delete-trash`.
+    trash: Option<cache::OwnTrash>,
     held: Held,
 }
 
@@ -225,6 +227,7 @@ impl Session {
             own_layout_only: false,
             awaited: None,
             delete_report: None,
+            trash: None,
             held: Held::default(),
         })
     }
@@ -581,7 +584,19 @@ impl Session {
                 }
                 Ok(StepOutcome::Done)
             }
-            Step::DeleteEntries => {
+            Step::DeleteTrash => {
+                let root = self.root()?;
+                let report = cache::delete_trash(&root, self.trash.take())?;
+                self.notice(&format!(
+                    "Removed {} files ({} bytes)",
+                    report.removed_files, report.removed_bytes
+                ));
+                let total = self.delete_report.get_or_insert_with(Default::default);
+                total.removed_files += report.removed_files;
+                total.removed_bytes += report.removed_bytes;
+                Ok(StepOutcome::Done)
+            }
+            Step::DeleteEntries | Step::MoveToTrash => {
                 let root = self.root()?;
                 // Under `OnBusy::OwnLayout` a busy clean keeps the scaffold and every entry
                 // of uv's layout, which `.lock` protects: it deletes as a prune does.
@@ -601,7 +616,14 @@ impl Session {
                 }
                 let env_locks =
                     self.design.env_lock != EnvLock::None && !faults::is(Fault::DeleteUnlockable);
-                let report = cache::delete_entries(&root, scaffold, env_locks)?;
+                let report = if step == Step::MoveToTrash {
+                    let (trash, report) = cache::move_entries_to_trash(&root, scaffold, env_locks)?;
+                    self.trash = trash;
+                    crate::faults::pause("moved-to-trash");
+                    report
+                } else {
+                    cache::delete_entries(&root, scaffold, env_locks)?
+                };
                 for name in &report.skipped {
                     self.notice(&format!("Kept environment `{name}`: it is in use"));
                 }
@@ -620,10 +642,12 @@ impl Session {
                         self.config.observer.left_alone(&foreign);
                     }
                 }
-                self.notice(&format!(
-                    "Removed {} files ({} bytes)",
-                    report.removed_files, report.removed_bytes
-                ));
+                if step == Step::DeleteEntries {
+                    self.notice(&format!(
+                        "Removed {} files ({} bytes)",
+                        report.removed_files, report.removed_bytes
+                    ));
+                }
                 let skipped = report.skipped.clone();
                 self.delete_report = Some(report);
                 if skipped.is_empty() {
@@ -921,9 +945,10 @@ fn remove_root(root: &Path) -> std::io::Result<bool> {
 /// The names at the top of a cache that a prune does not know (a uv cache's
 /// `archive-v0`, `wheels-v5`, …), sorted.
 fn foreign_entries(root: &Path) -> Vec<String> {
-    const KNOWN: [&str; 6] = [
+    const KNOWN: [&str; 7] = [
         LOCK_FILE,
         CLEANS_DIR,
+        cache::TRASH_DIR,
         ENVIRONMENTS_DIR,
         cache::BUILDS_DIR,
         cache::TAG_FILE,

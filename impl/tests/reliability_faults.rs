@@ -307,3 +307,162 @@ fn a_clean_keeps_the_lock_file_of_an_environment_it_deletes() {
         "after the clean, `e.lock` is the same file"
     );
 }
+
+/// The trash directories of the cache, with what each holds.
+fn trash_contents(cache: &Path) -> Vec<(String, Vec<String>)> {
+    let mut dirs: Vec<(String, Vec<String>)> = std::fs::read_dir(cache.join(".trash"))
+        .map(|es| {
+            es.flatten()
+                .map(|e| {
+                    let mut inside: Vec<String> = std::fs::read_dir(e.path())
+                        .map(|i| {
+                            i.flatten()
+                                .map(|x| x.file_name().to_string_lossy().into_owned())
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    inside.sort();
+                    (e.file_name().to_string_lossy().into_owned(), inside)
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    dirs.sort();
+    dirs
+}
+
+/// A cache with environment `e` and 20 files of wheels; the wheels' directory.
+fn trash_victim_cache(d: &Dirs) -> std::path::PathBuf {
+    run_ok(d, "setup");
+    let data = d.cache().join("wheels-v5").join("w");
+    std::fs::create_dir_all(&data).expect("mkdir");
+    for i in 0..20 {
+        std::fs::write(data.join(format!("f{i}")), "wheel").expect("write");
+    }
+    data
+}
+
+/// A `clean` stopped at pause point `point`, and its pid.
+fn paused_clean(d: &Dirs, point: &str) -> (Proc, u32) {
+    let mut cmd = d.cmd("victim", &["clean"]);
+    cmd.env("CACHELOCK_PAUSE", pause_at(d, point));
+    let mut victim = Proc::spawn(cmd);
+    let pid = reached(d, point, &mut victim);
+    (victim, pid)
+}
+
+/// A clean SIGKILLed at `point` (between `move-to-trash` and `delete-trash`, or in the
+/// middle of `delete-trash`) leaves its trash; the next `cleaner` (`clean` or `prune`)
+/// removes it, and nothing of the killed clean is left locked. While the victim is
+/// stopped, its trash directory is locked exclusive by it (per `/proc/locks`), so that
+/// no other clean deletes a trash being filled.
+fn killed_in_the_trash_steps(point: &str, cleaner: &str) {
+    let what = format!("a clean killed at {point}, then {cleaner}");
+    // How many entries a clean moves into its trash from this cache: seen on a copy.
+    let moved = {
+        let d = Dirs::new();
+        let data = trash_victim_cache(&d);
+        let (mut victim, _) = paused_clean(&d, "moved-to-trash");
+        let left = trash_contents(&d.cache());
+        victim.child.kill().expect("kill the victim");
+        victim.child.wait().expect("wait for the victim");
+        assert!(!data.exists());
+        assert_eq!(left.len(), 1, "{left:?}");
+        left[0].1.len()
+    };
+    let d = Dirs::new();
+    let data = trash_victim_cache(&d);
+    let (mut victim, pid) = paused_clean(&d, point);
+    let left = trash_contents(&d.cache());
+    assert_eq!(left.len(), 1, "{what}: one trash directory: {left:?}");
+    let trash_ino = std::fs::metadata(d.cache().join(".trash").join(&left[0].0))
+        .map(|m| m.ino())
+        .ok();
+    let locks = cachelock_inspect::locks::held_by(pid);
+    let top: Vec<String> = std::fs::read_dir(d.cache())
+        .expect("the cache")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    // SIGKILL to the process this test started, by its pid.
+    victim.child.kill().expect("kill the victim");
+    let status = victim.child.wait().expect("wait for the victim");
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&status),
+        Some(9),
+        "{what}: {}",
+        d.stderr("victim")
+    );
+    if point == "moved-to-trash" {
+        // Everything the clean deletes is out of the cache's namespace already.
+        assert!(
+            !d.cache().join("environments/e").exists() && !data.exists(),
+            "{what}: the entries were moved: {top:?}"
+        );
+        assert!(
+            locks
+                .iter()
+                .any(|l| l.mode == cachelock::Mode::Exclusive && Some(l.inode) == trash_ino),
+            "{what}: the victim held its trash directory exclusive: {locks:?}"
+        );
+    }
+    let after_kill = trash_contents(&d.cache());
+    assert_eq!(
+        after_kill.len(),
+        1,
+        "{what}: the trash is left: {after_kill:?}"
+    );
+    assert!(
+        !after_kill[0].1.is_empty(),
+        "{what}: the trash still holds entries: {after_kill:?}"
+    );
+    assert!(
+        moved >= 3,
+        "{what}: the tag, the environment, the wheels: {moved}"
+    );
+    if point == "trash-deleting" {
+        assert_eq!(
+            left[0].1.len(),
+            moved - 1,
+            "{what}: one entry of {moved} deleted when it stopped: {left:?}"
+        );
+    } else {
+        assert_eq!(left[0].1.len(), moved, "{what}: {left:?}");
+    }
+    assert_eq!(after_kill, left, "{what}: what the killed clean left");
+    assert_no_lock_held(&d.cache(), &what);
+    let code = Proc::spawn(d.cmd("cleaner", &[cleaner])).exit_code();
+    assert_eq!(code, 0, "{what}: {}", d.stderr("cleaner"));
+    assert!(
+        !d.cache().join(".trash").exists(),
+        "{what}: the trash is gone: {:?}",
+        trash_contents(&d.cache())
+    );
+    assert!(
+        d.stderr("cleaner").contains("Removed "),
+        "{what}: {}",
+        d.stderr("cleaner")
+    );
+    assert_no_lock_held(&d.cache(), &what);
+    run_ok(&d, "next-run");
+}
+
+#[test]
+fn a_clean_killed_after_move_to_trash_leaves_trash_the_next_clean_removes() {
+    killed_in_the_trash_steps("moved-to-trash", "clean");
+}
+
+#[test]
+fn a_clean_killed_after_move_to_trash_leaves_trash_the_next_prune_removes() {
+    killed_in_the_trash_steps("moved-to-trash", "prune");
+}
+
+#[test]
+fn a_clean_killed_while_deleting_its_trash_leaves_trash_the_next_clean_removes() {
+    killed_in_the_trash_steps("trash-deleting", "clean");
+}
+
+#[test]
+fn a_clean_killed_while_deleting_its_trash_leaves_trash_the_next_prune_removes() {
+    killed_in_the_trash_steps("trash-deleting", "prune");
+}

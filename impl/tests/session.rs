@@ -89,10 +89,7 @@ fn clean_skips_the_env_a_run_holds_under_cachelock() {
     let mut clean = session(&d, Policy::Cachelock, Kind::Clean, "");
     let log = finish(&mut clean);
     assert!(
-        log.contains(&(
-            Step::DeleteEntries,
-            StepOutcome::Skipped(vec!["with".into()])
-        )),
+        log.contains(&(Step::MoveToTrash, StepOutcome::Skipped(vec!["with".into()]))),
         "{log:?}"
     );
     assert!(

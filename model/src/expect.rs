@@ -208,6 +208,33 @@ const CLEAN_FORCE: &[&str] = &[
     "run-script+crash,clean-force",
 ];
 
+/// Where a clean that moves to its trash only after releasing `.lock` deletes beside a
+/// run that got `.lock` meanwhile (every scenario with a run, or a prune beside one,
+/// that a clean outlives), and where `clean --force` does anyway.
+const TRASH_AFTER_RELEASE: &[&str] = &[
+    "run-script,clean-force",
+    BIG,
+    "run-script+crash,clean-force",
+    "run,run,clean",
+    "run,clean,clean",
+    "run-script,clean",
+    "run+crash,clean",
+    "run-script+crash,clean",
+    "run-daemon,clean",
+    "run-server,clean",
+    "run-server,clean+timeout",
+    "run,clean,run",
+    "tool-run,prune",
+    "run,run-script,clean",
+    "run-daemon+crash,clean,run",
+    "run-nested-clean,clean",
+    "run-server+crash,clean",
+    "run+crash,clean,run",
+    "run+crash,clean,clean",
+    "run-daemon+crash,clean",
+    "run-nested-clean+crash,clean",
+];
+
 /// Where a clean can wait for ever: beside a server, or as the nested clean of a run
 /// (or beside one), whose parent holds the lock until its child exits.
 const CLEAN_BLOCKED: &[&str] = &[
@@ -790,6 +817,11 @@ pub fn expected(policy: Policy, property: P) -> Expected {
             | FencedSharedLayout,
             P::RunsShareLock,
         ) => holds(TWO_RUNS_REASON),
+        (FencedTrashAfterRelease, P::MutualExclusion) => fails(
+            TRASH_AFTER_RELEASE,
+            "a clean that has released .lock moves uv's layout and the scaffold into its trash while a run that got .lock meanwhile (one waiting for it when the clean announced itself) holds it: the moves, not the deletion of the trash, are what others see",
+        ),
+        (FencedTrashAfterRelease, _) => expected(CachelockFenced, property),
     }
 }
 
@@ -1070,7 +1102,8 @@ pub fn expected_mixed(policy: Policy, property: P) -> Expected {
             | CachelockCloexec
             | CachelockNoAnnounce
             | CachelockKeepTemp
-            | CachelockPruneAnyTemp,
+            | CachelockPruneAnyTemp
+            | FencedTrashAfterRelease,
             _,
         ) => holds("not checked beside old uv"),
     }

@@ -40,5 +40,5 @@ mod symmetry;
 mod transitions;
 
 pub use protocol::{
-    ChildKind, Design, EnvName, Event, Kind, Mode, OnBusy, Policy, ProcSpec, Scenario, Step,
+    ChildKind, Design, EnvName, Event, Kind, Mode, OnBusy, Policy, ProcSpec, Scenario, Step, Trash,
 };

@@ -17,6 +17,21 @@
 //!   deletes the builds makes that run's `PersistEnv` fail, not another's. The root can
 //!   only be removed once the scaffold, the bucket directories (which every build and
 //!   uv's per-run overlay recreate) and `.lock` are gone.
+//! - A clean under a design with a trash (`Design::trash`, cachelock's) does not delete
+//!   while it holds `.lock`: `MoveToTrash` takes out of the cache's namespace exactly
+//!   what `DeleteEntries` would delete, one rename each into a trash directory of its
+//!   own (`<cache>/.trash/<unique>/`), so every process sees the same as after a
+//!   deletion and the same facts are noted; then it releases `.lock`, withdraws its
+//!   announcement, and only then `DeleteTrash` deletes every trash directory. The time
+//!   it holds `.lock`, and that runs wait for it, no longer grows with the cache. What
+//!   is in the trash is never used by anyone (no process opens a path under `.trash/`
+//!   and nothing leaves it but by deletion), so deleting it changes nothing a process
+//!   sees, under any lock or none: the state records only whether trash exists. A clean
+//!   killed between the two leaves trash; the next clean or prune deletes it. (The
+//!   implementation keeps a trash directory being filled locked, so that a second
+//!   clean deleting trash skips it rather than race the renames into it.) Moving only
+//!   after releasing `.lock` (`fenced-trash-after-release`) is what breaks
+//!   mutual-exclusion: the moves are what others see.
 //! - Under uv's designs a `run --with` child lives in the run's overlay, which goes
 //!   when the run exits: a daemon outliving its run loses its environment.
 //! - Events the processes do not choose (child exits, daemons, timeouts, SIGKILL) are
@@ -184,6 +199,7 @@ impl CacheModel {
                 lock_path: Some(0),
                 next_inode: 1,
                 envs: [[EnvState::Absent; 3]; 2],
+                trash: false,
             },
             history: History::default(),
         }

@@ -137,6 +137,15 @@ pub enum Step {
     /// environment is deleted only if its lock can be taken exclusive without waiting;
     /// the others are skipped and reported as in use.
     DeleteEntries,
+    /// Under a design with a trash ([`Design::trash`]), a clean's `delete-entries`: the
+    /// same entries leave the cache's namespace, but by one rename each into a trash
+    /// directory of this clean's own (`<cache>/.trash/<unique>/`), so the time it holds
+    /// `.lock` does not grow with the cache.
+    MoveToTrash,
+    /// Delete every trash directory in the cache (this clean's and any a killed clean
+    /// left). Nothing ever opens a path under `.trash/`, so deleting it is safe at any
+    /// time, under no lock.
+    DeleteTrash,
     /// Unlink `<cache>/.lock` (uv up to 0.12: only if this clean held the lock).
     UnlinkLockFile,
     /// Remove the cache root directory (tolerating "directory not empty").
@@ -152,7 +161,7 @@ pub enum Step {
 
 impl Step {
     /// Every step, in the order the docs list them.
-    pub const ALL: [Step; 21] = [
+    pub const ALL: [Step; 23] = [
         Step::AnnounceClean,
         Step::AwaitAnnouncedCleans,
         Step::CreateTempCache,
@@ -170,6 +179,8 @@ impl Step {
         Step::CloseEnvLock,
         Step::UnlockEnvLock,
         Step::DeleteEntries,
+        Step::MoveToTrash,
+        Step::DeleteTrash,
         Step::UnlinkLockFile,
         Step::RemoveRoot,
         Step::WithdrawAnnouncement,
@@ -196,6 +207,8 @@ impl Step {
             Step::CloseEnvLock => "close-env-lock",
             Step::UnlockEnvLock => "unlock-env-lock",
             Step::DeleteEntries => "delete-entries",
+            Step::MoveToTrash => "move-to-trash",
+            Step::DeleteTrash => "delete-trash",
             Step::UnlinkLockFile => "unlink-lock-file",
             Step::RemoveRoot => "remove-root",
             Step::WithdrawAnnouncement => "withdraw-announcement",
@@ -231,6 +244,10 @@ impl Step {
             Step::DeleteEntries => {
                 "delete environments, builds and scaffold (skipping locked environments)"
             }
+            Step::MoveToTrash => {
+                "move what delete-entries deletes into the clean's trash, one rename each"
+            }
+            Step::DeleteTrash => "delete every trash directory in the cache, under no lock",
             Step::UnlinkLockFile => "unlink <cache>/.lock",
             Step::RemoveRoot => "remove the cache root if it is empty",
             Step::WithdrawAnnouncement => "clean removes and unlocks its announcement",
@@ -760,6 +777,20 @@ pub struct Design {
     /// the cached one) that the run deletes when it exits (uv: `builds-v0/.tmpX`), so a
     /// daemon outliving the run loses its `sys.prefix` even without a clean.
     pub run_overlay: bool,
+    /// Where a clean's deletion happens ([`Trash`]).
+    pub trash: Trash,
+}
+
+/// Where a clean deletes what it deletes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Trash {
+    /// In place, while it holds what it holds (`delete-entries`).
+    None,
+    /// `move-to-trash` while it holds what it holds, `delete-trash` after releasing `.lock`.
+    BeforeRelease,
+    /// `move-to-trash` only after releasing `.lock` (broken: the moves happen beside
+    /// runs that got `.lock` meanwhile).
+    AfterRelease,
 }
 
 /// A named bundle of design choices. The first five are the ones the project is about;
@@ -808,6 +839,9 @@ pub enum Policy {
     FencedSharedLayout,
     /// cachelock-fenced, but `clean --force` goes on unlocked and deletes uv's layout too.
     FencedForceUnlocked,
+    /// cachelock-fenced, but a clean moves what it deletes to its trash only after
+    /// releasing `.lock`.
+    FencedTrashAfterRelease,
 }
 
 /// Why a policy name was refused.
@@ -824,7 +858,7 @@ impl std::error::Error for PolicyError {}
 
 impl Policy {
     /// Every policy, in table order.
-    pub const ALL: [Policy; 20] = [
+    pub const ALL: [Policy; 21] = [
         Policy::Uv0819,
         Policy::Uv0820,
         Policy::Uv013,
@@ -845,6 +879,7 @@ impl Policy {
         Policy::FencedCloexec,
         Policy::FencedSharedLayout,
         Policy::FencedForceUnlocked,
+        Policy::FencedTrashAfterRelease,
     ];
 
     /// The policy the `cachelock` command follows unless told otherwise: the one that is
@@ -887,6 +922,7 @@ impl Policy {
             Policy::FencedCloexec => "fenced-cloexec",
             Policy::FencedSharedLayout => "fenced-shared-layout",
             Policy::FencedForceUnlocked => "fenced-force-unlocked",
+            Policy::FencedTrashAfterRelease => "fenced-trash-after-release",
         }
     }
 
@@ -980,6 +1016,10 @@ impl Policy {
                  every entry no environment lock protects: a running old uv's environment, which only .lock \
                  protects, goes."
             }
+            Policy::FencedTrashAfterRelease => {
+                "Built to break mutual-exclusion: as cachelock-fenced, but a clean moves what it deletes into its \
+                 trash only after releasing .lock, beside the runs that got .lock meanwhile."
+            }
         }
     }
 
@@ -1024,6 +1064,7 @@ impl Policy {
             lock_timeout: false,
             remove_root_strict: false,
             run_overlay: true,
+            trash: Trash::None,
         };
         let uv_0_13 = Design {
             scaffold_before_lock: false,
@@ -1039,6 +1080,7 @@ impl Policy {
             announce_cleans: true,
             prune_temp: PruneTemp::Unlocked,
             new_layout: true,
+            trash: Trash::BeforeRelease,
             ..uv_0_13
         };
         let fenced = Design {
@@ -1121,6 +1163,10 @@ impl Policy {
                 force_on_busy: OnBusy::ProceedUnlocked,
                 ..fenced
             },
+            Policy::FencedTrashAfterRelease => Design {
+                trash: Trash::AfterRelease,
+                ..fenced
+            },
         }
     }
 
@@ -1132,17 +1178,22 @@ impl Policy {
             if d.announce_cleans {
                 p.push(Step::AnnounceClean);
             }
-            p.extend([
-                Step::OpenLockFile,
-                Step::LockExclusive,
-                Step::DeleteEntries,
-                Step::ReleaseRootLock,
-            ]);
+            p.extend([Step::OpenLockFile, Step::LockExclusive]);
+            match d.trash {
+                Trash::None => p.extend([Step::DeleteEntries, Step::ReleaseRootLock]),
+                Trash::BeforeRelease => p.extend([Step::MoveToTrash, Step::ReleaseRootLock]),
+                Trash::AfterRelease => p.extend([Step::ReleaseRootLock, Step::MoveToTrash]),
+            }
             if d.clean_unlinks_lock && kind != Kind::Prune {
                 p.extend([Step::UnlinkLockFile, Step::RemoveRoot]);
             }
             if d.announce_cleans {
                 p.push(Step::WithdrawAnnouncement);
+            }
+            // Last but for a prune's temporary caches: runs started meanwhile wait for
+            // nothing of it.
+            if d.trash != Trash::None {
+                p.push(Step::DeleteTrash);
             }
             if kind == Kind::Prune && d.prune_temp != PruneTemp::Never {
                 p.push(Step::RemoveLeakedTemp);

@@ -338,7 +338,7 @@ pub fn protocol_markdown() -> String {
         }
     }
     type Column = (&'static str, fn(&Design) -> String);
-    let columns: [Column; 17] = [
+    let columns: [Column; 18] = [
         ("run lock", |d| d.run_lock.name().into()),
         ("root released", |d| {
             match d.release_root {
@@ -401,6 +401,16 @@ pub fn protocol_markdown() -> String {
         }),
         ("lock timeout", |d| yes(d.lock_timeout).into()),
         ("run overlay", |d| yes(d.run_overlay).into()),
+        ("clean deletes", |d| {
+            match d.trash {
+                crate::protocol::Trash::None => "in place, holding .lock",
+                crate::protocol::Trash::BeforeRelease => {
+                    "moves to its trash holding .lock, deletes it after"
+                }
+                crate::protocol::Trash::AfterRelease => "moves to its trash after releasing .lock",
+            }
+            .into()
+        }),
     ];
     let _ = writeln!(
         md,

@@ -185,6 +185,9 @@ pub struct Fs {
     /// The cached environments: `envs[layout][env]`, layout 0 uv's buckets, layout 1
     /// the bucket of a design with `new_layout`; env indexed like [`EnvName::CACHED`].
     pub envs: [[EnvState; 3]; 2],
+    /// A trash directory exists (`<cache>/.trash/…`): what a `move-to-trash` moved and
+    /// no `delete-trash` has deleted yet. Nothing ever uses what is in it.
+    pub trash: bool,
 }
 
 /// Facts about the past that the properties need (set by transitions, never cleared).

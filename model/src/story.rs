@@ -210,7 +210,12 @@ fn step_outcome(m: &CacheModel, before: &State, p: usize, step: Step, after: &St
             }
         }
         Step::UnlockEnvLock => "LOCK_UN: the environment lock is released for every holder".into(),
-        Step::DeleteEntries => {
+        Step::DeleteEntries | Step::MoveToTrash => {
+            let verb = if step == Step::MoveToTrash {
+                "moves to its trash"
+            } else {
+                "deletes"
+            };
             let mut deleted = Vec::new();
             let mut skipped = Vec::new();
             let info = &m.procs[p];
@@ -231,17 +236,17 @@ fn step_outcome(m: &CacheModel, before: &State, p: usize, step: Step, after: &St
             }
             let mut s = if own_layout {
                 if deleted.is_empty() {
-                    "busy: deletes only its own layout's unlocked environments (none)".to_string()
+                    format!("busy: {verb} only its own layout's unlocked environments (none)")
                 } else {
                     format!(
-                        "busy: deletes only its own layout's unlocked environments: {}",
+                        "busy: {verb} only its own layout's unlocked environments: {}",
                         deleted.join(", ")
                     )
                 }
             } else if deleted.is_empty() {
-                "deletes the scaffold (no environment)".to_string()
+                format!("{verb} the scaffold (no environment)")
             } else {
-                format!("deletes environment {}", deleted.join(", "))
+                format!("{verb} environment {}", deleted.join(", "))
             };
             if !skipped.is_empty() {
                 s.push_str(&format!("; skips {} (in use)", skipped.join(", ")));
@@ -254,6 +259,13 @@ fn step_outcome(m: &CacheModel, before: &State, p: usize, step: Step, after: &St
                 s.push_str(&format!(" while {} holds the lock", holders.join(", ")));
             }
             s
+        }
+        Step::DeleteTrash => {
+            if before.fs.trash {
+                "deletes the trash, under no lock".into()
+            } else {
+                "finds no trash to delete".into()
+            }
         }
         Step::UnlinkLockFile => match before.fs.lock_path {
             Some(i) if after.fs.lock_path.is_none() => format!("unlinks .lock (inode {i})"),

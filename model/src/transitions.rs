@@ -55,6 +55,8 @@ impl CacheModel {
             Step::CloseEnvLock => self.close_env_lock(s, p),
             Step::UnlockEnvLock => self.unlock_env_lock(s, p),
             Step::DeleteEntries => self.delete_entries(s, p),
+            Step::MoveToTrash => self.move_to_trash(s, p),
+            Step::DeleteTrash => self.delete_trash(s, p),
             Step::UnlinkLockFile => self.unlink_lock_file(s, p),
             Step::RemoveRoot => self.remove_root(s, p),
             Step::RemoveLeakedTemp => self.remove_leaked_temp(s, p),
@@ -367,6 +369,25 @@ impl CacheModel {
             }
         }
         self.note_clean_done(s, p);
+        self.advance(s, p);
+    }
+
+    /// `move-to-trash`: what `delete-entries` deletes leaves the cache's namespace in the
+    /// same way (one rename each, into this clean's trash directory), so every process
+    /// sees the same as after a deletion and the same facts are noted; the trash now
+    /// holds it.
+    fn move_to_trash(&self, s: &mut State, p: ProcId) {
+        if s.fs.root {
+            s.fs.trash = true;
+        }
+        self.delete_entries(s, p);
+    }
+
+    /// `delete-trash`: every trash directory goes, this clean's and any a killed clean
+    /// left. No process ever opens a path under `.trash/` and nothing is ever moved out
+    /// of it, so this deletion changes nothing any process sees, whoever holds what.
+    fn delete_trash(&self, s: &mut State, p: ProcId) {
+        s.fs.trash = false;
         self.advance(s, p);
     }
 

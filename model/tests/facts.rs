@@ -360,7 +360,7 @@ fn cachelock_with_a_late_env_lock_loses_the_env_in_the_window() {
     );
     assert!(s.contains("release-root-lock"), "{s}");
     assert!(
-        s.contains("clean#1: delete-entries -> deletes environment script"),
+        s.contains("clean#1: move-to-trash -> moves to its trash environment script"),
         "{s}"
     );
 }
@@ -395,11 +395,12 @@ fn a_prune_that_removes_temp_caches_in_use_takes_a_no_cache_runs_environment() {
 3. prune#1: announce-clean -> announces itself (.cleans/<id>, already locked)
 4. prune#1: open-lock-file -> opens .lock (inode 0)
 5. prune#1: lock-exclusive -> acquired exclusive on .lock inode 0
-6. prune#1: delete-entries -> deletes the scaffold (no environment)
+6. prune#1: move-to-trash -> moves to its trash the scaffold (no environment)
 7. prune#1: release-root-lock -> releases the lock on .lock
 8. prune#1: withdraw-announcement -> withdraws its announcement
-9. prune#1: remove-leaked-temp -> removes run-no-cache#1's temporary cache (locked: in use)
-10. run-no-cache#1: persist-env -> fails: its environment in the temporary cache vanished while being built
+9. prune#1: delete-trash -> deletes the trash, under no lock
+10. prune#1: remove-leaked-temp -> removes run-no-cache#1's temporary cache (locked: in use)
+11. run-no-cache#1: persist-env -> fails: its environment in the temporary cache vanished while being built
 => live-env-intact: violated: run-no-cache#1 lost its environment in the temporary cache"
     );
 }
@@ -479,12 +480,16 @@ fn a_prune_withdraws_its_announcement_before_removing_leaked_temp_caches() {
     let (run, prune) = (0, 1);
     let program = &m.procs[prune].program;
     assert_eq!(
-        &program[program.len() - 2..],
-        [Step::WithdrawAnnouncement, Step::RemoveLeakedTemp]
+        &program[program.len() - 3..],
+        [
+            Step::WithdrawAnnouncement,
+            Step::DeleteTrash,
+            Step::RemoveLeakedTemp
+        ]
     );
     let mut s = m.initial_state();
     // The prune takes every step up to its withdrawal; the run then finds it announced.
-    for step in &program[..program.len() - 2] {
+    for step in &program[..program.len() - 3] {
         s = m.after(&s, Action::Step(prune, *step));
     }
     s = m.after(&s, Action::Step(run, Step::AwaitAnnouncedCleans));
@@ -495,4 +500,41 @@ fn a_prune_withdraws_its_announcement_before_removing_leaked_temp_caches() {
         m.step_enabled(&s, run),
         "the withdrawn announcement must not hold the run while the prune still works"
     );
+}
+
+#[test]
+fn a_clean_moves_to_its_trash_before_releasing_or_a_run_waiting_for_lock_loses_what_it_holds() {
+    // The default moves under .lock and deletes the trash after withdrawing: runs
+    // started meanwhile wait for the moves only.
+    let program = Policy::DEFAULT.program(cachelock_model::Kind::Clean);
+    let at = |step| program.iter().position(|s| *s == step);
+    use cachelock_model::Step;
+    assert!(at(Step::MoveToTrash) < at(Step::ReleaseRootLock));
+    assert!(at(Step::WithdrawAnnouncement) < at(Step::DeleteTrash));
+    assert_eq!(at(Step::DeleteEntries), None);
+    assert_eq!(
+        verdict(Policy::DEFAULT, "run,run,clean", Property::MutualExclusion),
+        Verdict::Holds
+    );
+    // Moving only after releasing .lock: a run that was waiting for .lock when the
+    // clean announced itself gets it, and the clean's moves happen beside it.
+    assert_eq!(
+        verdict(
+            Policy::FencedTrashAfterRelease,
+            "run,run,clean",
+            Property::MutualExclusion
+        ),
+        Verdict::Fails
+    );
+    let s = story(
+        Policy::FencedTrashAfterRelease,
+        "run,run,clean",
+        Property::MutualExclusion,
+    );
+    let release = s
+        .find("clean#1: release-root-lock")
+        .expect("the clean releases");
+    let moved = s.find("clean#1: move-to-trash").expect("the clean moves");
+    assert!(release < moved, "{s}");
+    assert!(s.contains("while run#"), "{s}");
 }

@@ -35,15 +35,19 @@
 //!   announced cleans: when a lock on an announcement returns and the model has every
 //!   awaited clean withdrawn, or at the process's next step);
 //! - steps the gate cannot see (a scaffold or an environment already there, an empty
-//!   cache with nothing to delete, the wait for the child, the wait for announced cleans
-//!   when none is announced, a prune's removal of leaked temporary caches when there is
-//!   none) are taken implicitly when the model has them next and enabled, and the
-//!   process does not take them anywhere in the trace; so is `release-root-lock` for a
-//!   process that never unlocks `.lock` with `LOCK_UN` (it releases it by closing the
-//!   descriptor, a call the gate does not stop at: cachelock drops its lock this way).
-//!   A step the process does take is held to the moment it does;
+//!   cache with nothing to delete or move to the trash, no trash to delete, the wait for
+//!   the child, the wait for announced cleans when none is announced, a prune's removal
+//!   of leaked temporary caches when there is none) are taken implicitly when the model
+//!   has them next and enabled, and the process does not take them anywhere in the
+//!   trace; so is `release-root-lock` for a process that never unlocks `.lock` with
+//!   `LOCK_UN` (it releases it by closing the descriptor, a call the gate does not stop
+//!   at: cachelock drops its lock this way). A step the process does take is held to the
+//!   moment it does;
 //! - a step the process already took (a retried lock, a re-opened `.lock`, the next
-//!   removal of `delete-entries`) is one step, taken once;
+//!   removal of `delete-entries`, the next rename of `move-to-trash`, the next removal
+//!   of `delete-trash`) is one step, taken once;
+//! - a removal in the trash by a process whose policy has no trash (uv's clean deleting
+//!   the trash a killed cachelock clean left) is that process's `delete-entries`;
 //! - a process's `exit_group` (or its death other than by a signal) ends it: its
 //!   descriptors close, so the releases left (and the wait for its child) are taken
 //!   then (a holder that never unlocks explicitly releases its lock by exiting); a run
@@ -119,9 +123,21 @@ pub fn unseen(step: Step) -> bool {
             | Step::PersistEnv
             | Step::WaitForChild
             | Step::DeleteEntries
+            | Step::MoveToTrash
+            | Step::DeleteTrash
             | Step::AwaitAnnouncedCleans
             | Step::RemoveLeakedTemp
     )
+}
+
+/// The step `step` is in process `p`'s program: a removal in the trash is
+/// `delete-entries` for a process whose policy has no `delete-trash`.
+fn in_program(model: &CacheModel, p: usize, step: Step) -> Step {
+    if step == Step::DeleteTrash && !model.procs[p].program.contains(&Step::DeleteTrash) {
+        Step::DeleteEntries
+    } else {
+        step
+    }
 }
 
 fn is_root_lock_step(step: Step) -> bool {
@@ -454,11 +470,13 @@ pub fn check(
         .collect();
     let seen: Vec<Vec<Step>> = pids
         .iter()
-        .map(|pid| {
+        .enumerate()
+        .map(|(p, pid)| {
             records
                 .iter()
                 .filter(|r| r.event.pid == *pid)
                 .filter_map(|r| r.event.step)
+                .map(|step| in_program(&model, p, step))
                 .collect()
         })
         .collect();
@@ -550,7 +568,7 @@ fn replay(
                     } else if let Some(step) = step
                         && step != Step::SpawnChild
                     {
-                        rp.enter(p, step, id)?;
+                        rp.enter(p, in_program(&rp.model, p, step), id)?;
                     }
                 }
                 if step == Some(Step::SpawnChild)

@@ -19,7 +19,8 @@
 //! - besides the scenario's own play, further plays force the model's shortest
 //!   counterexamples: a clean held at its lock call while a run starts after it
 //!   (`no-overtaking`), a clean held at its first deletion while a run sets up
-//!   (`clean-succeeds`), runs held just after their shared lock was granted
+//!   (`clean-succeeds`; under a design with a trash, its first `move-to-trash` rename:
+//!   the deletion others see), runs held just after their shared lock was granted
 //!   (`runs-share-lock`, `mutual-exclusion` beside a forced or a second clean).
 //!
 //! No duration decides an order or a verdict: a deadline only bounds a failure, and

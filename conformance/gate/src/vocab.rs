@@ -18,6 +18,8 @@
 //! | `rename*` | to `<cache>/.cleans/*` | | `announce-clean` |
 //! | `unlink*` | `<cache>/.cleans/*` (announced) | | `withdraw-announcement` |
 //! | `rmdir` | `<cache>/.cleans`, by a process that announced a clean | | `withdraw-announcement` |
+//! | `rename*` | to `<cache>/.trash/*/*` (into a clean's trash directory) | | `move-to-trash` |
+//! | `unlink*`, `rmdir` | `<cache>/.trash` and anything under it | | `delete-trash` |
 //! | `open`/`openat` for writing or creating | `<cache>/CACHEDIR.TAG` | | `create-scaffold` |
 //! | `mkdir*` | `<cache>/builds*/.tmp*` | | `build-env` |
 //! | `rename*` | to `<cache>/archive-v*/*`, `<cache>/environments*/*` (not `*.lock`) | | `persist-env` |
@@ -31,8 +33,11 @@
 //! Creating the root directory alone is not `create-scaffold` (uv 0.13 makes the root,
 //! then locks, then writes the scaffold). Anything else is not a protocol step (`None`): the gate lets it go at once. Known
 //! imprecisions, all on the side of reporting too much rather than too little:
-//! - every removal under the cache is its own `delete-entries` event (a checker counts
-//!   a run of them as one step);
+//! - every removal under the cache is its own `delete-entries` event, every rename into
+//!   a trash its own `move-to-trash`, every removal in the trash its own `delete-trash`
+//!   (a checker counts a run of them as one step);
+//! - a process that has no trash of its own (uv) removing a trash another clean left is
+//!   named `delete-trash` too: the checker takes it as that process's `delete-entries`;
 //! - uv's own helper processes (an interpreter query) started after the lock are
 //!   `spawn-child` too: the child the model means is the last one;
 //! - the temporary cache is recognised when its `.lock` is opened, not when its
@@ -226,6 +231,7 @@ impl Places {
                 _ => {}
             }
         }
+        let in_trash = parts.first() == Some(&".trash");
         match call {
             Syscall::Open if is_lock_file => Some(Step::OpenLockFile),
             Syscall::Flock { op, .. } if is_lock_file => Some(match op {
@@ -252,6 +258,8 @@ impl Places {
                 Some(Step::WithdrawAnnouncement)
             }
             Syscall::Unlink if announcement => Some(Step::WithdrawAnnouncement),
+            Syscall::Rename if in_trash && parts.len() >= 3 => Some(Step::MoveToTrash),
+            Syscall::Unlink | Syscall::Rmdir if in_trash => Some(Step::DeleteTrash),
             Syscall::Open if parts == ["CACHEDIR.TAG"] => Some(Step::CreateScaffold),
             Syscall::Mkdir
                 if parts.len() == 2
@@ -376,6 +384,70 @@ mod tests {
         );
         assert_eq!(
             step(&mut p, Syscall::Unlink, "/nonexistent-x/elsewhere"),
+            None
+        );
+    }
+
+    #[test]
+    fn renames_into_the_trash_and_removals_in_it_are_the_trash_steps() {
+        let mut p = Places::new(Path::new("/nonexistent-x/cache"));
+        let c = "/nonexistent-x/cache";
+        assert_eq!(
+            step(&mut p, Syscall::Rename, &format!("{c}/.trash/clean-AbC/0")),
+            Some(Step::MoveToTrash)
+        );
+        assert_eq!(
+            step(&mut p, Syscall::Mkdir, &format!("{c}/.trash/clean-AbC")),
+            None,
+            "making the trash directory is no step"
+        );
+        assert_eq!(
+            step(&mut p, Syscall::Rename, &format!("{c}/.trash")),
+            None,
+            "only a rename into a clean's trash directory moves an entry"
+        );
+        for path in [
+            format!("{c}/.trash/clean-AbC/0/wheel/x.py"),
+            format!("{c}/.trash/clean-AbC"),
+            format!("{c}/.trash"),
+        ] {
+            assert_eq!(
+                step(&mut p, Syscall::Unlink, &path),
+                Some(Step::DeleteTrash),
+                "{path}"
+            );
+            assert_eq!(
+                step(&mut p, Syscall::Rmdir, &path),
+                Some(Step::DeleteTrash),
+                "{path}"
+            );
+        }
+        // Deleting in the trash is that step whoever does it.
+        let run = Context {
+            parent_took_step: false,
+            locked_shared: true,
+            pid: 7,
+        };
+        assert_eq!(
+            p.classify(
+                Syscall::Unlink,
+                Some(Path::new(&format!("{c}/.trash/clean-AbC/0"))),
+                run
+            ),
+            Some(Step::DeleteTrash)
+        );
+        // The empty `.cleans` a withdrawing clean removes is part of its withdrawal.
+        assert_eq!(
+            step(&mut p, Syscall::Rename, &format!("{c}/.cleans/AbC")),
+            Some(Step::AnnounceClean)
+        );
+        assert_eq!(
+            step(&mut p, Syscall::Rmdir, &format!("{c}/.cleans")),
+            Some(Step::WithdrawAnnouncement)
+        );
+        // A rename elsewhere in the cache is not a move to the trash.
+        assert_eq!(
+            step(&mut p, Syscall::Rename, &format!("{c}/wheels-v5/trash/x")),
             None
         );
     }

@@ -18,7 +18,7 @@ What it stops at: the system calls that are cache-lock protocol steps, for the c
 every thread and process it starts (ptrace with a seccomp filter; other calls run at full \
 speed): opening, locking (flock) and unlinking the cache's `.lock`, creating the scaffold \
 (CACHEDIR.TAG), making a build directory and persisting an environment, deleting entries, \
-removing the root, creating and dropping a temporary cache (`--no-cache`), locking an \
+a clean's renames into its trash and the deletion of the trash, removing the root, creating and dropping a temporary cache (`--no-cache`), locking an \
 environment's lock, a clean's announcement, the exec of a child, and each process's exit. \
 Nothing is held back: every stop is printed (`PID STEP PATH`, with the model's step names) \
 and let go at once.

@@ -242,7 +242,8 @@ pub fn table(all: &[Compared], runners: &[String], scenarios: &[&str]) -> String
          model's shortest counterexample with the gate: a clean held at its exclusive lock call\n  \
          while a run starts after it (`no-overtaking`; a forced clean's `mutual-exclusion`), a\n  \
          clean held at its first deletion under the lock while a run sets up (`clean-succeeds`:\n  \
-         under `uv-0.8.19` the run's scaffold makes the root non-empty and the clean exit 2),\n  \
+         under `uv-0.8.19` the run's scaffold makes the root non-empty and the clean exit 2;\n  \
+         a cachelock clean's first deletion others see is its first `move-to-trash` rename),\n  \
          two runs each held just after their shared lock was granted (`runs-share-lock`). A\n  \
          property breaks if any play breaks it (a witness shows if any play shows it).\n\
          - Not playable: uv 0.8.19 has no `clean --force` (plain `clean` stands in and waits\n  \

@@ -126,10 +126,18 @@ pub fn at_exclusive_lock(cache: &Path) -> HoldAt {
     })
 }
 
-/// Holds a process at its first deletion after its exclusive lock on `.lock` was granted.
+/// The first deletion others see: a removal of `delete-entries`, or under a design with
+/// a trash a rename of `move-to-trash` (what it moves leaves the cache's namespace
+/// there; the later `delete-trash` removes only what nobody can reach any more).
+fn deletes(e: &Event) -> bool {
+    matches!(e.step, Some(Step::DeleteEntries | Step::MoveToTrash))
+}
+
+/// Holds a process at its first deletion (see [`deletes`]) after its exclusive lock on
+/// `.lock` was granted.
 pub fn at_delete_under_lock() -> HoldAt {
     Box::new(|e: &Event, records: &[Record]| {
-        e.step == Some(Step::DeleteEntries)
+        deletes(e)
             && records.iter().any(|r| {
                 r.event.pid == e.pid
                     && r.event.step == Some(Step::LockExclusive)
@@ -151,9 +159,9 @@ pub fn nowhere() -> HoldAt {
     Box::new(|_: &Event, _: &[Record]| false)
 }
 
-/// Holds a process at its first deletion, lock or none.
+/// Holds a process at its first deletion (see [`deletes`]), lock or none.
 pub fn at_delete() -> HoldAt {
-    Box::new(|e: &Event, _: &[Record]| e.step == Some(Step::DeleteEntries))
+    Box::new(|e: &Event, _: &[Record]| deletes(e))
 }
 
 impl Gated {
