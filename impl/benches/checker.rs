@@ -267,7 +267,7 @@ fn policy_table(dir: &Path, policies: &[Policy], floor: &Rate) -> String {
                 .expect("seconds");
             lines += 1;
         }
-        let expected_lines = if Policy::BESIDE_OLD_UV.contains(&policy) {
+        let expected_lines = if Policy::BESIDE_OLD_UV.contains(policy) {
             2
         } else {
             1
