@@ -56,6 +56,15 @@
 //!   any other step left (unlinking `.lock`, removing the root) is a divergence: the
 //!   process exited without it.
 //!
+//! A run looks for announced cleans by reading `.cleans/`, a call the gate does not stop
+//! at: when a run that locked no announcement goes on while the model has it wait for a
+//! clean whose announcement was still in flight at that step (its rename entered, not
+//! returned), or entered after the run's previous event (for its first event: returned
+//! after the gate saw the run start), the run read the directory before that
+//! announcement: the replay is redone with the announcement's entry moved after the
+//! run's step, or the run's wait taken just before the announcement. An announcement
+//! done before the run started, or before its previous event, is one it had to see.
+//!
 //! A lock call takes effect somewhere between its entry and its return: when a lock is
 //! granted to a process the model still has waiting behind another process's lock call
 //! that entered but had not returned yet, the kernel served the first one first; the
@@ -157,6 +166,10 @@ struct Replay<'a> {
     /// For each model process, the steps it takes somewhere in the trace: the others may
     /// be implied.
     seen: Vec<Vec<Step>>,
+    /// Implicit waits for announced cleans taken early: `(i, p)` takes process `p`'s
+    /// `await-announced-cleans` just before the timeline's moment `i` (see
+    /// [`early_await`]).
+    early: Vec<(usize, usize)>,
     steps: usize,
 }
 
@@ -488,6 +501,7 @@ pub fn check(
         pids,
         child,
         seen,
+        early: Vec::new(),
         steps: 0,
     };
     let mut order = timeline.to_vec();
@@ -499,10 +513,15 @@ pub fn check(
     // real calls allow. Bounded: each retry moves at least one entry later.
     for _ in 0..64 {
         let Err(d) = &verdict else { break };
-        let Some(later) = in_flight_locks(&rp, &order, d) else {
+        if let Some(later) = in_flight_announcements(&rp, &order, d) {
+            order = later;
+        } else if let Some(early) = early_await(&rp, &order, d, processes) {
+            rp.early.push(early);
+        } else if let Some(later) = in_flight_locks(&rp, &order, d) {
+            order = later;
+        } else {
             break;
-        };
-        order = later;
+        }
         rp.s = initial.clone();
         rp.steps = 0;
         verdict = replay(&mut rp, &order, processes);
@@ -512,6 +531,95 @@ pub fn check(
         pids: rp.pids.clone(),
         steps: rp.steps,
         verdict,
+    })
+}
+
+/// True if process `p` did a step while the model has it wait for announced cleans and
+/// `p` locked no announcement anywhere in the trace (it found none to wait for).
+fn found_no_announcement(rp: &Replay<'_>, d: &Divergence) -> Option<usize> {
+    let p = rp.proc_of(d.pid)?;
+    (rp.model.next_step(&rp.s, p) == Some(Step::AwaitAnnouncedCleans)
+        && !rp.seen[p].contains(&Step::AwaitAnnouncedCleans))
+    .then_some(p)
+}
+
+/// For that divergence: the timeline with the other processes' announcements still in
+/// flight at `p`'s step (a rename into `.cleans/` entered before it and not returned
+/// before it) moved just after it: such a rename may take effect after `p` read
+/// `.cleans/`. `None` if there are none.
+fn in_flight_announcements(
+    rp: &Replay<'_>,
+    order: &[Moment],
+    d: &Divergence,
+) -> Option<Vec<Moment>> {
+    found_no_announcement(rp, d)?;
+    let id = d.event?;
+    let at = order.iter().position(|m| *m == Moment::Entered(id))?;
+    let moved: Vec<Moment> = order[..at]
+        .iter()
+        .filter(|m| match **m {
+            Moment::Entered(e) => {
+                let ev = &rp.records[e.0].event;
+                ev.pid != d.pid
+                    && ev.step == Some(Step::AnnounceClean)
+                    && !order[..at].contains(&Moment::Returned(e))
+            }
+            _ => false,
+        })
+        .copied()
+        .collect();
+    if moved.is_empty() {
+        return None;
+    }
+    let mut out: Vec<Moment> = order[..=at]
+        .iter()
+        .filter(|m| !moved.contains(m))
+        .copied()
+        .collect();
+    out.extend(moved);
+    out.extend_from_slice(&order[at + 1..]);
+    Some(out)
+}
+
+/// For that divergence, when no announcement is in flight: `p` read `.cleans/` (a call
+/// the gate does not stop at) somewhere between its previous event (or, for its first,
+/// the moment it started) and this step, and missed the cleans that announced in that
+/// window. The wait is taken just before the first announcement that may have taken
+/// effect after that read: a rename into `.cleans/` by another process that entered
+/// after `p`'s previous event, or, with none, returned after `p` started: `(that moment,
+/// p)`. `None` if there is no such announcement: one done before `p` started, or
+/// before its previous event, is one it had to see.
+fn early_await(
+    rp: &Replay<'_>,
+    order: &[Moment],
+    d: &Divergence,
+    processes: &[Process],
+) -> Option<(usize, usize)> {
+    let id = d.event?;
+    let p = found_no_announcement(rp, d)?;
+    if rp.early.iter().any(|(_, q)| *q == p) {
+        return None;
+    }
+    let at = order.iter().position(|m| *m == Moment::Entered(id))?;
+    let pid_of = |m: &Moment| match *m {
+        Moment::Entered(e) | Moment::Returned(e) => Some(rp.records[e.0].event.pid),
+        Moment::Ended(pid) => Some(pid),
+    };
+    let previous = order[..at].iter().rposition(|m| pid_of(m) == Some(d.pid));
+    let started = processes.iter().find(|q| q.pid == d.pid)?.started;
+    order[..at].iter().enumerate().find_map(|(i, m)| match *m {
+        Moment::Entered(e) => {
+            let ev = &rp.records[e.0].event;
+            let announces = ev.pid != d.pid && ev.step == Some(Step::AnnounceClean);
+            let late = match previous {
+                Some(prev) => i > prev,
+                None => order[..started.min(order.len())]
+                    .iter()
+                    .all(|r| *r != Moment::Returned(e)),
+            };
+            (announces && late).then_some((i, p))
+        }
+        _ => None,
     })
 }
 
@@ -557,7 +665,18 @@ fn replay(
     timeline: &[Moment],
     processes: &[Process],
 ) -> Result<(), Divergence> {
-    for m in timeline {
+    for (i, m) in timeline.iter().enumerate() {
+        let early: Vec<usize> = rp
+            .early
+            .iter()
+            .filter(|(at, _)| *at == i)
+            .map(|(_, p)| *p)
+            .collect();
+        for p in early {
+            if let Moment::Entered(id) = *m {
+                rp.enter(p, Step::AwaitAnnouncedCleans, id)?;
+            }
+        }
         match *m {
             Moment::Entered(id) => {
                 let e = &rp.records[id.0].event;

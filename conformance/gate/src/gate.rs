@@ -219,6 +219,8 @@ struct ProcInfo {
     /// Its arguments as of its last exec (a forked process that has not exec'd yet has
     /// its parent's), read from `/proc/PID/cmdline` when the exec stop was seen.
     argv: Vec<String>,
+    /// The timeline's length when the gate first saw it, before it ran an instruction.
+    started: usize,
 }
 
 /// A traced process as the gate saw it: who started it, what it runs, how it ended.
@@ -234,6 +236,10 @@ pub struct Process {
     /// How it ended, once it has: an exit code, or the signal that killed it (the
     /// wait status the gate reaped).
     pub exit: Option<Exit>,
+    /// How many moments the timeline had when the gate first saw it (it had not run an
+    /// instruction yet): every call that returned before that moment was done before
+    /// it started.
+    pub started: usize,
 }
 
 /// The scheduler. See the module documentation.
@@ -361,6 +367,7 @@ impl Gate {
                 took_step: false,
                 locked_shared: false,
                 argv: process::argv(pid as u32).unwrap_or_default(),
+                started: self.timeline.len(),
             },
         );
         let spawned = Spawned {
@@ -409,6 +416,7 @@ impl Gate {
                 parent: info.parent,
                 argv: info.argv.clone(),
                 exit: self.exits.get(pid).copied(),
+                started: info.started,
             })
             .collect();
         v.sort_by_key(|p| p.pid);
@@ -812,6 +820,7 @@ impl Gate {
                     took_step: false,
                     locked_shared: false,
                     argv,
+                    started: self.timeline.len(),
                 },
             );
         }
