@@ -594,30 +594,10 @@ fn in_flight_announcements(
     found_no_announcement(rp, d)?;
     let id = d.event?;
     let at = order.iter().position(|m| *m == Moment::Entered(id))?;
-    let moved: Vec<Moment> = order[..at]
-        .iter()
-        .filter(|m| match **m {
-            Moment::Entered(e) => {
-                let ev = &rp.records[e.0].event;
-                ev.pid != d.pid
-                    && ev.step == Some(Step::AnnounceClean)
-                    && !order[..at].contains(&Moment::Returned(e))
-            }
-            _ => false,
-        })
-        .copied()
-        .collect();
-    if moved.is_empty() {
-        return None;
-    }
-    let mut out: Vec<Moment> = order[..=at]
-        .iter()
-        .filter(|m| !moved.contains(m))
-        .copied()
-        .collect();
-    out.extend(moved);
-    out.extend_from_slice(&order[at + 1..]);
-    Some(out)
+    move_in_flight_after(order, at, |e| {
+        let ev = &rp.records[e.0].event;
+        ev.pid != d.pid && ev.step == Some(Step::AnnounceClean)
+    })
 }
 
 /// For that divergence, when no announcement is in flight: `p` read `.cleans/` (a call
@@ -672,16 +652,27 @@ fn in_flight_locks(rp: &Replay<'_>, order: &[Moment], d: &Divergence) -> Option<
         return None;
     }
     let ret = order.iter().position(|m| *m == Moment::Returned(id))?;
-    let is_lock = |e: EventId| {
+    move_in_flight_after(order, ret, |e| {
         let ev = &rp.records[e.0].event;
         matches!(ev.step, Some(Step::LockShared | Step::LockExclusive))
             && ev.pid != d.pid
             && rp.proc_of(ev.pid).is_some()
-    };
-    let moved: Vec<Moment> = order[..ret]
+    })
+}
+
+/// `order` with the entries of calls still in flight at moment `at` (entered before it,
+/// not returned before it) that `which` selects moved just after it; `None` if there
+/// are none. A call takes effect somewhere between its entry and its return, so such
+/// an entry may stand after `at`: an order the real calls allow.
+fn move_in_flight_after(
+    order: &[Moment],
+    at: usize,
+    which: impl Fn(EventId) -> bool,
+) -> Option<Vec<Moment>> {
+    let moved: Vec<Moment> = order[..at]
         .iter()
-        .filter(|m| match m {
-            Moment::Entered(e) => is_lock(*e) && !order[..ret].contains(&Moment::Returned(*e)),
+        .filter(|m| match **m {
+            Moment::Entered(e) => which(e) && !order[..at].contains(&Moment::Returned(e)),
             _ => false,
         })
         .copied()
@@ -689,13 +680,13 @@ fn in_flight_locks(rp: &Replay<'_>, order: &[Moment], d: &Divergence) -> Option<
     if moved.is_empty() {
         return None;
     }
-    let mut out: Vec<Moment> = order[..=ret]
+    let mut out: Vec<Moment> = order[..=at]
         .iter()
         .filter(|m| !moved.contains(m))
         .copied()
         .collect();
     out.extend(moved);
-    out.extend_from_slice(&order[ret + 1..]);
+    out.extend_from_slice(&order[at + 1..]);
     Some(out)
 }
 
