@@ -470,6 +470,30 @@ pub struct Observation {
 }
 
 impl Observation {
+    /// Records what a play saw of `property`. A later observation replaces an earlier
+    /// one only if the earlier did not decide the property (a counterexample, or a
+    /// witness that showed up) and the later does, or is forced where the earlier was
+    /// not.
+    pub fn record(&mut self, property: &'static str, seen: Seen, forced: bool, note: String) {
+        let witness = scenarios::WITNESSES.contains(&property);
+        let new = PropSeen {
+            property,
+            seen,
+            // A real counterexample is forced by definition; a witness that did not
+            // show up (`sometimes` properties) is not.
+            forced: forced || (seen == Seen::Fails && !witness),
+            note,
+            unplayable: None,
+        };
+        let decisive = |p: &PropSeen| (p.seen == Seen::Holds) == witness;
+        match self.props.iter_mut().find(|p| p.property == property) {
+            Some(old) if decisive(old) => {}
+            Some(old) if decisive(&new) || (new.forced && !old.forced) => *old = new,
+            Some(_) => {}
+            None => self.props.push(new),
+        }
+    }
+
     /// The observation of `property`, if the scenario observed it.
     pub fn get(&self, property: &str) -> Option<&PropSeen> {
         self.props.iter().find(|p| p.property == property)

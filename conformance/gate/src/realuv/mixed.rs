@@ -37,9 +37,9 @@ use cachelock_model::{Kind, Policy, ProcSpec, Scenario};
 
 use super::cachelock::Cachelock;
 use super::gated::{self, Gated, HoldAt, Reached};
-use super::scenarios::{fill, play};
+use super::scenarios::{fill, overtaking_alone, play};
 use super::sys::{self, Outcome, Proc};
-use super::{Observation, PropSeen, Runner, Sandbox, Seen, Setup, UvBinary};
+use super::{Observation, Runner, Sandbox, Seen, Setup, UvBinary};
 
 /// The mixed scenarios the suite plays (model syntax; a subset of the model's
 /// `MIXED_SCENARIOS`), in table order.
@@ -284,22 +284,9 @@ impl<'a> Cx<'a> {
         Ok(p)
     }
 
-    /// Records an observation; a later one of the same property replaces an earlier
-    /// one only if it breaks the property (or the earlier was not forced).
+    /// Records an observation (see [`Observation::record`]).
     fn see(&mut self, property: &'static str, seen: Seen, forced: bool, note: impl Into<String>) {
-        let new = PropSeen {
-            property,
-            seen,
-            forced: forced || seen == Seen::Fails,
-            note: note.into(),
-            unplayable: None,
-        };
-        match self.obs.props.iter_mut().find(|p| p.property == property) {
-            Some(old) if old.seen == Seen::Fails => {}
-            Some(old) if new.seen == Seen::Fails || (new.forced && !old.forced) => *old = new,
-            Some(_) => {}
-            None => self.obs.props.push(new),
-        }
+        self.obs.record(property, seen, forced, note.into());
     }
 }
 
@@ -689,46 +676,15 @@ fn orphaned_race(cx: &mut Cx, run_spec: ProcSpec, clean_spec: ProcSpec) -> Resul
     overtaken(cx, run_spec, clean_spec)
 }
 
-/// `no-overtaking` beside an old clean: the clean is held at its exclusive lock call (it
-/// has opened `.lock`); the run starts after it and runs until it holds the cache's
-/// shared lock (held at its next step) or is seen blocked.
+/// `no-overtaking` beside an old clean: the uniform suite's play of it
+/// ([`overtaking_alone`]), its observation and log taken over.
 fn overtaken(cx: &mut Cx, run_spec: ProcSpec, clean_spec: ProcSpec) -> Result<(), String> {
-    let sb = cx.sandbox()?;
-    fill(&sb.cache).map_err(|e| e.to_string())?;
-    cx.log("another play: the old clean held at its lock call, the run started after it");
-    let mut clean = cx.gated(&sb, clean_spec)?;
-    let at = clean.until(gated::at_exclusive_lock(&sb.cache))?;
-    if !matches!(at, Reached::Held(_)) {
-        return Err(format!(
-            "{} did not reach its exclusive lock call: {at:?}",
-            clean.name
-        ));
-    }
-    let mut run = cx.gated(&sb, run_spec)?;
-    let reached = run.until(gated::after_shared_lock(&sb.cache))?;
-    cx.log(format!("{} started after the clean: {reached:?}", run.name));
-    let overtook = matches!(reached, Reached::Held(_));
-    if overtook {
-        run.let_child_go();
-        let a = run.go()?;
-        let b = clean.go()?;
-        cx.log(format!("exits {a} then {b}"));
-    } else {
-        let b = clean.go()?;
-        run.let_child_go();
-        let a = run.go()?;
-        cx.log(format!("exits {b} then {a}"));
-    }
-    cx.see(
-        "no-overtaking",
-        if overtook { Seen::Fails } else { Seen::Holds },
-        true,
-        if overtook {
-            "a run started after the clean (held at its lock call) got the shared lock first"
-        } else {
-            "a run started after the clean (held at its lock call) waited for it"
-        },
-    );
+    let mut obs = overtaking_alone(cx.mixed, cx.setup, &cx.obs.scenario, run_spec, clean_spec)?;
+    cx.obs.log.append(&mut obs.log);
+    let p = obs
+        .get("no-overtaking")
+        .ok_or("the overtaking play observed no `no-overtaking`")?;
+    cx.see("no-overtaking", p.seen, p.forced, p.note.clone());
     Ok(())
 }
 

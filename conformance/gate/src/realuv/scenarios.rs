@@ -21,7 +21,7 @@ use cachelock_model::{Kind, ProcSpec, Scenario};
 
 use super::gated::{self, Gated, Reached};
 use super::sys::{self, Outcome, Proc, Report};
-use super::{LOCK_TIMEOUT_S, Observation, PropSeen, Runner, Sandbox, Seen, Setup};
+use super::{LOCK_TIMEOUT_S, Observation, Runner, Sandbox, Seen, Setup};
 use crate::Settled;
 
 /// Bounds a run that never starts its child (a failure, not a verdict).
@@ -57,22 +57,7 @@ pub const SCENARIOS: [&str; 16] = [
 /// all (a run never started its child, say), which the suite reports as a failure.
 pub fn play(runner: &dyn Runner, setup: &Setup, scenario: &str) -> Result<Observation, String> {
     let sc = Scenario::parse(scenario).map_err(|e| e.to_string())?;
-    let sb = Sandbox::new(&setup.wheels(), &setup.python).map_err(|e| e.to_string())?;
-    let mut cx = Cx {
-        runner,
-        sb,
-        obs: Observation {
-            scenario: scenario.to_string(),
-            runner: runner.label(),
-            policy: runner.policy(),
-            props: Vec::new(),
-            remarks: Vec::new(),
-            log: Vec::new(),
-        },
-        started: Instant::now(),
-        count: 0,
-        starts: Vec::new(),
-    };
+    let mut cx = Cx::new(runner, setup, scenario)?;
     for p in &sc.procs {
         if let Some(s) = runner.stand_in(p.kind) {
             cx.obs.remarks.push(s.to_string());
@@ -105,7 +90,39 @@ struct Cx<'a> {
     starts: Vec<Kind>,
 }
 
-impl Cx<'_> {
+/// The `no-overtaking` play ([`overtake`]) alone, with `runner`, for a play made
+/// elsewhere that needs that property too (the mixed suite's orphaned-`.lock` race).
+pub(super) fn overtaking_alone(
+    runner: &dyn Runner,
+    setup: &Setup,
+    scenario: &str,
+    run_spec: ProcSpec,
+    clean_spec: ProcSpec,
+) -> Result<Observation, String> {
+    let mut cx = Cx::new(runner, setup, scenario)?;
+    overtake(&mut cx, run_spec, clean_spec, &[])?;
+    Ok(cx.obs)
+}
+
+impl<'a> Cx<'a> {
+    fn new(runner: &'a dyn Runner, setup: &Setup, scenario: &str) -> Result<Cx<'a>, String> {
+        Ok(Cx {
+            runner,
+            sb: Sandbox::new(&setup.wheels(), &setup.python).map_err(|e| e.to_string())?,
+            obs: Observation {
+                scenario: scenario.to_string(),
+                runner: runner.label(),
+                policy: runner.policy(),
+                props: Vec::new(),
+                remarks: Vec::new(),
+                log: Vec::new(),
+            },
+            started: Instant::now(),
+            count: 0,
+            starts: Vec::new(),
+        })
+    }
+
     fn start(&mut self, spec: ProcSpec) -> Result<Proc, String> {
         self.start_with(spec, &[])
     }
@@ -208,23 +225,7 @@ impl Cx<'_> {
     }
 
     fn record(&mut self, property: &'static str, seen: Seen, forced: bool, note: String) {
-        let witness = WITNESSES.contains(&property);
-        let new = PropSeen {
-            property,
-            seen,
-            // A real counterexample is forced by definition; a witness that did not
-            // show up (`sometimes` properties) is not.
-            forced: forced || (seen == Seen::Fails && !witness),
-            note,
-            unplayable: None,
-        };
-        let decisive = |p: &PropSeen| (p.seen == Seen::Holds) == witness;
-        match self.obs.props.iter_mut().find(|p| p.property == property) {
-            Some(old) if decisive(old) => {}
-            Some(old) if decisive(&new) || (new.forced && !old.forced) => *old = new,
-            Some(_) => {}
-            None => self.obs.props.push(new),
-        }
+        self.obs.record(property, seen, forced, note);
     }
 
     /// Marks `property`, not forced by any play, as one this binary cannot play: `why`.
