@@ -59,7 +59,64 @@ pub struct Compared {
     pub rows: Vec<Row>,
 }
 
+/// A (scenario, runner) as a line of a summary table.
+pub struct RowText {
+    /// The observed properties the model says fail, or `–`.
+    pub model: String,
+    /// The observed properties the real run broke, or `–`.
+    pub real: String,
+    /// `agree`, `agree; not forced: …` or `**DISAGREE** (…)`, then `; not playable: …`
+    /// if any.
+    pub verdict: String,
+}
+
 impl Compared {
+    /// The properties of the rows `f` selects.
+    fn properties(&self, f: impl Fn(&Row) -> bool) -> Vec<&'static str> {
+        self.rows
+            .iter()
+            .filter(|r| f(r))
+            .map(|r| r.property)
+            .collect()
+    }
+
+    /// True if some property was observed without its interleaving forced.
+    pub fn not_forced(&self) -> bool {
+        self.rows
+            .iter()
+            .any(|r| r.agreement == Agreement::NotForced)
+    }
+
+    /// This comparison as a line of a summary table.
+    pub fn row_text(&self) -> RowText {
+        let list = |f: &dyn Fn(&Row) -> bool| {
+            let v = self.properties(|r| r.seen.is_some() && f(r));
+            if v.is_empty() {
+                "–".to_string()
+            } else {
+                v.join(", ")
+            }
+        };
+        let bad = self.properties(|r| r.agreement == Agreement::Disagree);
+        let nf = self.properties(|r| r.agreement == Agreement::NotForced);
+        let mut verdict = if !bad.is_empty() {
+            format!("**DISAGREE** ({})", bad.join(", "))
+        } else if !nf.is_empty() {
+            format!("agree; not forced: {}", nf.join(", "))
+        } else {
+            "agree".to_string()
+        };
+        let np = self.properties(|r| r.agreement == Agreement::NotPlayable);
+        if !np.is_empty() {
+            verdict.push_str(&format!("; not playable: {}", np.join(", ")));
+        }
+        RowText {
+            model: list(&|r| r.predicted == Verdict::Fails),
+            real: list(&|r| r.seen == Some(Seen::Fails)),
+            verdict,
+        }
+    }
+
     /// The rows that disagree.
     pub fn disagreements(&self) -> impl Iterator<Item = &Row> {
         self.rows
@@ -279,45 +336,11 @@ pub fn table(all: &[Compared], runners: &[String], scenarios: &[&str]) -> String
                 let _ = writeln!(s, "| `{sc}` | {r} | | | not run | |");
                 continue;
             };
-            let observed: Vec<&super::compare::Row> =
-                c.rows.iter().filter(|r| r.seen.is_some()).collect();
-            let list = |f: &dyn Fn(&Row) -> bool| {
-                let v: Vec<&str> = observed
-                    .iter()
-                    .filter(|r| f(r))
-                    .map(|r| r.property)
-                    .collect();
-                if v.is_empty() {
-                    "–".to_string()
-                } else {
-                    v.join(", ")
-                }
-            };
-            let model = list(&|r| r.predicted == Verdict::Fails);
-            let real = list(&|r| r.seen == Some(Seen::Fails));
-            let bad: Vec<&str> = c.disagreements().map(|r| r.property).collect();
-            let nf: Vec<&str> = c
-                .rows
-                .iter()
-                .filter(|r| r.agreement == Agreement::NotForced)
-                .map(|r| r.property)
-                .collect();
-            let mut verdict = if !bad.is_empty() {
-                format!("**DISAGREE** ({})", bad.join(", "))
-            } else if !nf.is_empty() {
-                format!("agree; not forced: {}", nf.join(", "))
-            } else {
-                "agree".to_string()
-            };
-            let np: Vec<&str> = c
-                .rows
-                .iter()
-                .filter(|r| r.agreement == Agreement::NotPlayable)
-                .map(|r| r.property)
-                .collect();
-            if !np.is_empty() {
-                let _ = write!(verdict, "; not playable: {}", np.join(", "));
-            }
+            let RowText {
+                model,
+                real,
+                verdict,
+            } = c.row_text();
             let note = row_note(c);
             let _ = writeln!(
                 s,

@@ -694,7 +694,6 @@ pub const SECTION_MARKER: &str = "\n## Beside old uv\n";
 
 /// The section "Beside old uv" of `docs/fidelity.md`, from [`SECTION_MARKER`] on.
 pub fn section(all: &[super::compare::Compared]) -> String {
-    use super::compare::Agreement;
     use std::fmt::Write as _;
     let mut s = String::from(SECTION_MARKER);
     s.push_str(
@@ -712,39 +711,17 @@ pub fn section(all: &[super::compare::Compared]) -> String {
     );
     let (mut agree, mut disagree, mut nf) = (0, 0, 0);
     for c in all {
-        let list = |f: &dyn Fn(&super::compare::Row) -> bool| {
-            let v: Vec<&str> = c
-                .rows
-                .iter()
-                .filter(|r| r.seen.is_some() && f(r))
-                .map(|r| r.property)
-                .collect();
-            if v.is_empty() {
-                "–".to_string()
-            } else {
-                v.join(", ")
-            }
-        };
-        let model = list(&|r| r.predicted == cachelock_model::check::Verdict::Fails);
-        let real = list(&|r| r.seen == Some(Seen::Fails));
-        let bad: Vec<&str> = c.disagreements().map(|r| r.property).collect();
-        let not_forced: Vec<&str> = c
-            .rows
-            .iter()
-            .filter(|r| r.agreement == Agreement::NotForced)
-            .map(|r| r.property)
-            .collect();
-        let verdict = if !bad.is_empty() {
+        let super::compare::RowText {
+            model,
+            real,
+            verdict,
+        } = c.row_text();
+        if c.disagreements().next().is_some() {
             disagree += 1;
-            format!("**DISAGREE** ({})", bad.join(", "))
-        } else if !not_forced.is_empty() {
-            agree += 1;
-            nf += 1;
-            format!("agree; not forced: {}", not_forced.join(", "))
         } else {
             agree += 1;
-            "agree".to_string()
-        };
+            nf += usize::from(c.not_forced());
+        }
         let _ = writeln!(
             s,
             "| `{}` | {} | {model} | {real} | {verdict} |",
