@@ -11,15 +11,15 @@
 //! neither writes nor checks the docs); `CACHELOCK_FIDELITY_JOBS=n` sets the workers.
 
 use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::thread;
 use std::time::Instant;
 
 use cachelock_conformance::realuv::cachelock::Cachelock;
-use cachelock_conformance::realuv::compare::{Compared, Predictions, compare, table};
+use cachelock_conformance::realuv::compare::{
+    Compared, Predictions, compare, disagreement_report, table,
+};
 use cachelock_conformance::realuv::mixed::SECTION_MARKER;
 use cachelock_conformance::realuv::scenarios::{SCENARIOS, play};
-use cachelock_conformance::realuv::{Runner, Setup};
+use cachelock_conformance::realuv::{Runner, Setup, play_all, scenarios_from_env};
 
 #[test]
 fn real_uv_agrees_with_the_model() {
@@ -28,53 +28,19 @@ fn real_uv_agrees_with_the_model() {
     let cls = Cachelock::all().unwrap_or_else(|e| panic!("{e}"));
     let mut runners: Vec<&dyn Runner> = uvs.iter().map(|u| u as &dyn Runner).collect();
     runners.extend(cls.iter().map(|c| c as &dyn Runner));
-    let only = std::env::var("CACHELOCK_FIDELITY_SCENARIOS").ok();
-    let scenarios: Vec<&str> = match &only {
-        Some(list) => list
-            .split(';')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .collect(),
-        None => SCENARIOS.to_vec(),
-    };
+    let (scenarios, narrowed) = scenarios_from_env(&SCENARIOS);
     let only_runners = std::env::var("CACHELOCK_FIDELITY_RUNNERS").ok();
     if let Some(list) = &only_runners {
         runners.retain(|r| list.split(';').any(|l| l.trim() == r.label()));
     }
-    // (runner, scenario) jobs, taken by a few workers. No verdict depends on how fast a
-    // scenario runs (every process's steps are held and released by the gate, lock
-    // waits are seen by it, the probe's child waits for its go file), so the worker
-    // count only trades time for load.
-    let jobs: Vec<(usize, &str)> = (0..runners.len())
-        .flat_map(|r| scenarios.iter().map(move |s| (r, *s)))
+    // (runner, scenario) jobs, played on a few workers.
+    let jobs: Vec<(&dyn Runner, &str)> = runners
+        .iter()
+        .flat_map(|r| scenarios.iter().map(move |s| (*r, s.as_str())))
         .collect();
-    let workers = std::env::var("CACHELOCK_FIDELITY_JOBS")
-        .ok()
-        .and_then(|j| j.parse().ok())
-        .unwrap_or(4usize);
-    let next = AtomicUsize::new(0);
     let start = Instant::now();
-    let observed: Vec<Result<_, String>> = thread::scope(|s| {
-        let handles: Vec<_> = (0..workers)
-            .map(|_| {
-                let (setup, jobs, next, runners) = (&setup, &jobs, &next, &runners);
-                s.spawn(move || {
-                    let mut out = Vec::new();
-                    while let Some(&(r, sc)) = jobs.get(next.fetch_add(1, Ordering::SeqCst)) {
-                        let runner = runners[r];
-                        out.push(
-                            play(runner, setup, sc)
-                                .map_err(|e| format!("`{sc}` on {}: {e}", runner.label())),
-                        );
-                    }
-                    out
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| h.join().expect("a scenario thread panicked"))
-            .collect()
+    let (observed, workers) = play_all(&jobs, |&(runner, sc)| {
+        play(runner, &setup, sc).map_err(|e| format!("`{sc}` on {}: {e}", runner.label()))
     });
     let played = start.elapsed();
     let mut pred = Predictions::default();
@@ -92,19 +58,12 @@ fn real_uv_agrees_with_the_model() {
         played.as_secs_f32(),
         (start.elapsed() - played).as_secs_f32()
     );
-    let mut report = String::new();
-    for c in &all {
-        if c.disagreements().next().is_some() {
-            report.push_str(&c.explain());
-        } else if std::env::var_os("CACHELOCK_FIDELITY_VERBOSE").is_some() {
-            eprintln!("{}", c.explain());
-        }
-    }
+    let mut report = disagreement_report(&all);
     for e in &errors {
         report.push_str(&format!("could not play {e}\n"));
     }
 
-    if only.is_none() && only_runners.is_none() {
+    if !narrowed && only_runners.is_none() {
         let labels: Vec<String> = runners.iter().map(|r| r.label()).collect();
         let doc = table(&all, &labels, &SCENARIOS);
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/fidelity.md");

@@ -9,59 +9,23 @@
 //! written nor checked); `CACHELOCK_FIDELITY_JOBS=n` sets the workers.
 
 use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::thread;
 use std::time::Instant;
 
-use cachelock_conformance::realuv::Setup;
 use cachelock_conformance::realuv::cachelock::Cachelock;
-use cachelock_conformance::realuv::compare::{Compared, Predictions, compare};
+use cachelock_conformance::realuv::compare::{Compared, Predictions, compare, disagreement_report};
 use cachelock_conformance::realuv::mixed::{MIXED, SECTION_MARKER, play_mixed, section};
+use cachelock_conformance::realuv::{Setup, play_all, scenarios_from_env};
 
 #[test]
 fn real_uv_beside_the_default_policy_agrees_with_the_model() {
     let setup = Setup::from_env();
     let uvs = setup.uv_binaries().unwrap_or_else(|e| panic!("{e}"));
     let cl = Cachelock::locate().unwrap_or_else(|e| panic!("{e}"));
-    let only = std::env::var("CACHELOCK_FIDELITY_SCENARIOS").ok();
-    let scenarios: Vec<&str> = match &only {
-        Some(list) => list
-            .split(';')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .collect(),
-        None => MIXED.to_vec(),
-    };
-    let workers = std::env::var("CACHELOCK_FIDELITY_JOBS")
-        .ok()
-        .and_then(|j| j.parse().ok())
-        .unwrap_or(4usize);
-    let next = AtomicUsize::new(0);
+    let (scenarios, narrowed) = scenarios_from_env(&MIXED);
     let start = Instant::now();
-    let mut observed: Vec<(usize, Result<_, String>)> = thread::scope(|s| {
-        let handles: Vec<_> = (0..workers)
-            .map(|_| {
-                let (setup, scenarios, next, uvs, cl) = (&setup, &scenarios, &next, &uvs, &cl);
-                s.spawn(move || {
-                    let mut out = Vec::new();
-                    loop {
-                        let i = next.fetch_add(1, Ordering::SeqCst);
-                        let Some(sc) = scenarios.get(i) else { break };
-                        out.push((
-                            i,
-                            play_mixed(setup, cl, uvs, sc).map_err(|e| format!("`{sc}`: {e}")),
-                        ));
-                    }
-                    out
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| h.join().expect("a scenario thread panicked"))
-            .collect()
+    let (observed, workers) = play_all(&scenarios, |sc| {
+        play_mixed(&setup, &cl, &uvs, sc).map_err(|e| format!("`{sc}`: {e}"))
     });
-    observed.sort_by_key(|(i, _)| *i);
     eprintln!(
         "played {} mixed scenarios in {:.1}s with {workers} workers",
         observed.len(),
@@ -70,25 +34,14 @@ fn real_uv_beside_the_default_policy_agrees_with_the_model() {
     let mut pred = Predictions::default();
     let mut report = String::new();
     let mut all: Vec<Compared> = Vec::new();
-    for (_, o) in observed {
+    for o in observed {
         match o {
             Ok(obs) => all.push(compare(&mut pred, obs)),
             Err(e) => report.push_str(&format!("could not play {e}\n")),
         }
     }
-    for c in &all {
-        if c.disagreements().next().is_some()
-            || std::env::var_os("CACHELOCK_FIDELITY_VERBOSE").is_some()
-        {
-            let text = c.explain();
-            if c.disagreements().next().is_some() {
-                report.push_str(&text);
-            } else {
-                eprintln!("{text}");
-            }
-        }
-    }
-    if only.is_none() {
+    report.push_str(&disagreement_report(&all));
+    if !narrowed {
         let doc = section(&all);
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/fidelity.md");
         let old = std::fs::read_to_string(&path).unwrap_or_default();

@@ -499,3 +499,56 @@ impl Observation {
         self.props.iter().find(|p| p.property == property)
     }
 }
+
+/// The scenarios a fidelity suite plays: those named in `CACHELOCK_FIDELITY_SCENARIOS`
+/// (`a;b`), or all of `default`; and whether the list was narrowed (then the suite
+/// neither writes nor checks its docs).
+pub fn scenarios_from_env(default: &[&'static str]) -> (Vec<String>, bool) {
+    match std::env::var("CACHELOCK_FIDELITY_SCENARIOS") {
+        Ok(list) => (
+            list.split(';')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+                .collect(),
+            true,
+        ),
+        Err(_) => (default.iter().map(|s| s.to_string()).collect(), false),
+    }
+}
+
+/// Runs `play` on every job on a few worker threads (`CACHELOCK_FIDELITY_JOBS`, 4 by
+/// default) and returns the results in job order, with the worker count. No verdict
+/// depends on how fast a play runs (every step is held and released by the gate, lock
+/// waits are seen by it, the probe's child waits for its go file), so the worker count
+/// only trades time for load.
+pub fn play_all<J: Sync, R: Send>(jobs: &[J], play: impl Fn(&J) -> R + Sync) -> (Vec<R>, usize) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let workers = std::env::var("CACHELOCK_FIDELITY_JOBS")
+        .ok()
+        .and_then(|j| j.parse().ok())
+        .unwrap_or(4usize);
+    let next = AtomicUsize::new(0);
+    let mut done: Vec<(usize, R)> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..workers)
+            .map(|_| {
+                let (next, play) = (&next, &play);
+                s.spawn(move || {
+                    let mut out = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, Ordering::SeqCst);
+                        let Some(job) = jobs.get(i) else { break };
+                        out.push((i, play(job)));
+                    }
+                    out
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("a scenario thread panicked"))
+            .collect()
+    });
+    done.sort_by_key(|(i, _)| *i);
+    (done.into_iter().map(|(_, r)| r).collect(), workers)
+}

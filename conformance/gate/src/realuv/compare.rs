@@ -59,6 +59,20 @@ pub struct Compared {
     pub rows: Vec<Row>,
 }
 
+/// The explanations of the comparisons that disagree, for a failing test (with
+/// `CACHELOCK_FIDELITY_VERBOSE` set, the others are printed too).
+pub fn disagreement_report(all: &[Compared]) -> String {
+    let mut report = String::new();
+    for c in all {
+        if c.disagreements().next().is_some() {
+            report.push_str(&c.explain());
+        } else if std::env::var_os("CACHELOCK_FIDELITY_VERBOSE").is_some() {
+            eprintln!("{}", c.explain());
+        }
+    }
+    report
+}
+
 /// A (scenario, runner) as a line of a summary table.
 pub struct RowText {
     /// The observed properties the model says fail, or `–`.
