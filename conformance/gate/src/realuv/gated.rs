@@ -531,14 +531,8 @@ impl Tracer {
     fn release(&mut self) -> Result<Settled, String> {
         let id = self
             .held
-            .take()
             .ok_or_else(|| format!("{}: no step is held", self.label))?;
-        self.gate
-            .release(id)
-            .map_err(|e| format!("{}: {e}", self.label))?;
-        self.gate
-            .settle(id, Instant::now() + self.limit)
-            .map_err(|e| format!("{}: {e}", self.label))
+        self.let_event(id)
     }
 
     fn free(&mut self) -> Result<i32, String> {
