@@ -427,6 +427,11 @@ pub enum Seen {
 }
 
 impl Seen {
+    /// `Holds` if `holds`, else `Fails`.
+    pub fn holds_if(holds: bool) -> Seen {
+        if holds { Seen::Holds } else { Seen::Fails }
+    }
+
     /// `holds` or `fails`, as the model's verdicts print.
     pub fn name(self) -> &'static str {
         match self {

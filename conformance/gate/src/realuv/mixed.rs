@@ -397,11 +397,7 @@ fn own_layout_beside_old_run(
     let ran = outcome == Outcome::Exited(0);
     cx.see(
         "mutual-exclusion",
-        if holder && !uv_gone.is_empty() {
-            Seen::Fails
-        } else {
-            Seen::Holds
-        },
+        Seen::holds_if(!holder || uv_gone.is_empty()),
         holder && ran,
         if !uv_gone.is_empty() {
             format!(
@@ -417,11 +413,7 @@ fn own_layout_beside_old_run(
     let deleted = !own_gone.is_empty() || !uv_gone.is_empty();
     cx.see(
         "root-lock-exclusion",
-        if holder && deleted {
-            Seen::Fails
-        } else {
-            Seen::Holds
-        },
+        Seen::holds_if(!(holder && deleted)),
         holder && ran,
         if holder && deleted {
             "the clean deleted cachelock's unlocked environment while the old run held `.lock`"
@@ -432,7 +424,7 @@ fn own_layout_beside_old_run(
     let intact = report.as_ref().is_some_and(|r| r.ok) && code == 0;
     cx.see(
         "live-env-intact",
-        if intact { Seen::Holds } else { Seen::Fails },
+        Seen::holds_if(intact),
         holder && ran,
         if intact {
             "the old run's child found its environment intact after the clean"
@@ -488,11 +480,7 @@ fn old_run_ends_beside_clean(
     if outcome == Outcome::Exited(0) {
         cx.see(
             "clean-removes-unused",
-            if left.is_empty() {
-                Seen::Holds
-            } else {
-                Seen::Fails
-            },
+            Seen::holds_if(left.is_empty()),
             true,
             if left.is_empty() {
                 "the clean removed the old run's finished environment".to_string()
@@ -583,11 +571,7 @@ fn orphaned_race(cx: &mut Cx, run_spec: ProcSpec, clean_spec: ProcSpec) -> Resul
     let holder = orphan && child_runs;
     cx.see(
         "mutual-exclusion",
-        if deletes && holder {
-            Seen::Fails
-        } else {
-            Seen::Holds
-        },
+        Seen::holds_if(!(deletes && holder)),
         holder,
         if deletes && holder {
             "the second clean deleted under its new `.lock` while the run held a shared lock on the orphaned inode"
@@ -597,18 +581,14 @@ fn orphaned_race(cx: &mut Cx, run_spec: ProcSpec, clean_spec: ProcSpec) -> Resul
     );
     cx.see(
         "root-lock-exclusion",
-        if deletes && holder {
-            Seen::Fails
-        } else {
-            Seen::Holds
-        },
+        Seen::holds_if(!(deletes && holder)),
         holder,
         "as mutual-exclusion: the run held `.lock` (its old inode)",
     );
     match (&report, child_runs) {
         (Some(r), true) => cx.see(
             "live-env-intact",
-            if r.ok { Seen::Holds } else { Seen::Fails },
+            Seen::holds_if(r.ok),
             holder,
             if r.ok {
                 "the run's child found its environment intact".to_string()
@@ -628,11 +608,7 @@ fn orphaned_race(cx: &mut Cx, run_spec: ProcSpec, clean_spec: ProcSpec) -> Resul
     }
     cx.see(
         "clean-overlaps-child",
-        if deletes && child_runs {
-            Seen::Holds
-        } else {
-            Seen::Fails
-        },
+        Seen::holds_if(deletes && child_runs),
         true,
         if deletes && child_runs {
             "the second clean got the cache while the run's child ran"
@@ -649,7 +625,7 @@ fn orphaned_race(cx: &mut Cx, run_spec: ProcSpec, clean_spec: ProcSpec) -> Resul
     );
     cx.see(
         "clean-succeeds",
-        if ok { Seen::Holds } else { Seen::Fails },
+        Seen::holds_if(ok),
         blocked,
         if ok {
             "both cleans exited 0, the first though the run set up while it deleted".to_string()
@@ -660,11 +636,7 @@ fn orphaned_race(cx: &mut Cx, run_spec: ProcSpec, clean_spec: ProcSpec) -> Resul
     let left = sys::envs_below(&sb.cache);
     cx.see(
         "clean-removes-unused",
-        if left.is_empty() {
-            Seen::Holds
-        } else {
-            Seen::Fails
-        },
+        Seen::holds_if(left.is_empty()),
         false,
         if left.is_empty() {
             "no environment was left".to_string()

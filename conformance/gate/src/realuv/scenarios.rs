@@ -250,7 +250,7 @@ impl<'a> Cx<'a> {
         note: impl Into<String>,
     ) {
         let note = note.into();
-        let seen = |b: bool| if b { Seen::Holds } else { Seen::Fails };
+        let seen = Seen::holds_if;
         self.see("clean-terminates", seen(terminated), forced, note.clone());
         self.see("clean-succeeds", seen(succeeded), forced, note);
     }
@@ -391,11 +391,7 @@ impl<'a> Cx<'a> {
         ));
         self.see(
             "clean-removes-unused",
-            if left.is_empty() {
-                Seen::Holds
-            } else {
-                Seen::Fails
-            },
+            Seen::holds_if(left.is_empty()),
             false,
             if !left.is_empty() {
                 format!("the clean left {} unused environment(s)", left.len())
@@ -519,7 +515,7 @@ fn run_then_clean(cx: &mut Cx, run_spec: ProcSpec, clean_spec: ProcSpec) -> Resu
     let me_fails = deleted_during && holder;
     cx.see(
         "mutual-exclusion",
-        if me_fails { Seen::Fails } else { Seen::Holds },
+        Seen::holds_if(!me_fails),
         holder,
         match (me_fails, holder, deleted_during) {
             (true, _, _) => "the clean deleted while the run held its shared lock".to_string(),
@@ -537,11 +533,7 @@ fn run_then_clean(cx: &mut Cx, run_spec: ProcSpec, clean_spec: ProcSpec) -> Resu
     );
     cx.see(
         "clean-overlaps-child",
-        if deleted_during {
-            Seen::Holds
-        } else {
-            Seen::Fails
-        },
+        Seen::holds_if(deleted_during),
         true,
         if deleted_during {
             "the clean got the cache while the child ran"
@@ -649,7 +641,7 @@ fn daemon_then_clean(cx: &mut Cx, run_spec: ProcSpec, clean_spec: ProcSpec) -> R
     let me_fails = deleted_during && daemon_holds;
     cx.see(
         "mutual-exclusion",
-        if me_fails { Seen::Fails } else { Seen::Holds },
+        Seen::holds_if(!me_fails),
         daemon_holds,
         match (code, daemon_holds, deleted_during) {
             (_, true, true) => "the clean deleted while the daemon held the cache lock".to_string(),
@@ -662,11 +654,7 @@ fn daemon_then_clean(cx: &mut Cx, run_spec: ProcSpec, clean_spec: ProcSpec) -> R
     );
     cx.see(
         "clean-overlaps-child",
-        if deleted_during {
-            Seen::Holds
-        } else {
-            Seen::Fails
-        },
+        Seen::holds_if(deleted_during),
         true,
         if deleted_during {
             "the clean got the cache while the daemon ran"
@@ -737,11 +725,7 @@ fn no_cache(cx: &mut Cx, spec: ProcSpec) -> Result<(), String> {
             format!("vacuous (the run was killed); {leaked}"),
         );
     } else {
-        let seen = if left.is_empty() {
-            Seen::Holds
-        } else {
-            Seen::Fails
-        };
+        let seen = Seen::holds_if(left.is_empty());
         let note = if left.is_empty() {
             "no temporary cache remained".to_string()
         } else {
@@ -843,11 +827,7 @@ fn nested_clean(cx: &mut Cx, spec: ProcSpec) -> Result<(), String> {
     }
     cx.see(
         "clean-overlaps-child",
-        if exec == Some(0) {
-            Seen::Holds
-        } else {
-            Seen::Fails
-        },
+        Seen::holds_if(exec == Some(0)),
         true,
         if exec == Some(0) {
             "the nested clean got the cache while its parent's child ran"
@@ -858,7 +838,7 @@ fn nested_clean(cx: &mut Cx, spec: ProcSpec) -> Result<(), String> {
     let me_fails = exec == Some(0) && !run_locks.is_empty();
     cx.see(
         "mutual-exclusion",
-        if me_fails { Seen::Fails } else { Seen::Holds },
+        Seen::holds_if(!me_fails),
         exec == Some(0),
         match (exec == Some(0), run_locks.is_empty()) {
             (true, false) => "the nested clean deleted while its parent held the cache lock",
@@ -890,7 +870,7 @@ fn two_runs(cx: &mut Cx) -> Result<(), String> {
     let shared = both && !la.is_empty() && !lb.is_empty();
     cx.see(
         "runs-share-lock",
-        if shared { Seen::Holds } else { Seen::Fails },
+        Seen::holds_if(shared),
         // Only a runner that holds the lock while its child runs can show the witness
         // here; one that holds it only while it builds needs two builds to overlap.
         !la.is_empty(),
@@ -950,7 +930,7 @@ fn share(cx: &mut Cx, spec: ProcSpec) -> Result<(), String> {
     cx.log(format!("the other play ended: exits {ca} and {cb}"));
     cx.see(
         "runs-share-lock",
-        if shared { Seen::Holds } else { Seen::Fails },
+        Seen::holds_if(shared),
         true,
         if shared {
             "both runs held the shared lock at once (each held by the gate just after its grant)"
@@ -1013,7 +993,7 @@ fn overtaking(cx: &mut Cx) -> Result<(), String> {
         let overtook = b_ready && !clean_done_before_b;
         cx.see(
             "no-overtaking",
-            if overtook { Seen::Fails } else { Seen::Holds },
+            Seen::holds_if(!overtook),
             true,
             if overtook {
                 "a run started after the waiting clean got the shared lock first"
@@ -1174,7 +1154,7 @@ fn orphaned_lock(cx: &mut Cx) -> Result<(), String> {
     let me_fails = c2_during && holder;
     cx.see(
         "mutual-exclusion",
-        if me_fails { Seen::Fails } else { Seen::Holds },
+        Seen::holds_if(!me_fails),
         holder,
         if me_fails {
             "the second clean deleted while the run held a shared lock on the orphaned `.lock` inode"
@@ -1253,7 +1233,7 @@ fn orphan_holder(cx: &mut Cx, run_spec: ProcSpec, clean_spec: ProcSpec) -> Resul
     cx.log(format!("the other play ended: exits {a} then {b}"));
     cx.see(
         "mutual-exclusion",
-        if deletes { Seen::Fails } else { Seen::Holds },
+        Seen::holds_if(!deletes),
         true,
         if deletes {
             "the second clean deleted under its lock while the run held a shared lock on the orphaned `.lock` inode"
@@ -1348,7 +1328,7 @@ fn overtake(
         if real_force {
             cx.see(
                 "mutual-exclusion",
-                if waits { Seen::Holds } else { Seen::Fails },
+                Seen::holds_if(waits),
                 true,
                 format!("the forced clean {how} while a run held the shared lock"),
             );
@@ -1364,7 +1344,7 @@ fn overtake(
     cx.log(format!("the other play ended: exits {a} then {b}"));
     cx.see(
         "no-overtaking",
-        if overtook { Seen::Fails } else { Seen::Holds },
+        Seen::holds_if(!overtook),
         true,
         if overtook {
             "a run started after the clean (held at its lock call) got the shared lock first"
@@ -1401,7 +1381,7 @@ fn force_while_held(cx: &mut Cx, run_spec: ProcSpec, clean_spec: ProcSpec) -> Re
     cx.log(format!("the other play ended: exits {a} then {b}"));
     cx.see(
         "mutual-exclusion",
-        if deletes { Seen::Fails } else { Seen::Holds },
+        Seen::holds_if(!deletes),
         true,
         if deletes {
             "the forced clean deleted while a run held the shared lock"
