@@ -408,20 +408,32 @@ impl LockFile {
 }
 
 /// Creates a lock file atomically; the loser of a creation race opens the winner's file.
+/// The file is made under a temporary name beside `path` and renamed into place; a
+/// clean deletes whatever it finds at the top of a cache, that temporary file too, so
+/// one that vanished before its rename is made again (a clean ends: the number of
+/// tries is bounded only as a guard).
 fn create_lock_file(path: &Path) -> Result<File, Error> {
+    const TRIES: usize = 1000;
     let dir = path.parent().unwrap_or(Path::new("."));
-    let temp = tempfile::NamedTempFile::new_in(dir).ctx("create a lock file in", dir)?;
-    temp.as_file()
-        .set_permissions(std::fs::Permissions::from_mode(0o666))
-        .ctx("set the permissions of", temp.path())?;
-    match temp.persist_noclobber(path) {
-        Ok(file) => Ok(file),
-        Err(e) if e.error.kind() == io::ErrorKind::AlreadyExists => OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(path)
-            .ctx("open the lock file", path),
-        Err(e) => Err(Error::io("create the lock file", path, e.error)),
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        let temp = tempfile::NamedTempFile::new_in(dir).ctx("create a lock file in", dir)?;
+        temp.as_file()
+            .set_permissions(std::fs::Permissions::from_mode(0o666))
+            .ctx("set the permissions of", temp.path())?;
+        match temp.persist_noclobber(path) {
+            Ok(file) => return Ok(file),
+            Err(e) if e.error.kind() == io::ErrorKind::AlreadyExists => {
+                return OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .open(path)
+                    .ctx("open the lock file", path);
+            }
+            Err(e) if e.error.kind() == io::ErrorKind::NotFound && tries < TRIES => continue,
+            Err(e) => return Err(Error::io("create the lock file", path, e.error)),
+        }
     }
 }
 
@@ -430,6 +442,48 @@ mod tests {
     use super::*;
 
     extern "C" fn ignore(_: libc::c_int) {}
+
+    /// A clean deletes whatever it finds at the top of the cache, a creator's temporary
+    /// file too, between its creation and its rename into `.lock`: the creator makes
+    /// another (or opens the `.lock` someone else made), it does not fail.
+    #[test]
+    fn a_lock_file_is_created_while_its_temporary_files_are_deleted() -> Result<(), Error> {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let dir = tempfile::tempdir().map_err(|e| Error::io("tempdir", "/tmp", e))?;
+        let path = dir.path().join(".lock");
+        let stop = AtomicBool::new(false);
+        let removed = std::sync::atomic::AtomicUsize::new(0);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                while !stop.load(Ordering::Relaxed) {
+                    for e in std::fs::read_dir(dir.path()).into_iter().flatten().flatten() {
+                        if e.file_name().to_string_lossy().starts_with(".tmp")
+                            && std::fs::remove_file(e.path()).is_ok()
+                        {
+                            removed.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+            });
+            let mut result = Ok(());
+            // Until the race has been run often (or a bound, far above what it takes).
+            for _ in 0..100_000 {
+                if removed.load(Ordering::Relaxed) >= 20 {
+                    break;
+                }
+                let _ = std::fs::remove_file(&path);
+                if let Err(e) = create_lock_file(&path) {
+                    result = Err(e);
+                    break;
+                }
+            }
+            stop.store(true, Ordering::Relaxed);
+            result
+        })?;
+        // The race was run: temporary files were removed under the creator.
+        assert!(removed.load(Ordering::Relaxed) >= 20, "too few temporary files removed");
+        Ok(())
+    }
 
     #[test]
     fn a_blocking_wait_interrupted_by_a_signal_waits_on() -> Result<(), Error> {
