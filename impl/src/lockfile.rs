@@ -456,7 +456,11 @@ mod tests {
         std::thread::scope(|s| {
             s.spawn(|| {
                 while !stop.load(Ordering::Relaxed) {
-                    for e in std::fs::read_dir(dir.path()).into_iter().flatten().flatten() {
+                    for e in std::fs::read_dir(dir.path())
+                        .into_iter()
+                        .flatten()
+                        .flatten()
+                    {
                         if e.file_name().to_string_lossy().starts_with(".tmp")
                             && std::fs::remove_file(e.path()).is_ok()
                         {
@@ -481,7 +485,10 @@ mod tests {
             result
         })?;
         // The race was run: temporary files were removed under the creator.
-        assert!(removed.load(Ordering::Relaxed) >= 20, "too few temporary files removed");
+        assert!(
+            removed.load(Ordering::Relaxed) >= 20,
+            "too few temporary files removed"
+        );
         Ok(())
     }
 
