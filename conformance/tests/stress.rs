@@ -84,15 +84,12 @@ fn traced_stress(run_policy: &str, check: &str, seed: u64) -> (i32, String) {
     (i32::from(out.exit_code()), verdict)
 }
 
-/// Not in CI: on a loaded machine about 1 run in 30 is rejected, each time at a
-/// process's end (`tool-run#1 did exit; the model allows lock-env next`), which is not
-/// explained yet (a real early exit of the implementation, or a step the trace check
-/// does not see). Two other causes of false rejections were found and fixed in the
-/// check (a run reading `.cleans/` before an announcement the timeline shows first; a
-/// clean releasing `.lock` by closing it before `delete-trash`). Run it in a loop with
-/// `cargo test -p cachelock-conformance --test stress -- --ignored`.
+/// A traced `cl-stress` of the default policy: every interleaving it produced is one of
+/// the model's behaviours. Three causes of false rejections were found with it and fixed
+/// (a run reading `.cleans/` before an announcement the timeline shows first; a clean
+/// releasing `.lock` by closing it before `delete-trash`; a lock file whose temporary
+/// file a concurrent clean deleted before its rename, which failed the run).
 #[test]
-#[ignore = "about 1 in 30 runs rejected at a process's end under load: not explained yet"]
 fn a_traced_stress_run_of_the_default_policy_is_one_of_its_behaviours() {
     for seed in [1, 2] {
         let (code, verdict) = traced_stress("cachelock-fenced", "cachelock-fenced", seed);
