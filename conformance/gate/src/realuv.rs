@@ -61,6 +61,9 @@ pub const UV_VERSIONS: [(&str, Policy); 3] = [
     ("0.13.9", Policy::Uv013),
 ];
 
+/// The model's `sometimes` properties: "fails" means the situation never arose.
+pub const WITNESSES: [&str; 2] = ["clean-overlaps-child", "runs-share-lock"];
+
 /// Something that can play the scenarios: a uv release, or `cachelock` under one of its
 /// policies. The harness owns the choreography (signals, waits, kills,
 /// observations); a runner only says how each kind of process is started.
@@ -480,7 +483,7 @@ impl Observation {
     /// witness that showed up) and the later does, or is forced where the earlier was
     /// not.
     pub fn record(&mut self, property: &'static str, seen: Seen, forced: bool, note: String) {
-        let witness = scenarios::WITNESSES.contains(&property);
+        let witness = WITNESSES.contains(&property);
         let new = PropSeen {
             property,
             seen,
@@ -556,4 +559,20 @@ pub fn play_all<J: Sync, R: Send>(jobs: &[J], play: impl Fn(&J) -> R + Sync) -> 
     });
     done.sort_by_key(|(i, _)| *i);
     (done.into_iter().map(|(_, r)| r).collect(), workers)
+}
+
+#[cfg(test)]
+mod tests {
+    use cachelock_model::check::Kind3;
+    use cachelock_model::properties::ALL;
+
+    #[test]
+    fn the_witnesses_are_the_models_sometimes_properties() {
+        let sometimes: Vec<&str> = ALL
+            .iter()
+            .filter(|p| p.expectation() == Kind3::Sometimes)
+            .map(|p| p.name())
+            .collect();
+        assert_eq!(sometimes, super::WITNESSES);
+    }
 }

@@ -30,8 +30,7 @@ const READY: Duration = Duration::from_secs(180);
 /// once it may (a failure, not a verdict).
 const FINISH: Duration = Duration::from_secs(180);
 
-/// The model's `sometimes` properties: "fails" means the situation never arose.
-pub const WITNESSES: [&str; 2] = ["clean-overlaps-child", "runs-share-lock"];
+pub use super::WITNESSES;
 
 /// The scenarios of the suite, in table order.
 pub const SCENARIOS: [&str; 16] = [
