@@ -353,7 +353,7 @@ pub fn play_story(
     } else {
         (None, String::new())
     };
-    pl.finish();
+    pl.finish(divergence.is_none());
     Ok(StoryPlay {
         property: trace.property,
         lines,
@@ -810,7 +810,10 @@ impl Player<'_> {
                     a.daemon = None;
                     let what = match &report {
                         Some(r) if r.ok => "its environment intact".to_string(),
-                        Some(r) => format!("its environment LOST ({})", r.problem.trim()),
+                        Some(r) => format!(
+                            "its environment LOST ({})",
+                            r.problem.trim().trim_end_matches(';')
+                        ),
                         None => "no report".to_string(),
                     };
                     a.daemon_report = report;
@@ -873,7 +876,10 @@ impl Player<'_> {
                     let what = match &report {
                         _ if daemon => "exits (its daemon runs on)".to_string(),
                         Some(r) if r.ok => "checked its environment intact".to_string(),
-                        Some(r) => format!("checked its environment LOST ({})", r.problem.trim()),
+                        Some(r) => format!(
+                            "checked its environment LOST ({})",
+                            r.problem.trim().trim_end_matches(';')
+                        ),
                         None => "checked: no report".to_string(),
                     };
                     a.report = report;
@@ -1228,7 +1234,7 @@ impl Player<'_> {
                         lost.push(format!(
                             "{}'s child lost its environment ({})",
                             a.label,
-                            r.problem.trim()
+                            r.problem.trim().trim_end_matches(';')
                         ));
                     }
                     if let Some(r) = &a.daemon_report
@@ -1237,7 +1243,7 @@ impl Player<'_> {
                         lost.push(format!(
                             "{}'s daemon lost its environment ({})",
                             a.label,
-                            r.problem.trim()
+                            r.problem.trim().trim_end_matches(';')
                         ));
                     }
                 }
@@ -1473,13 +1479,27 @@ impl Player<'_> {
     }
 
     /// Lets every process go and waits until all have ended; each one's exit code. A
-    /// nested clean the story left waiting for a lock its own host holds would wait
-    /// forever: its tree is killed.
+    /// nested clean the story left waiting for a lock its own host holds, with no lock
+    /// timeout to end the wait, would wait forever: its tree is killed.
     fn run_out(&mut self) -> Result<Vec<(String, Kind, Option<i32>)>, String> {
         for h in 0..self.actors.len() {
+            // A child let go would start the nested clean the story never started.
+            if let Some(n) = self.actors[h].nested
+                && !self.actors[n].began
+                && self.actors[h].ended.is_none()
+                && let Some(g) = self.actors[h].g.as_mut()
+            {
+                let code = g.kill_tree()?;
+                self.actors[h].ended = Some(code);
+                self.log.push(format!(
+                    "{} killed with its tree: the story did not start {}",
+                    self.actors[h].label, self.actors[n].label
+                ));
+            }
             if let Some(n) = self.actors[h].nested
                 && self.alive(n)
                 && self.actors[n].blocked.is_some()
+                && !(self.model.procs[n].spec.timeout && self.runner.has_lock_timeout())
                 && self.actors[h].ended.is_none()
                 && let Some(g) = self.actors[h].g.as_mut()
             {
@@ -1523,8 +1543,13 @@ impl Player<'_> {
     }
 
     /// Lets everything end (and kills what does not).
-    fn finish(&mut self) {
-        let _ = self.run_out();
+    /// After a divergence (`!conformed`) nothing is let go: the processes are in a state
+    /// the story does not know, and may wait for each other for ever (a nested clean for
+    /// its own parent's lock); they are killed with their trees.
+    fn finish(&mut self, conformed: bool) {
+        if conformed {
+            let _ = self.run_out();
+        }
         for a in self.actors.iter_mut() {
             a.g = None;
         }
