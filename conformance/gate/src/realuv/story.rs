@@ -6,7 +6,8 @@
 //! a policy), started as the fidelity plays start them ([`Runner::argv`],
 //! [`Runner::env`], a [`Sandbox`] whose cache is the model's initial one: root,
 //! scaffold, `.lock`, entries to delete), each under a gate of its own
-//! ([`super::gated::Gated`]), at its first action of the story. Then, for each action:
+//! ([`super::gated::Gated`]; a nested clean under its run's, see below), at its first
+//! action of the story. Then, for each action:
 //! - a step: the process runs to its next gated stop that is a step it has not taken
 //!   yet (repeats of a step it took, such as a lock retried or the next removal of
 //!   `delete-entries`, are the same step and go on); the stop must be that step. A step
@@ -21,9 +22,29 @@
 //!   the run started, as in the trace check).
 //! - `killed`: SIGKILL to the process alone (its child lives on).
 //! - `child-exits`: the probe child is let go: it checks its environment, reports and
-//!   exits.
+//!   exits (its `exit_group`, held at the gate, is released).
 //! - `lock-timeout`: the process's own lock timeout ends its wait (runners that have
 //!   one).
+//!
+//! A nested clean (`run-nested-clean`) is an actor of its own that shares its run's gate
+//! (the gate traces the whole tree): the run's child, held at its signal since
+//! `spawn-child`, is let go at the clean's first step and runs the clean's command line
+//! (`CLPROBE_EXEC`). The clean's events are those of the descendant that exec'd that
+//! command line (read from the stopped process's arguments) and its threads; the run
+//! takes the rest. Whatever one actor pulls for the other goes into the other's held
+//! queue, held until its own actor's step. The run's `child-exits` lets the clean go to
+//! its end first (the model allows it only once the clean has finished).
+//!
+//! A daemon (`run-daemon`) is forked by the probe child, and signals in the child's place
+//! (`CLPROBE_DAEMON`); the child waits for that signal and then exits. So:
+//! `spawn-child` is the daemon's signal, held (the child runs, the daemon is forked and
+//! stopped at the gate); `child-starts-daemon` releases it (the signal's pid must not be
+//! the child's); `child-exits` releases the child's `exit_group`; `daemon-exits` lets the
+//! daemon go (the go file): it checks its environment, reports, and its `exit_group` is
+//! held at the gate (the gate reports the exit of a process that signalled). At the end
+//! of a story that leaves the daemon running, the run is let run to its exit when the
+//! model has it ended, then the daemon reports: that is how `live-env-intact` is seen for
+//! a daemon.
 //!
 //! The first stop that is not the story's step is the divergence:
 //! `step K: run#1 lock-shared: model <line>, real <what the gate saw>`. At the end of a
@@ -32,10 +53,13 @@
 //! `/proc/locks` when a deletion was released, the order of lock grants, exit codes,
 //! the cache and `TMPDIR` as they are left. Then every process is let go and ends.
 //!
-//! Not every story can be driven: a nested clean is started by a run's child (the
-//! harness cannot start it as a process of its own), a daemon is started by the child,
-//! a `lock-timeout` needs a binary that has one, `clean --force` a binary that has it.
-//! [`undrivable`] says why; the caller says so, it never skips silently.
+//! Not every story can be driven: a `lock-timeout` needs a binary that has one, `clean
+//! --force` a binary that has it (a stand-in is not the step), and one runner plays one
+//! release. [`undrivable`] says why; the caller says so, it never skips silently.
+//!
+//! After a divergence nothing is let go: the processes are in a state the story does not
+//! know (a nested clean may wait for its own parent's lock for ever), and are killed
+//! with their trees.
 
 use std::collections::VecDeque;
 use std::ffi::OsString;
