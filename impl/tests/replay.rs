@@ -123,6 +123,165 @@ fn uv_0_13_reproduces_its_counterexamples() {
     }
 }
 
+/// Replays a story set that must be driven step by step throughout (no story of it is
+/// left to the per-property plays) and checks the lines `want`.
+fn driven(policy: &str, scenario: &str, uv: Option<&Path>, stories: usize, want: &[&str]) {
+    let stdout = reproduced(policy, scenario, uv, stories);
+    assert!(!stdout.contains("not driven step by step"), "{stdout}");
+    for w in want {
+        assert!(
+            stdout.contains(w),
+            "`{w}` missing ({policy} on `{scenario}`):\n{stdout}"
+        );
+    }
+}
+
+/// The nested clean is a process of the story of its own: the run's child, held at its
+/// signal, is let go to start it, and its steps are told apart from its host's.
+const NESTED_STARTS: &str =
+    ". nested-clean#1: open-lock-file -> opens .lock (inode 0)\n      real: pid ";
+/// The daemon's start and end are the probe's: its signal, released, and its exit.
+const DAEMON_STARTS: &str = "renames its ready file into place: the daemon runs";
+
+#[test]
+fn uv_0_8_19_nested_clean_and_daemon_are_driven_step_by_step() {
+    let uv = uv("0.8.19");
+    // uv 0.8.19 releases `.lock` before its child runs: the nested clean is granted the
+    // cache and deletes its own parent's environment.
+    driven(
+        "uv-0.8.19",
+        "run-nested-clean",
+        Some(&uv),
+        1,
+        &[
+            NESTED_STARTS,
+            "9. nested-clean#1: lock-exclusive -> acquired exclusive on .lock inode 0",
+            "flock(LOCK_EX|LOCK_NB) cache/.lock: granted (returned 0)",
+            "real: live-env-intact fails: run-nested-clean#1's child lost its environment",
+        ],
+    );
+    driven(
+        "uv-0.8.19",
+        "run-daemon,clean",
+        Some(&uv),
+        3,
+        &[
+            DAEMON_STARTS,
+            "real: live-env-intact fails: run-daemon#1's daemon lost its environment (sys.prefix gone",
+            "15. run-daemon#1: daemon-exits -> the daemon exits",
+            "checked its environment LOST",
+            "real: clean-succeeds fails: clean#1's remove-root failed ENOTEMPTY",
+        ],
+    );
+}
+
+#[test]
+fn uv_0_8_20_nested_clean_and_daemon_are_driven_step_by_step() {
+    let uv = uv("0.8.20");
+    // uv 0.8.20 keeps `.lock` while its child runs: the nested clean waits for its own
+    // parent, asleep in the kernel's lock wait, and nothing can move.
+    driven(
+        "uv-0.8.20",
+        "run-nested-clean",
+        Some(&uv),
+        3,
+        &[
+            NESTED_STARTS,
+            "8. nested-clean#1: lock-exclusive -> busy: waits (.lock inode 0)",
+            "cache/.lock: blocked (asleep in the kernel's lock wait)",
+            "real: no-deadlock fails: every live process is blocked: run-nested-clean#1 waits for its child",
+            "real: clean-terminates fails: when nothing else could happen in the story, nested-clean#1 is asleep in a lock wait",
+        ],
+    );
+    driven(
+        "uv-0.8.20",
+        "run-daemon,clean",
+        Some(&uv),
+        2,
+        &[
+            DAEMON_STARTS,
+            "real: live-env-intact fails: run-daemon#1's daemon lost its environment",
+        ],
+    );
+}
+
+#[test]
+fn uv_0_13_nested_clean_and_daemon_are_driven_step_by_step() {
+    let uv = uv("0.13.9");
+    driven(
+        "uv-0.13",
+        "run-nested-clean+timeout",
+        Some(&uv),
+        1,
+        &[
+            NESTED_STARTS,
+            "cache/.lock: blocked (asleep in the kernel's lock wait)",
+            "real: clean-succeeds fails:",
+            "nested-clean#1",
+        ],
+    );
+    driven(
+        "uv-0.13",
+        "run-nested-clean",
+        Some(&uv),
+        3,
+        &["real: no-deadlock fails: every live process is blocked"],
+    );
+    driven(
+        "uv-0.13",
+        "run-daemon,clean",
+        Some(&uv),
+        2,
+        &[
+            DAEMON_STARTS,
+            "real: live-env-intact fails: run-daemon#1's daemon lost its environment",
+        ],
+    );
+}
+
+#[test]
+fn cachelock_drives_nested_cleans_and_daemons() {
+    driven("uv-0.8.19", "run-nested-clean", None, 1, &[NESTED_STARTS]);
+    driven("uv-0.8.20", "run-nested-clean", None, 3, &[NESTED_STARTS]);
+    driven("uv-0.13", "run-daemon,clean", None, 2, &[DAEMON_STARTS]);
+}
+
+#[test]
+fn nested_clean_and_daemon_stories_diverge_at_the_step_a_binary_does_not_take() {
+    // uv 0.13.9 keeps `.lock` while its child runs: the uv-0.8.19 stories, in which the
+    // run lets it go before its child (then the nested clean, or the daemon) starts,
+    // are caught at that step.
+    let new = uv("0.13.9");
+    for (scenario, run) in [
+        ("run-nested-clean", "run-nested-clean#1"),
+        ("run-daemon,clean", "run-daemon#1"),
+    ] {
+        let out = replay("uv-0.8.19", scenario, Some(&new));
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(1), "{stdout}");
+        let want = format!(
+            "divergence: step 6: {run} release-root-lock: model releases the lock on .lock, real pid"
+        );
+        assert!(stdout.contains(&want), "`{want}` missing:\n{stdout}");
+        assert!(stdout.contains("still holds its lock on .lock"), "{stdout}");
+    }
+    // uv 0.8.19 lets `.lock` go before its child runs: the uv-0.8.20 story, in which the
+    // nested clean waits for its parent's lock, is caught where 0.8.19 unlocks.
+    let out = replay("uv-0.8.20", "run-nested-clean", Some(&uv("0.8.19")));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains(
+            "divergence: step 6: run-nested-clean#1 spawn-child: model the child runs, real pid"
+        ),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("flock(LOCK_UN) cache/.lock (release-root-lock)"),
+        "{stdout}"
+    );
+}
+
 #[test]
 fn cachelock_reproduces_its_policies() {
     for (policy, sc, stories) in [

@@ -214,6 +214,8 @@ struct ProcInfo {
     hold: Hold,
     parent: Option<i32>,
     took_step: bool,
+    /// It renamed a signal file into place (a probe's daemon, which takes no step).
+    signalled: bool,
     /// It locked the cache's `.lock` shared: a user of the cache, not a cleaner.
     locked_shared: bool,
     /// Its arguments as of its last exec (a forked process that has not exec'd yet has
@@ -365,6 +367,7 @@ impl Gate {
                 hold,
                 parent: None,
                 took_step: false,
+                signalled: false,
                 locked_shared: false,
                 argv: process::argv(pid as u32).unwrap_or_default(),
                 started: self.timeline.len(),
@@ -818,6 +821,7 @@ impl Gate {
                     hold,
                     parent,
                     took_step: false,
+                    signalled: false,
                     locked_shared: false,
                     argv,
                     started: self.timeline.len(),
@@ -942,12 +946,20 @@ impl Gate {
                 pid,
             },
         );
-        // A process's exit is reported once it took a step (a spawned child included).
-        let exit = matches!(syscall, Syscall::ExitGroup { .. }) && took_step;
         let signal = syscall == Syscall::Rename
             && path
                 .as_deref()
                 .is_some_and(|p| self.signals.iter().any(|s| s == p));
+        let signalled = match self.procs.get_mut(&pid) {
+            Some(p) => {
+                p.signalled |= signal;
+                p.signalled
+            }
+            None => false,
+        };
+        // A process's exit is reported once it took a step (a spawned child included)
+        // or signalled (a daemon the child forked).
+        let exit = matches!(syscall, Syscall::ExitGroup { .. }) && (took_step || signalled);
         if step.is_none() && !exit && !signal {
             self.resume(tid, None);
             return;

@@ -39,11 +39,16 @@ Scenarios it can play (the fidelity suite's, model syntax): run,clean run-script
 tool-run,clean run,prune tool-run,prune run-script,clean-force run-no-cache \
 run-no-cache+crash run-server,clean+timeout run-daemon,clean run-nested-clean \
 run-nested-clean+timeout run,run run+crash,clean run,clean,run clean,run,clean.
+A nested clean (run-nested-clean) is a process of the story of its own, under its run's \
+gate: the run's child, held at its signal, is let go at the clean's first step and starts \
+it, and the events of the process that exec'd the clean's command line (and its threads) \
+are the clean's, the rest the run's. A daemon (run-daemon) is forked by the child, which \
+signals in its place: child-starts-daemon releases that signal, child-exits the child's \
+exit, daemon-exits lets the daemon check its environment and report, its exit seen at the \
+gate.
 Stories it does not drive step by step (it says so, and takes that verdict from the \
-per-property plays): those of run-nested-clean (the nested clean is started by the run's \
-child, not by the harness), those in which the child starts a daemon (run-daemon), those \
-with a lock timeout on a binary that has none (uv 0.8.x), and clean-force on uv 0.8.19 \
-(it has no --force).
+per-property plays): those with a lock timeout on a binary that has none (uv 0.8.x), and \
+clean-force on uv 0.8.19 (it has no --force).
 Needs: Linux with ptrace allowed, a Python 3 (`python3`, or CACHELOCK_PYTHON) for the probe \
 child, no network (the probe is a local wheel, uv runs offline).
 Exit codes: 0 when every verdict of the model was reproduced (every counterexample conformed \

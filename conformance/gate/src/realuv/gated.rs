@@ -61,6 +61,8 @@ enum Cmd {
     WaitReturn(EventId, Duration),
     /// Stop holding the whole tree (held events released), without waiting.
     Unhold,
+    /// How a process of the tree ended, if it has.
+    ExitOf(i32),
 }
 
 enum Reply {
@@ -250,6 +252,10 @@ impl Gated {
                         tracer.code()
                     }),
                     Cmd::Next => Reply::Next(tracer.next()),
+                    Cmd::ExitOf(pid) => Reply::Status({
+                        let _ = tracer.gate.take_in();
+                        tracer.code_of(pid)
+                    }),
                     Cmd::Unhold => Reply::Settled({
                         tracer.held = None;
                         let pid = tracer.pid;
@@ -438,6 +444,23 @@ impl Gated {
         }
     }
 
+    /// How process `pid` of its tree (a process it started) ended, if the gate has seen
+    /// it end: its exit code as a shell reports it (signal n: 128+n).
+    pub fn exit_of(&mut self, pid: i32) -> Option<i32> {
+        match self.ask(Cmd::ExitOf(pid)) {
+            Ok(Reply::Status(c)) => c,
+            _ => None,
+        }
+    }
+
+    /// SIGKILL to its whole process group (it and all it started), and waits until its
+    /// own exit is seen: for a tree the story left waiting for a lock nobody will let go.
+    pub fn kill_tree(&mut self) -> Result<i32, String> {
+        // SAFETY: kill(2) on the process group this harness started; no memory.
+        unsafe { libc::kill(-(self.pid as i32), libc::SIGKILL) };
+        self.wait_exit()
+    }
+
     /// SIGKILL to this process only (what it started lives on, as after a crash), and
     /// waits until its exit is seen; its exit code as a shell reports it (137).
     pub fn kill_self(&mut self) -> Result<i32, String> {
@@ -471,7 +494,11 @@ struct Tracer {
 
 impl Tracer {
     fn code(&self) -> Option<i32> {
-        self.gate.exit_of(self.pid).map(|e| match e {
+        self.code_of(self.pid)
+    }
+
+    fn code_of(&self, pid: i32) -> Option<i32> {
+        self.gate.exit_of(pid).map(|e| match e {
             Exit::Code(c) => c,
             Exit::Signal(s) => 128 + s,
         })

@@ -6,7 +6,8 @@
 //! a policy), started as the fidelity plays start them ([`Runner::argv`],
 //! [`Runner::env`], a [`Sandbox`] whose cache is the model's initial one: root,
 //! scaffold, `.lock`, entries to delete), each under a gate of its own
-//! ([`super::gated::Gated`]), at its first action of the story. Then, for each action:
+//! ([`super::gated::Gated`]; a nested clean under its run's, see below), at its first
+//! action of the story. Then, for each action:
 //! - a step: the process runs to its next gated stop that is a step it has not taken
 //!   yet (repeats of a step it took, such as a lock retried or the next removal of
 //!   `delete-entries`, are the same step and go on); the stop must be that step. A step
@@ -21,9 +22,29 @@
 //!   the run started, as in the trace check).
 //! - `killed`: SIGKILL to the process alone (its child lives on).
 //! - `child-exits`: the probe child is let go: it checks its environment, reports and
-//!   exits.
+//!   exits (its `exit_group`, held at the gate, is released).
 //! - `lock-timeout`: the process's own lock timeout ends its wait (runners that have
 //!   one).
+//!
+//! A nested clean (`run-nested-clean`) is an actor of its own that shares its run's gate
+//! (the gate traces the whole tree): the run's child, held at its signal since
+//! `spawn-child`, is let go at the clean's first step and runs the clean's command line
+//! (`CLPROBE_EXEC`). The clean's events are those of the descendant that exec'd that
+//! command line (read from the stopped process's arguments) and its threads; the run
+//! takes the rest. Whatever one actor pulls for the other goes into the other's held
+//! queue, held until its own actor's step. The run's `child-exits` lets the clean go to
+//! its end first (the model allows it only once the clean has finished).
+//!
+//! A daemon (`run-daemon`) is forked by the probe child, and signals in the child's place
+//! (`CLPROBE_DAEMON`); the child waits for that signal and then exits. So:
+//! `spawn-child` is the daemon's signal, held (the child runs, the daemon is forked and
+//! stopped at the gate); `child-starts-daemon` releases it (the signal's pid must not be
+//! the child's); `child-exits` releases the child's `exit_group`; `daemon-exits` lets the
+//! daemon go (the go file): it checks its environment, reports, and its `exit_group` is
+//! held at the gate (the gate reports the exit of a process that signalled). At the end
+//! of a story that leaves the daemon running, the run is let run to its exit when the
+//! model has it ended, then the daemon reports: that is how `live-env-intact` is seen for
+//! a daemon.
 //!
 //! The first stop that is not the story's step is the divergence:
 //! `step K: run#1 lock-shared: model <line>, real <what the gate saw>`. At the end of a
@@ -32,10 +53,13 @@
 //! `/proc/locks` when a deletion was released, the order of lock grants, exit codes,
 //! the cache and `TMPDIR` as they are left. Then every process is let go and ends.
 //!
-//! Not every story can be driven: a nested clean is started by a run's child (the
-//! harness cannot start it as a process of its own), a daemon is started by the child,
-//! a `lock-timeout` needs a binary that has one, `clean --force` a binary that has it.
-//! [`undrivable`] says why; the caller says so, it never skips silently.
+//! Not every story can be driven: a `lock-timeout` needs a binary that has one, `clean
+//! --force` a binary that has it (a stand-in is not the step), and one runner plays one
+//! release. [`undrivable`] says why; the caller says so, it never skips silently.
+//!
+//! After a divergence nothing is let go: the processes are in a state the story does not
+//! know (a nested clean may wait for its own parent's lock for ever), and are killed
+//! with their trees.
 
 use std::collections::VecDeque;
 use std::ffi::OsString;
@@ -101,17 +125,6 @@ impl StoryPlay {
 
 /// Why `trace` cannot be driven on `runner`, if it cannot.
 pub fn undrivable(runner: &dyn Runner, scenario: &Scenario, trace: &Trace) -> Option<String> {
-    if scenario
-        .procs
-        .iter()
-        .any(|p| p.kind == Kind::RunNestedClean)
-    {
-        return Some(
-            "its nested clean is started by the run's child, not by the harness: the gate \
-             sees its steps but cannot start or stop it as a process of its own"
-                .into(),
-        );
-    }
     if scenario.procs.iter().any(|p| p.policy.is_some()) {
         return Some("a process of another release (`@policy`): one runner plays them all".into());
     }
@@ -121,17 +134,10 @@ pub fn undrivable(runner: &dyn Runner, scenario: &Scenario, trace: &Trace) -> Op
         }
     }
     for (_, action) in &trace.path {
-        match action {
-            Some(Action::Event(_, ModelEvent::ChildStartsDaemon | ModelEvent::DaemonExits)) => {
-                return Some(
-                    "the daemon is started by the child: the harness does not drive it on its own"
-                        .into(),
-                );
-            }
-            Some(Action::Event(_, ModelEvent::LockTimeout)) if !runner.has_lock_timeout() => {
-                return Some("a lock wait times out: this binary has no lock timeout".into());
-            }
-            _ => {}
+        if let Some(Action::Event(_, ModelEvent::LockTimeout)) = action
+            && !runner.has_lock_timeout()
+        {
+            return Some("a lock wait times out: this binary has no lock timeout".into());
         }
     }
     None
@@ -142,27 +148,58 @@ pub fn undrivable(runner: &dyn Runner, scenario: &Scenario, trace: &Trace) -> Op
 enum Got {
     /// A step the process has not taken yet, held.
     Step(Event),
-    /// The probe child's signal that it runs (the rename of its ready file), held.
+    /// The probe's signal that the child runs (the rename of its ready file: by the
+    /// child, or by the daemon it forked), held.
     Signal(Event),
     /// The process's own `exit_group`, held.
     Exit(Event),
     /// The child's `exit_group`, held.
     ChildExit(Event),
+    /// The daemon's `exit_group`, held.
+    DaemonExit(Event),
     /// A released `flock` of the process (a step it had taken: a retry) sleeps in the
     /// kernel's lock wait.
     Blocked(Event),
     /// The whole tree ended; the process's exit code.
     Ended(Option<i32>),
     /// A process it started has just exec'd (held before its first instruction): a
-    /// helper, or the child. Only [`Actor::park`] stops here.
+    /// helper, or the child. Only [`Player::park`] stops here.
     Spawn(Event),
+}
+
+impl Got {
+    /// The event it holds at the gate, if one is held (a blocked call was released).
+    fn held(&self) -> Option<&Event> {
+        match self {
+            Got::Step(e)
+            | Got::Signal(e)
+            | Got::Exit(e)
+            | Got::ChildExit(e)
+            | Got::DaemonExit(e)
+            | Got::Spawn(e) => Some(e),
+            Got::Blocked(_) | Got::Ended(_) => None,
+        }
+    }
 }
 
 /// A model process and its real counterpart.
 struct Actor {
     label: String,
     kind: Kind,
+    /// Its gate: a process the harness starts has its own; a nested clean has none, it
+    /// is under its host's (the run whose child started it).
     g: Option<Gated>,
+    /// A nested clean: the run whose child starts it (the model's `host`).
+    host: Option<usize>,
+    /// A run whose child runs a nested clean: that clean.
+    nested: Option<usize>,
+    /// A nested clean: its pid, once its first stop was seen (the descendant of the host
+    /// that exec'd the clean's command line).
+    own_pid: Option<i32>,
+    /// A nested clean: its host's child was let go to start it.
+    began: bool,
+    /// A nested clean the story is done with: whatever it does is let go.
+    retired: bool,
     /// Held things pulled and not used yet (they stay held).
     back: VecDeque<Got>,
     taken: Vec<Step>,
@@ -173,6 +210,10 @@ struct Actor {
     /// The last process the run started (the child, once it signalled).
     child: Option<i32>,
     child_confirmed: bool,
+    /// The child's `exit_group` was released.
+    child_gone: bool,
+    /// The daemon the child forked (it signalled in the child's place), while it runs.
+    daemon: Option<i32>,
     /// Inodes of `.lock` it was granted a lock on.
     locked: Vec<u64>,
     /// Its order among the processes started.
@@ -181,6 +222,8 @@ struct Actor {
     got_cache: bool,
     ended: Option<i32>,
     report: Option<Report>,
+    /// The daemon's report of its environment, once it exited.
+    daemon_report: Option<Report>,
     /// The environment its child reported (`sys.prefix` or `$CACHELOCK_ENV`).
     child_env: Option<std::path::PathBuf>,
 }
@@ -193,77 +236,15 @@ impl Actor {
     }
 
     fn pid(&self) -> i32 {
-        self.g.as_ref().map_or(0, |g| g.pid as i32)
+        self.g
+            .as_ref()
+            .map_or(self.own_pid.unwrap_or(0), |g| g.pid as i32)
     }
 
-    /// The next held thing of the tree (what was put back first); a held exec of a
-    /// process it started goes on.
-    fn pull(&mut self) -> Result<Got, String> {
-        loop {
-            let got = match self.back.pop_front() {
-                Some(g) => g,
-                None => self.pull_fresh(false)?,
-            };
-            match got {
-                Got::Spawn(e) => {
-                    self.g()?.let_event(e.id)?;
-                }
-                other => return Ok(other),
-            }
-        }
-    }
-
-    /// The next held thing from the gate, letting go whatever is nothing to the story
-    /// (helpers, the child's other stops, repeats of steps taken).
-    fn pull_fresh(&mut self, stop_at_spawn: bool) -> Result<Got, String> {
-        let pid = self.pid();
-        loop {
-            let ready = self.g()?.ready.clone();
-            let Some(e) = self.g()?.next_event()? else {
-                let code = self.g()?.status();
-                self.ended = code;
-                return Ok(Got::Ended(code));
-            };
-            if e.step.is_none() && e.syscall == Syscall::Rename && e.path.as_deref() == Some(&ready)
-            {
-                self.child_confirmed = true;
-                return Ok(Got::Signal(e));
-            }
-            if e.pid == pid {
-                if matches!(e.syscall, Syscall::ExitGroup { .. }) {
-                    return Ok(Got::Exit(e));
-                }
-                if let Some(s) = e.step
-                    && !self.taken.contains(&s)
-                {
-                    return Ok(Got::Step(e));
-                }
-            }
-            if self.child_confirmed
-                && Some(e.pid) == self.child
-                && matches!(e.syscall, Syscall::ExitGroup { .. })
-            {
-                return Ok(Got::ChildExit(e));
-            }
-            if e.step == Some(Step::SpawnChild) && e.parent == Some(pid) && !self.child_confirmed {
-                self.child = Some(e.pid);
-                if stop_at_spawn {
-                    return Ok(Got::Spawn(e));
-                }
-            }
-            let settled = self.g()?.let_event(e.id)?;
-            if e.pid == pid
-                && let Some(Step::LockShared | Step::LockExclusive) = e.step
-            {
-                match settled {
-                    Settled::Blocked => return Ok(Got::Blocked(e)),
-                    Settled::Returned(0) => self.locked.extend(e.inode),
-                    _ => {}
-                }
-            } else if settled == Settled::Blocked {
-                return Ok(Got::Blocked(e));
-            }
-        }
+    /// Started: under a gate of its own, or (a nested clean) let start by its host's
+    /// child.
+    fn started(&self) -> bool {
+        self.g.is_some() || self.began
     }
 }
 
@@ -280,6 +261,10 @@ struct Player<'a> {
     overtook: Vec<String>,
     /// A clean's `remove-root` that failed, a run that exited before its child ran.
     failures: Vec<String>,
+    /// The command line a run's child runs as its nested clean (`CLPROBE_EXEC`).
+    nested_argv: Vec<String>,
+    /// The model's state at the end of the story.
+    end: Option<State>,
     log: Vec<String>,
 }
 
@@ -307,25 +292,40 @@ pub fn play_story(
             label: info.label.clone(),
             kind: info.kind,
             g: None,
+            host: info.host,
+            nested: info.nested,
+            own_pid: None,
+            began: false,
+            retired: false,
             back: VecDeque::new(),
             taken: Vec::new(),
             blocked: None,
             signal: None,
             child: None,
             child_confirmed: false,
+            child_gone: false,
+            daemon: None,
             locked: Vec::new(),
             order: usize::MAX,
             got_cache: false,
             ended: None,
             report: None,
+            daemon_report: None,
             child_env: None,
         })
+        .collect();
+    let nested_argv = runner
+        .argv(Kind::Clean, &sb)
+        .iter()
+        .map(|a| a.to_string_lossy().into_owned())
         .collect();
     let mut pl = Player {
         runner,
         model,
         sb,
         actors,
+        nested_argv,
+        end: None,
         started: 0,
         deleted_beside: Vec::new(),
         overtook: Vec::new(),
@@ -343,6 +343,7 @@ pub fn play_story(
     for (i, before, action, after) in actions {
         let model_line = trace.story.get(i).cloned().unwrap_or_default();
         let k = i + 1;
+        pl.end = Some(after.clone());
         match pl.act(action, before, after) {
             Ok(real) => lines.push(StoryLine {
                 model: model_line,
@@ -376,7 +377,7 @@ pub fn play_story(
     } else {
         (None, String::new())
     };
-    pl.finish();
+    pl.finish(divergence.is_none());
     Ok(StoryPlay {
         property: trace.property,
         lines,
@@ -433,20 +434,205 @@ impl Player<'_> {
                 e.step.map_or("no step", Step::name)
             ),
             Got::Signal(e) => format!("pid {} runs its child (its ready signal)", e.pid),
-            Got::Exit(e) | Got::ChildExit(e) => self.describe(e),
+            Got::Exit(e) | Got::ChildExit(e) | Got::DaemonExit(e) => self.describe(e),
             Got::Blocked(e) => format!("{}: asleep in the lock wait", self.describe(e)),
             Got::Spawn(e) => format!("pid {} execve {}", e.pid, self.rel(e.path.as_deref())),
             Got::Ended(code) => format!("ended (exit {code:?})"),
         }
     }
 
-    fn start(&mut self, p: usize) -> Result<(), String> {
-        if self.actors[p].g.is_some() {
+    /// The actor whose gate `p`'s process is under: its own, or its host's.
+    fn host_of(&self, p: usize) -> usize {
+        self.actors[p].host.unwrap_or(p)
+    }
+
+    /// The gate `p`'s process is under.
+    fn gate(&mut self, p: usize) -> Result<&mut Gated, String> {
+        let h = self.host_of(p);
+        self.actors[h].g()
+    }
+
+    /// Which actor of the gate of `h` an event is for: the nested clean for the events
+    /// of its process (the descendant that exec'd the clean's command line, and its
+    /// threads), the host for the rest.
+    fn owner(&mut self, h: usize, e: &Event) -> usize {
+        let Some(n) = self.actors[h].nested else {
+            return h;
+        };
+        if !self.actors[n].began {
+            return h;
+        }
+        match self.actors[n].own_pid {
+            Some(pid) if pid == e.pid => n,
+            Some(_) => h,
+            None => {
+                let host = &self.actors[h];
+                if e.pid == host.pid() || Some(e.pid) == host.child {
+                    return h;
+                }
+                // Stopped at this event: its command line is the one it exec'd.
+                if process::argv(e.pid as u32).as_deref() == Some(self.nested_argv.as_slice()) {
+                    self.actors[n].own_pid = Some(e.pid);
+                    self.log.push(format!(
+                        "{}: pid {} runs the nested clean ({})",
+                        self.actors[n].label,
+                        e.pid,
+                        self.nested_argv.join(" ")
+                    ));
+                    n
+                } else {
+                    h
+                }
+            }
+        }
+    }
+
+    /// What a held event is to actor `o` (its owner): a held thing for it, or nothing
+    /// to the story (then it is let go here, and a lock call of it that blocks is a held
+    /// thing after all: [`Got::Blocked`]).
+    fn sort(&mut self, o: usize, e: Event, stop_at_spawn: bool) -> Result<Option<Got>, String> {
+        let h = self.host_of(o);
+        let ready = self.actors[h].g()?.ready.clone();
+        let a = &mut self.actors[o];
+        let pid = a.pid();
+        if a.retired {
+            self.gate(o)?.let_event(e.id)?;
+            return Ok(None);
+        }
+        if e.step.is_none() && e.syscall == Syscall::Rename && e.path.as_deref() == Some(&ready) {
+            a.child_confirmed = true;
+            return Ok(Some(Got::Signal(e)));
+        }
+        if e.pid == pid {
+            if matches!(e.syscall, Syscall::ExitGroup { .. }) {
+                return Ok(Some(Got::Exit(e)));
+            }
+            // A nested clean's exec is no step of its own.
+            if let Some(s) = e.step
+                && !a.taken.contains(&s)
+                && !(a.host.is_some() && s == Step::SpawnChild)
+            {
+                return Ok(Some(Got::Step(e)));
+            }
+        }
+        let exits = matches!(e.syscall, Syscall::ExitGroup { .. });
+        if a.child_confirmed && Some(e.pid) == a.child && exits {
+            return Ok(Some(Got::ChildExit(e)));
+        }
+        if a.daemon == Some(e.pid) && exits {
+            return Ok(Some(Got::DaemonExit(e)));
+        }
+        if a.host.is_none()
+            && e.step == Some(Step::SpawnChild)
+            && e.parent == Some(pid)
+            && !a.child_confirmed
+        {
+            a.child = Some(e.pid);
+            if stop_at_spawn {
+                return Ok(Some(Got::Spawn(e)));
+            }
+        }
+        let settled = self.gate(o)?.let_event(e.id)?;
+        let a = &mut self.actors[o];
+        if e.pid == pid
+            && let Some(Step::LockShared | Step::LockExclusive) = e.step
+        {
+            match settled {
+                Settled::Blocked => return Ok(Some(Got::Blocked(e))),
+                Settled::Returned(0) => a.locked.extend(e.inode),
+                _ => {}
+            }
+        } else if settled == Settled::Blocked {
+            return Ok(Some(Got::Blocked(e)));
+        }
+        Ok(None)
+    }
+
+    /// The next held thing of `p` from its gate, letting go whatever is nothing to the
+    /// story (helpers, the child's other stops, repeats of steps taken). What is for the
+    /// other actor of a shared gate goes into its held queue, held.
+    fn pull_fresh(&mut self, p: usize, stop_at_spawn: bool) -> Result<Got, String> {
+        let h = self.host_of(p);
+        loop {
+            let Some(e) = self.actors[h].g()?.next_event()? else {
+                let code = self.actors[h].g()?.status();
+                self.actors[h].ended = code;
+                if let Some(n) = self.actors[h].nested
+                    && let Some(pid) = self.actors[n].own_pid
+                {
+                    let c = self.actors[h].g()?.exit_of(pid);
+                    self.actors[n].ended = self.actors[n].ended.or(c);
+                }
+                return Ok(Got::Ended(self.actors[p].ended));
+            };
+            let o = self.owner(h, &e);
+            match self.sort(o, e, stop_at_spawn && o == p)? {
+                Some(got) if o == p => return Ok(got),
+                Some(got) => self.actors[o].back.push_back(got),
+                None => {}
+            }
+        }
+    }
+
+    /// The next held thing of `p` (what was put back first); a held exec of a process it
+    /// started goes on.
+    fn pull(&mut self, p: usize) -> Result<Got, String> {
+        loop {
+            let got = match self.actors[p].back.pop_front() {
+                Some(g) => g,
+                None => self.pull_fresh(p, false)?,
+            };
+            match got {
+                Got::Spawn(e) => {
+                    self.gate(p)?.let_event(e.id)?;
+                }
+                other => return Ok(other),
+            }
+        }
+    }
+
+    /// The story is done with nested clean `n`: what it holds goes, and so does whatever
+    /// it does from now on.
+    fn retire(&mut self, n: usize) -> Result<(), String> {
+        if self.actors[n].retired || !self.actors[n].began {
             return Ok(());
+        }
+        self.actors[n].retired = true;
+        self.actors[n].blocked = None;
+        let held: Vec<Got> = self.actors[n].back.drain(..).collect();
+        for got in held {
+            if let Some(e) = got.held() {
+                if let Syscall::ExitGroup { code } = e.syscall {
+                    self.actors[n].ended = Some(code);
+                }
+                self.gate(n)?.let_event(e.id)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn start(&mut self, p: usize) -> Result<(), String> {
+        if self.actors[p].started() {
+            return Ok(());
+        }
+        if let Some(h) = self.actors[p].host {
+            return self.start_nested(p, h);
         }
         let spec = self.model.procs[p].spec;
         let argv = self.runner.argv(spec.kind, &self.sb);
-        let env: Vec<(OsString, OsString)> = self.runner.env(&self.sb, spec.timeout);
+        let mut env: Vec<(OsString, OsString)> = self.runner.env(&self.sb, spec.timeout);
+        match spec.kind {
+            // The child runs the nested clean once it is let go (and the clean inherits
+            // the run's environment, its lock timeout too).
+            Kind::RunNestedClean => {
+                let json = serde_json::to_string(&self.nested_argv).map_err(|e| e.to_string())?;
+                env.push(("CLPROBE_EXEC".into(), json.into()));
+            }
+            // The child forks a daemon, which signals in its place; the child exits once
+            // the signal is released.
+            Kind::RunDaemon => env.push(("CLPROBE_DAEMON".into(), "1".into())),
+            _ => {}
+        }
         let name = self.actors[p].label.clone();
         let g = Gated::spawn(&name, &self.sb.root, &argv, &env, &self.sb.cache, LIMIT)?;
         self.log
@@ -457,17 +643,49 @@ impl Player<'_> {
         Ok(())
     }
 
+    /// A nested clean starts: its host's child, held at its signal, is let go, and runs
+    /// the clean (whose steps its host's gate then holds).
+    fn start_nested(&mut self, p: usize, h: usize) -> Result<(), String> {
+        let host = &mut self.actors[h];
+        let Some(sig) = host.signal.take() else {
+            return Err(format!("{}'s child does not run", host.label));
+        };
+        host.child_env = host
+            .g
+            .as_ref()
+            .and_then(|g| fs::read_to_string(&g.ready).ok())
+            .and_then(|t| t.lines().nth(1).map(std::path::PathBuf::from));
+        let g = host.g()?;
+        g.let_event(sig.id)?;
+        g.let_child_go();
+        let child = host.child.map_or("?".to_string(), |c| c.to_string());
+        self.log.push(format!(
+            "start {} (the child pid {child} of {} is let go: it runs the clean)",
+            self.actors[p].label, self.actors[h].label
+        ));
+        let a = &mut self.actors[p];
+        a.began = true;
+        a.order = self.started;
+        self.started += 1;
+        Ok(())
+    }
+
     /// `.lock` locks held now by the processes of every actor but `p` (their process
     /// groups: a child that inherited the descriptor too).
     fn root_holders_besides(&self, p: usize) -> Vec<String> {
         let mut inodes: Vec<u64> = self.actors.iter().flat_map(|a| a.locked.clone()).collect();
         inodes.extend(sys::inode(&self.sb.lock_file()));
         let mut out = Vec::new();
+        let me = self.actors[p].pid() as u32;
         for (q, a) in self.actors.iter().enumerate() {
             if q == p || a.g.is_none() {
                 continue;
             }
-            for m in process::group_members(a.pid() as u32) {
+            // A nested clean is in its host's group: its own locks are not its host's.
+            for m in process::group_members(a.pid() as u32)
+                .into_iter()
+                .filter(|m| *m != me)
+            {
                 for l in locks::held_by(m) {
                     if !l.waiting && inodes.contains(&l.inode) {
                         out.push(format!(
@@ -528,20 +746,21 @@ impl Player<'_> {
             }
             ModelEvent::ChildExits => self.child_exits(p),
             ModelEvent::LockTimeout => {
-                let a = &mut self.actors[p];
-                if a.blocked.is_none() {
+                if self.actors[p].blocked.is_none() {
                     return Err(d("it was not seen waiting for a lock".into()));
                 }
                 loop {
-                    match a.pull().map_err(d)? {
+                    match self.pull(p).map_err(d)? {
                         Got::Exit(e) => {
                             let code = match e.syscall {
                                 Syscall::ExitGroup { code } => code,
                                 _ => -1,
                             };
-                            a.g().map_err(d)?.let_event(e.id).map_err(d)?;
+                            self.gate(p).map_err(d)?.let_event(e.id).map_err(d)?;
+                            let a = &mut self.actors[p];
                             a.blocked = None;
                             return if code == 2 {
+                                a.ended = Some(code);
                                 Ok(format!(
                                     "pid {}: its lock wait timed out: exit_group(2)",
                                     e.pid
@@ -561,46 +780,140 @@ impl Player<'_> {
                     }
                 }
             }
-            ModelEvent::ChildStartsDaemon | ModelEvent::DaemonExits => {
-                Err(d("the harness does not drive daemons".into()))
-            }
+            ModelEvent::ChildStartsDaemon => self.daemon_starts(p),
+            ModelEvent::DaemonExits => self.daemon_exits(p),
         }
     }
 
-    /// Lets the probe child check its environment, report and exit.
-    fn child_exits(&mut self, p: usize) -> Result<String, Diverged> {
+    /// `child-starts-daemon`: the child forked its daemon before it signalled, and the
+    /// daemon signalled in its place (the ready file names the daemon), held there since
+    /// `spawn-child`; the signal is let go now: the daemon runs on its own, and the child,
+    /// which waited for that signal, goes on to its exit (held at the gate).
+    fn daemon_starts(&mut self, p: usize) -> Result<String, Diverged> {
         let d = |e: String| Diverged(e);
         let a = &mut self.actors[p];
         let Some(sig) = a.signal.take() else {
             return Err(d("no child of it runs".into()));
         };
+        let child = a.child.unwrap_or(0);
+        if sig.pid == child {
+            a.signal = Some(sig);
+            return Err(d(format!(
+                "the child pid {child} signalled itself: it started no daemon"
+            )));
+        }
         a.child_env =
             a.g.as_ref()
                 .and_then(|g| fs::read_to_string(&g.ready).ok())
                 .and_then(|t| t.lines().nth(1).map(std::path::PathBuf::from));
         a.g().map_err(d)?.let_event(sig.id).map_err(d)?;
-        a.g().map_err(d)?.let_child_go();
+        a.daemon = Some(sig.pid);
+        Ok(format!(
+            "pid {} (forked by the child pid {child}) renames its ready file into place: the daemon runs",
+            sig.pid
+        ))
+    }
+
+    /// `daemon-exits`: the daemon is let go (the go file): it checks its environment,
+    /// reports, and its `exit_group` is seen at the gate.
+    fn daemon_exits(&mut self, p: usize) -> Result<String, Diverged> {
+        let d = |e: String| Diverged(e);
+        let Some(daemon) = self.actors[p].daemon else {
+            return Err(d("no daemon of it runs".into()));
+        };
+        self.actors[p].g().map_err(d)?.let_child_go();
         loop {
-            match a.pull_fresh(false).map_err(d)? {
-                Got::ChildExit(e) => {
+            match self.pull_fresh(p, false).map_err(d)? {
+                Got::DaemonExit(e) => {
+                    let a = &mut self.actors[p];
                     let report =
                         a.g.as_ref()
                             .and_then(|g| fs::read_to_string(&g.report).ok())
                             .map(|t| Report::parse(&t));
                     a.g().map_err(d)?.let_event(e.id).map_err(d)?;
+                    a.daemon = None;
                     let what = match &report {
                         Some(r) if r.ok => "its environment intact".to_string(),
-                        Some(r) => format!("its environment LOST ({})", r.problem.trim()),
+                        Some(r) => format!(
+                            "its environment LOST ({})",
+                            r.problem.trim().trim_end_matches(';')
+                        ),
                         None => "no report".to_string(),
                     };
-                    a.report = report;
-                    return Ok(format!("child pid {} checked {what}; {}", e.pid, e.syscall));
+                    a.daemon_report = report;
+                    return Ok(format!("daemon pid {daemon} checked {what}; {}", e.syscall));
                 }
                 Got::Ended(code) => {
-                    a.ended = code;
+                    return Err(d(format!(
+                        "the tree ended (exit {code:?}) before the daemon's exit was seen"
+                    )));
+                }
+                other => self.actors[p].back.push_back(other),
+            }
+        }
+    }
+
+    /// Lets the probe child check its environment, report and exit; the child of a run
+    /// with a daemon just exits (the daemon reports); the child of a run with a nested
+    /// clean was let go when the clean started, and the clean, done in the story, is let
+    /// go to its end first.
+    fn child_exits(&mut self, p: usize) -> Result<String, Diverged> {
+        let d = |e: String| Diverged(e);
+        let a = &mut self.actors[p];
+        let daemon = a.daemon.is_some() || a.daemon_report.is_some();
+        match a.signal.take() {
+            Some(sig) if !daemon => {
+                a.child_env =
+                    a.g.as_ref()
+                        .and_then(|g| fs::read_to_string(&g.ready).ok())
+                        .and_then(|t| t.lines().nth(1).map(std::path::PathBuf::from));
+                a.g().map_err(d)?.let_event(sig.id).map_err(d)?;
+                a.g().map_err(d)?.let_child_go();
+            }
+            Some(sig) => {
+                a.signal = Some(sig);
+                return Err(d("its daemon has not signalled".into()));
+            }
+            None => {
+                let nested_began = a.nested.is_some_and(|n| self.actors[n].began);
+                if !(daemon || nested_began) || self.actors[p].child_gone {
+                    return Err(d("no child of it runs".into()));
+                }
+            }
+        }
+        if let Some(n) = self.actors[p].nested {
+            self.retire(n).map_err(d)?;
+        }
+        loop {
+            match self.pull_fresh(p, false).map_err(d)? {
+                Got::ChildExit(e) => {
+                    let a = &mut self.actors[p];
+                    let report = if daemon {
+                        None
+                    } else {
+                        a.g.as_ref()
+                            .and_then(|g| fs::read_to_string(&g.report).ok())
+                            .map(|t| Report::parse(&t))
+                    };
+                    a.g().map_err(d)?.let_event(e.id).map_err(d)?;
+                    a.child_gone = true;
+                    let what = match &report {
+                        _ if daemon => "exits (its daemon runs on)".to_string(),
+                        Some(r) if r.ok => "checked its environment intact".to_string(),
+                        Some(r) => format!(
+                            "checked its environment LOST ({})",
+                            r.problem.trim().trim_end_matches(';')
+                        ),
+                        None => "checked: no report".to_string(),
+                    };
+                    a.report = report;
+                    return Ok(format!("child pid {} {what}; {}", e.pid, e.syscall));
+                }
+                Got::Ended(code) => {
+                    self.actors[p].ended = code;
                     return Err(d(format!("the tree ended (exit {code:?}) with the child")));
                 }
-                other => a.back.push_back(other),
+                other => self.actors[p].back.push_back(other),
             }
         }
     }
@@ -608,14 +921,17 @@ impl Player<'_> {
     /// Runs `p` to its next stop and holds it there, unless it is held, blocked, ended,
     /// or only waits for its child.
     fn park(&mut self, p: usize) -> Result<(), String> {
-        let a = &mut self.actors[p];
-        if !a.back.is_empty() || a.blocked.is_some() || a.ended.is_some() || a.signal.is_some() {
+        let a = &self.actors[p];
+        if !a.back.is_empty()
+            || a.blocked.is_some()
+            || a.ended.is_some()
+            || a.signal.is_some()
+            || a.retired
+        {
             return Ok(());
         }
-        let got = match a.back.pop_front() {
-            Some(g) => g,
-            None => a.pull_fresh(true)?,
-        };
+        let got = self.pull_fresh(p, true)?;
+        let a = &mut self.actors[p];
         match got {
             Got::Ended(code) => a.ended = code,
             Got::Blocked(e) => a.blocked = Some(e),
@@ -648,7 +964,7 @@ impl Player<'_> {
             let Some(b) = a.blocked.take() else {
                 return Err(d("it was never seen waiting".into()));
             };
-            let r = a.g().map_err(d)?.wait_return(b.id, GRANT_WITHIN);
+            let r = self.gate(p).map_err(d)?.wait_return(b.id, GRANT_WITHIN);
             let desc = self.describe(&b);
             let a = &mut self.actors[p];
             return match r {
@@ -674,7 +990,7 @@ impl Player<'_> {
         if step == Step::SpawnChild {
             return self.spawn(p, after);
         }
-        let got = self.actors[p].pull().map_err(d)?;
+        let got = self.pull(p).map_err(d)?;
         let matched = matches!(&got, Got::Step(e) if e.step == Some(step));
         if !matched {
             let what = self.describe_got(&got);
@@ -720,9 +1036,8 @@ impl Player<'_> {
                 ));
             }
         }
-        let a = &mut self.actors[p];
-        let settled = a.g().map_err(d)?.let_event(e.id).map_err(d)?;
-        a.taken.push(step);
+        let settled = self.gate(p).map_err(d)?.let_event(e.id).map_err(d)?;
+        self.actors[p].taken.push(step);
         let is_lock = matches!(
             step,
             Step::LockShared | Step::LockExclusive | Step::AwaitAnnouncedCleans | Step::LockEnv
@@ -737,7 +1052,7 @@ impl Player<'_> {
             if step == Step::DeleteEntries {
                 // The model's deletion is one step: its further removals go on, up to
                 // the process's next stop (held).
-                let next = a.pull().map_err(d)?;
+                let next = self.pull(p).map_err(d)?;
                 extra = format!(
                     "; the deletion ran to its end, next stop: {}",
                     self.describe_got(&next)
@@ -776,6 +1091,7 @@ impl Player<'_> {
         }
         let forced = after.procs[p].forced && !before.procs[p].forced;
         let gave_up = after.procs[p].life == Life::Done(Outcome::GaveUp);
+        let a = &mut self.actors[p];
         match (settled, waits, forced || gave_up) {
             (Settled::Blocked, true, _) => {
                 a.blocked = Some(e);
@@ -785,7 +1101,7 @@ impl Player<'_> {
             }
             (Settled::Returned(r), true, _) if r < 0 => {
                 // A refused try (`LOCK_NB`); the wait is the blocking retry.
-                match a.pull().map_err(d)? {
+                match self.pull(p).map_err(d)? {
                     Got::Blocked(b) => {
                         let bdesc = self.describe(&b);
                         self.actors[p].blocked = Some(b);
@@ -834,7 +1150,7 @@ impl Player<'_> {
         }
         let me = self.actors[p].order;
         for a in &self.actors {
-            if a.kind.is_clean() && a.g.is_some() && a.order < me && !a.got_cache {
+            if a.kind.is_clean() && a.started() && a.order < me && !a.got_cache {
                 self.overtook.push(format!(
                     "{} got its shared lock on .lock while {} (started before it) had not got the cache",
                     self.actors[p].label, a.label
@@ -849,7 +1165,7 @@ impl Player<'_> {
     fn spawn(&mut self, p: usize, after: &State) -> Result<String, Diverged> {
         let d = |e: String| Diverged(e);
         let fails = after.procs[p].life == Life::Done(Outcome::SpawnFailed);
-        let got = self.actors[p].pull().map_err(d)?;
+        let got = self.pull(p).map_err(d)?;
         match got {
             Got::Signal(e) => {
                 let a = &mut self.actors[p];
@@ -901,14 +1217,15 @@ impl Player<'_> {
     /// removals are the same step) up to its next stop.
     fn settle_story(&mut self) -> Result<(), String> {
         for p in 0..self.actors.len() {
-            if self.actors[p].g.is_none() || self.actors[p].ended.is_some() {
+            if !self.actors[p].started() || self.actors[p].ended.is_some() || self.actors[p].retired
+            {
                 continue;
             }
             if self.actors[p].taken.last() == Some(&Step::DeleteEntries)
                 && self.actors[p].back.is_empty()
                 && self.actors[p].blocked.is_none()
             {
-                let got = self.actors[p].pull()?;
+                let got = self.pull(p)?;
                 self.log.push(format!(
                     "{} next: {}",
                     self.actors[p].label,
@@ -933,17 +1250,24 @@ impl Player<'_> {
             P::LiveEnvIntact => {
                 let mut lost: Vec<String> = self.failures.clone();
                 for p in 0..self.actors.len() {
-                    if self.actors[p].signal.is_some() {
-                        let line = self.child_exits(p).map_err(|Diverged(e)| e)?;
-                        self.log.push(format!("{}: {line}", self.actors[p].label));
-                    }
-                    if let Some(r) = &self.actors[p].report
+                    self.let_children_report(p)?;
+                    let a = &self.actors[p];
+                    if let Some(r) = &a.report
                         && !r.ok
                     {
                         lost.push(format!(
                             "{}'s child lost its environment ({})",
-                            self.actors[p].label,
-                            r.problem.trim()
+                            a.label,
+                            r.problem.trim().trim_end_matches(';')
+                        ));
+                    }
+                    if let Some(r) = &a.daemon_report
+                        && !r.ok
+                    {
+                        lost.push(format!(
+                            "{}'s daemon lost its environment ({})",
+                            a.label,
+                            r.problem.trim().trim_end_matches(';')
                         ));
                     }
                 }
@@ -977,25 +1301,16 @@ impl Player<'_> {
                 }
             }
             P::NoDeadlock | P::CleanTerminates | P::CleanSucceeds => {
-                // Stuck: alive and asleep in a lock wait (itself or its group).
-                let stuck: Vec<String> = self
-                    .actors
-                    .iter()
-                    .filter(|a| a.g.is_some() && a.ended.is_none())
-                    .filter_map(|a| {
-                        process::group_members(a.pid() as u32)
-                            .into_iter()
-                            .find_map(wait::lock_wait)
-                            .map(|w| (a, w.details))
+                // Stuck: alive and asleep in a lock wait (itself or its group), or
+                // waiting for a child whose nested clean is.
+                let stuck: Vec<String> = (0..self.actors.len())
+                    .filter(|&i| property == P::NoDeadlock || self.actors[i].kind.is_clean())
+                    .filter_map(|i| {
+                        self.stuck(i)
+                            .map(|w| format!("{} {w}", self.actors[i].label))
                     })
-                    .filter(|(a, _)| property == P::NoDeadlock || a.kind.is_clean())
-                    .map(|(a, w)| format!("{} is asleep in a lock wait ({w})", a.label))
                     .collect();
-                let alive = self
-                    .actors
-                    .iter()
-                    .filter(|a| a.g.is_some() && a.ended.is_none())
-                    .count();
+                let alive = (0..self.actors.len()).filter(|&i| self.alive(i)).count();
                 match property {
                     P::NoDeadlock if alive > 0 && stuck.len() == alive => fails(format!(
                         "every live process is blocked: {}",
@@ -1072,8 +1387,154 @@ impl Player<'_> {
         })
     }
 
-    /// Lets every process go and waits until all have ended; each one's exit code.
+    /// True if `i` has started and not ended (a nested clean the story is done with
+    /// counts as ended).
+    fn alive(&self, i: usize) -> bool {
+        let a = &self.actors[i];
+        a.started() && a.ended.is_none() && !a.retired
+    }
+
+    /// How `i` is stuck, if it is: asleep in a lock wait (itself, or a process of its
+    /// group), or, a run whose child runs a nested clean, waiting for a child that waits
+    /// for a nested clean that is.
+    fn stuck(&self, i: usize) -> Option<String> {
+        if !self.alive(i) {
+            return None;
+        }
+        let a = &self.actors[i];
+        let asleep = |w: wait::LockWait| format!("is asleep in a lock wait ({})", w.details);
+        if a.host.is_some() {
+            return wait::lock_wait(a.pid() as u32).map(asleep);
+        }
+        if let Some(n) = a.nested
+            && self.alive(n)
+        {
+            let child = a.child.map_or("?".to_string(), |c| c.to_string());
+            return self.stuck(n).map(|w| {
+                format!(
+                    "waits for its child (pid {child}), which waits for {}, which {w}",
+                    self.actors[n].label
+                )
+            });
+        }
+        process::group_members(a.pid() as u32)
+            .into_iter()
+            .find_map(wait::lock_wait)
+            .map(asleep)
+    }
+
+    /// At the end of the story, the children that can still tell whether their
+    /// environment is intact do: a run's child (after its nested clean ran to its end),
+    /// a daemon (after its run, once the model has the run ended, has exited).
+    fn let_children_report(&mut self, p: usize) -> Result<(), String> {
+        let label = self.actors[p].label.clone();
+        let mut lines = Vec::new();
+        let daemon_kind = self.actors[p].kind == Kind::RunDaemon;
+        if daemon_kind && self.actors[p].signal.is_some() {
+            lines.push(self.daemon_starts(p).map_err(|Diverged(e)| e)?);
+        }
+        let a = &self.actors[p];
+        let nested_began = a.nested.is_some_and(|n| self.actors[n].began);
+        let child_runs = a.signal.is_some()
+            || (!a.child_gone && (a.daemon.is_some() || nested_began) && a.ended.is_none());
+        if child_runs {
+            lines.push(self.child_exits(p).map_err(|Diverged(e)| e)?);
+        }
+        if self.actors[p].daemon.is_some() {
+            let run_done = self
+                .end
+                .as_ref()
+                .is_some_and(|s| matches!(s.procs[p].life, Life::Done(_) | Life::Killed));
+            if run_done && self.actors[p].ended.is_none() {
+                lines.push(self.run_to_end(p)?);
+            }
+            lines.push(self.daemon_exits(p).map_err(|Diverged(e)| e)?);
+        }
+        for line in lines {
+            self.log.push(format!("{label}: {line}"));
+        }
+        Ok(())
+    }
+
+    /// Lets `p` take every stop it has left up to its own exit (the story has it
+    /// ended); what it started lives on.
+    fn run_to_end(&mut self, p: usize) -> Result<String, String> {
+        let mut went = Vec::new();
+        loop {
+            let got = self.pull(p)?;
+            match got {
+                Got::Exit(e) => {
+                    let code = match e.syscall {
+                        Syscall::ExitGroup { code } => code,
+                        _ => -1,
+                    };
+                    self.gate(p)?.let_event(e.id)?;
+                    self.actors[p].ended = Some(code);
+                    return Ok(format!(
+                        "it runs to its end ({}): pid {} exit_group({code})",
+                        if went.is_empty() {
+                            "no stop left".to_string()
+                        } else {
+                            went.join(", ")
+                        },
+                        e.pid
+                    ));
+                }
+                Got::Ended(code) => {
+                    self.actors[p].ended = code;
+                    return Ok(format!("it ran to its end (exit {code:?})"));
+                }
+                Got::Blocked(e) => {
+                    return Err(format!(
+                        "{} blocked on its way to its end: {}",
+                        self.actors[p].label,
+                        self.describe(&e)
+                    ));
+                }
+                other => {
+                    went.push(self.describe_got(&other));
+                    if let Some(e) = other.held() {
+                        let id = e.id;
+                        self.gate(p)?.let_event(id)?;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Lets every process go and waits until all have ended; each one's exit code. A
+    /// nested clean the story left waiting for a lock its own host holds, with no lock
+    /// timeout to end the wait, would wait forever: its tree is killed.
     fn run_out(&mut self) -> Result<Vec<(String, Kind, Option<i32>)>, String> {
+        for h in 0..self.actors.len() {
+            // A child let go would start the nested clean the story never started.
+            if let Some(n) = self.actors[h].nested
+                && !self.actors[n].began
+                && self.actors[h].ended.is_none()
+                && let Some(g) = self.actors[h].g.as_mut()
+            {
+                let code = g.kill_tree()?;
+                self.actors[h].ended = Some(code);
+                self.log.push(format!(
+                    "{} killed with its tree: the story did not start {}",
+                    self.actors[h].label, self.actors[n].label
+                ));
+            }
+            if let Some(n) = self.actors[h].nested
+                && self.alive(n)
+                && self.actors[n].blocked.is_some()
+                && !(self.model.procs[n].spec.timeout && self.runner.has_lock_timeout())
+                && self.actors[h].ended.is_none()
+                && let Some(g) = self.actors[h].g.as_mut()
+            {
+                let code = g.kill_tree()?;
+                self.actors[h].ended = Some(code);
+                self.log.push(format!(
+                    "{} killed with its tree: {} waits for a lock its host holds",
+                    self.actors[h].label, self.actors[n].label
+                ));
+            }
+        }
         for a in self.actors.iter_mut() {
             if let Some(g) = a.g.as_mut() {
                 g.let_child_go();
@@ -1081,7 +1542,8 @@ impl Player<'_> {
             }
         }
         let mut out = Vec::new();
-        for a in self.actors.iter_mut() {
+        for i in 0..self.actors.len() {
+            let a = &mut self.actors[i];
             let Some(g) = a.g.as_mut() else { continue };
             let code = match a.ended {
                 Some(c) => Some(c),
@@ -1090,13 +1552,28 @@ impl Player<'_> {
             a.ended = code;
             self.log.push(format!("{} exit {code:?}", a.label));
             out.push((a.label.clone(), a.kind, code));
+            // Its nested clean ended with it.
+            if let Some(n) = a.nested
+                && let Some(pid) = self.actors[n].own_pid
+            {
+                let seen = self.actors[i].g.as_mut().and_then(|g| g.exit_of(pid));
+                let a = &mut self.actors[n];
+                a.ended = a.ended.or(seen);
+                self.log.push(format!("{} exit {:?}", a.label, a.ended));
+                out.push((a.label.clone(), a.kind, a.ended));
+            }
         }
         Ok(out)
     }
 
     /// Lets everything end (and kills what does not).
-    fn finish(&mut self) {
-        let _ = self.run_out();
+    /// After a divergence (`!conformed`) nothing is let go: the processes are in a state
+    /// the story does not know, and may wait for each other for ever (a nested clean for
+    /// its own parent's lock); they are killed with their trees.
+    fn finish(&mut self, conformed: bool) {
+        if conformed {
+            let _ = self.run_out();
+        }
         for a in self.actors.iter_mut() {
             a.g = None;
         }
