@@ -5,14 +5,14 @@
 //!   the model's action order (the order stateright's single-threaded BFS visits in);
 //! - [`each_state`]: every reachable state, once.
 //!
-//! A state is remembered as a 64-bit fingerprint, with the fingerprint of the state it
-//! was first reached from and the index of the action that reached it. A path is
+//! A state is remembered as a 64-bit fingerprint, with the state it was first reached
+//! from and the index of the action that reached it. A path is
 //! rebuilt only for a goal that was met, by replaying those actions from the initial
 //! state. (A stateright visitor rebuilds the path of every state it visits: the
 //! counterexample searches cost 3-4 times the exploration that way.) Two states with
 //! one fingerprint count as one, as in stateright's own checkers.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashSet, VecDeque};
 use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher};
 
 use nohash_hasher::NoHashHasher;
@@ -21,9 +21,6 @@ use stateright::Model;
 use crate::machine::{Action, CacheModel, State};
 
 type Fingerprint = u64;
-
-/// Maps keyed by fingerprints, which are already hashes.
-type ByFingerprint<V> = HashMap<Fingerprint, V, BuildHasherDefault<NoHashHasher<u64>>>;
 
 /// A path as stateright gives it: each state with the action taken from it (`None` for
 /// the last).
@@ -48,9 +45,14 @@ fn representative_fingerprint(s: &State) -> Fingerprint {
     h.finish()
 }
 
-/// Where a state was first reached from: its parent's fingerprint and the index of the
-/// action, among the parent's actions, that led to it (`None` for an initial state).
-type Origin = Option<(Fingerprint, u32)>;
+/// What [`breadth_first`] found.
+pub(crate) struct Explored {
+    /// For each goal, a shortest path to a state that meets it (`None`: no state seen
+    /// does).
+    pub paths: Vec<Option<Steps>>,
+    /// Unique states seen: all the reachable ones unless every goal was met.
+    pub states: usize,
+}
 
 /// For each of `goals` goals (goal `g` is met by `s` when `meets(g, s)`), a shortest
 /// path from the initial state to a state that meets it, or `None` when no reachable
@@ -60,58 +62,88 @@ pub(crate) fn shortest_paths(
     goals: usize,
     meets: impl Fn(usize, &State) -> bool,
 ) -> Vec<Option<Steps>> {
-    let mut origin: ByFingerprint<Origin> = ByFingerprint::default();
-    let mut queue: VecDeque<(State, Fingerprint)> = VecDeque::new();
-    for s in model.init_states() {
-        let fp = fingerprint(&s);
-        if origin.insert(fp, None).is_none() {
-            queue.push_back((s, fp));
+    breadth_first(model, goals, meets).paths
+}
+
+/// The breadth-first search behind [`shortest_paths`], which also says how many states
+/// it saw.
+///
+/// Memory per state: its fingerprint in a set, and in two arrays indexed by the order in
+/// which states were first reached, the index of the state it was reached from and the
+/// index of the action (5 bytes): a path is followed back through those indices, never
+/// looked up by fingerprint.
+pub(crate) fn breadth_first(
+    model: &CacheModel,
+    goals: usize,
+    meets: impl Fn(usize, &State) -> bool,
+) -> Explored {
+    let hasher = BuildHasherDefault::<NoHashHasher<u64>>::default();
+    let mut seen: HashSet<Fingerprint, _> = HashSet::with_hasher(hasher);
+    // `parent[id]`: the state `id` was first reached from (`NO_PARENT` for an initial
+    // state); `action[id]`: the index of the action, among the parent's actions (among
+    // the initial states for an initial state), that reached it.
+    let mut parent: Vec<u32> = Vec::new();
+    let mut action: Vec<u8> = Vec::new();
+    let mut queue: VecDeque<(State, u32)> = VecDeque::new();
+    let mut remember = |s: &State, from: u32, index: usize| -> Option<u32> {
+        if !seen.insert(fingerprint(s)) {
+            return None;
+        }
+        let id = u32::try_from(parent.len()).expect("fewer than 2^32 states");
+        parent.push(from);
+        action.push(u8::try_from(index).expect("fewer than 256 actions per state"));
+        Some(id)
+    };
+    for (i, s) in model.init_states().into_iter().enumerate() {
+        if let Some(id) = remember(&s, NO_PARENT, i) {
+            queue.push_back((s, id));
         }
     }
-    let mut met: Vec<Option<Fingerprint>> = vec![None; goals];
+    let mut met: Vec<Option<u32>> = vec![None; goals];
     let mut left = goals;
     let mut actions = Vec::new();
     while left > 0
-        && let Some((s, fp)) = queue.pop_front()
+        && let Some((s, id)) = queue.pop_front()
     {
         for (goal, at) in met.iter_mut().enumerate() {
             if at.is_none() && meets(goal, &s) {
-                *at = Some(fp);
+                *at = Some(id);
                 left -= 1;
             }
         }
         actions.clear();
         model.actions(&s, &mut actions);
         for (i, a) in actions.drain(..).enumerate() {
-            let Some(next) = model.next_state(&s, a) else {
-                continue;
-            };
-            let next_fp = fingerprint(&next);
-            if let std::collections::hash_map::Entry::Vacant(e) = origin.entry(next_fp) {
-                e.insert(Some((fp, i as u32)));
-                queue.push_back((next, next_fp));
+            if let Some(next) = model.next_state(&s, a)
+                && let Some(next_id) = remember(&next, id, i)
+            {
+                queue.push_back((next, next_id));
             }
         }
     }
-    met.into_iter()
-        .map(|at| at.map(|fp| rebuild(model, &origin, fp)))
-        .collect()
+    drop(queue);
+    Explored {
+        paths: met
+            .into_iter()
+            .map(|at| at.map(|id| rebuild(model, &parent, &action, id)))
+            .collect(),
+        states: seen.len(),
+    }
 }
 
-/// The path to the state `fp`, replayed from the initial state.
-fn rebuild(model: &CacheModel, origin: &ByFingerprint<Origin>, fp: Fingerprint) -> Steps {
+/// The parent of an initial state.
+const NO_PARENT: u32 = u32::MAX;
+
+/// The path to state `id`, replayed from the initial state.
+fn rebuild(model: &CacheModel, parent: &[u32], action: &[u8], id: u32) -> Steps {
     let mut indices = Vec::new();
-    let mut at = fp;
-    while let Some(Some((parent, i))) = origin.get(&at) {
-        indices.push(*i as usize);
-        at = *parent;
+    let mut at = id as usize;
+    while parent[at] != NO_PARENT {
+        indices.push(action[at] as usize);
+        at = parent[at] as usize;
     }
     indices.reverse();
-    let mut state = model
-        .init_states()
-        .into_iter()
-        .find(|s| fingerprint(s) == at)
-        .expect("a path starts at an initial state");
+    let mut state = model.init_states().swap_remove(action[at] as usize);
     let mut steps = Vec::with_capacity(indices.len() + 1);
     let mut actions = Vec::new();
     for i in indices {

@@ -318,7 +318,7 @@ fn check_ci_set(policies: &[Policy], args: &CheckArgs) -> ExitCode {
             .chain(&mixed_rows)
             .flat_map(|row| row.pairs.iter())
             .map(|r| {
-                let traces = check::shortest_traces(r.policy, &r.scenario, &failing(r));
+                let traces = check::shortest_traces(r.policy, &r.scenario, &check::failing(r));
                 check::pair_json(r, &traces)
             })
             .collect();
@@ -365,19 +365,10 @@ fn serde_json_array(values: &[impl std::fmt::Display]) -> String {
     format!("[{}]", items.join(",\n"))
 }
 
-fn failing(r: &PairResult) -> Vec<check::Property> {
-    r.verdicts
-        .iter()
-        .filter(|(p, v)| *v == Verdict::Fails && p.expectation() != Kind3::Sometimes)
-        .map(|(p, _)| *p)
-        .collect()
-}
-
 fn check_one_scenario(policies: &[Policy], sc: &Scenario, json: bool) -> ExitCode {
     let mut values = Vec::new();
     for policy in policies {
-        let r = check::check_pair(*policy, sc);
-        let traces = check::shortest_traces(*policy, sc, &failing(&r));
+        let (r, traces) = check::check_pair_and_traces(*policy, sc);
         if json {
             values.push(check::pair_json(&r, &traces));
             continue;
