@@ -12,11 +12,12 @@
 //! counterexample searches cost 3-4 times the exploration that way.) Two states with
 //! one fingerprint count as one, as in stateright's own checkers.
 
-use std::collections::{HashSet, VecDeque};
-use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher};
+use std::collections::VecDeque;
+use std::hash::{BuildHasher, Hash, Hasher};
 
-use nohash_hasher::NoHashHasher;
 use stateright::Model;
+
+use crate::fingerprints::FingerprintSet;
 
 use crate::machine::{Action, CacheModel, State};
 
@@ -77,16 +78,15 @@ pub(crate) fn breadth_first(
     goals: usize,
     meets: impl Fn(usize, &State) -> bool,
 ) -> Explored {
-    let hasher = BuildHasherDefault::<NoHashHasher<u64>>::default();
-    let mut seen: HashSet<Fingerprint, _> = HashSet::with_hasher(hasher);
+    let mut seen = FingerprintSet::new();
     // `parent[id]`: the state `id` was first reached from (`NO_PARENT` for an initial
     // state); `action[id]`: the index of the action, among the parent's actions (among
     // the initial states for an initial state), that reached it.
     let mut parent: Vec<u32> = Vec::new();
     let mut action: Vec<u8> = Vec::new();
     let mut queue: VecDeque<(State, u32)> = VecDeque::new();
-    let mut remember = |s: &State, from: u32, index: usize| -> Option<u32> {
-        if !seen.insert(fingerprint(s)) {
+    let mut remember = |seen: &mut FingerprintSet, fp: Fingerprint, from: u32, index: usize| {
+        if !seen.insert(fp) {
             return None;
         }
         let id = u32::try_from(parent.len()).expect("fewer than 2^32 states");
@@ -95,13 +95,14 @@ pub(crate) fn breadth_first(
         Some(id)
     };
     for (i, s) in model.init_states().into_iter().enumerate() {
-        if let Some(id) = remember(&s, NO_PARENT, i) {
+        if let Some(id) = remember(&mut seen, fingerprint(&s), NO_PARENT, i) {
             queue.push_back((s, id));
         }
     }
     let mut met: Vec<Option<u32>> = vec![None; goals];
     let mut left = goals;
     let mut actions = Vec::new();
+    let mut next_states = Vec::new();
     while left > 0
         && let Some((s, id)) = queue.pop_front()
     {
@@ -113,10 +114,16 @@ pub(crate) fn breadth_first(
         }
         actions.clear();
         model.actions(&s, &mut actions);
-        for (i, a) in actions.drain(..).enumerate() {
-            if let Some(next) = model.next_state(&s, a)
-                && let Some(next_id) = remember(&next, id, i)
-            {
+        successors(
+            model,
+            &s,
+            &mut actions,
+            &mut next_states,
+            &seen,
+            fingerprint,
+        );
+        for (next, fp, i) in next_states.drain(..) {
+            if let Some(next_id) = remember(&mut seen, fp, id, i) {
                 queue.push_back((next, next_id));
             }
         }
@@ -128,6 +135,27 @@ pub(crate) fn breadth_first(
             .map(|at| at.map(|id| rebuild(model, &parent, &action, id)))
             .collect(),
         states: seen.len(),
+    }
+}
+
+/// Fills `next_states` with the successors of `s`, each with its key and the index of
+/// its action, and asks for their slots in `seen` before any is inserted.
+fn successors(
+    model: &CacheModel,
+    s: &State,
+    actions: &mut Vec<Action>,
+    next_states: &mut Vec<(State, Fingerprint, usize)>,
+    seen: &FingerprintSet,
+    key: impl Fn(&State) -> Fingerprint,
+) {
+    actions.clear();
+    model.actions(s, actions);
+    for (i, a) in actions.drain(..).enumerate() {
+        if let Some(next) = model.next_state(s, a) {
+            let fp = key(&next);
+            seen.prefetch(fp);
+            next_states.push((next, fp, i));
+        }
     }
 }
 
@@ -187,8 +215,7 @@ pub(crate) fn reachable_goals(
             fingerprint(s)
         }
     };
-    let hasher = BuildHasherDefault::<NoHashHasher<u64>>::default();
-    let mut seen: HashSet<Fingerprint, _> = HashSet::with_hasher(hasher);
+    let mut seen = FingerprintSet::new();
     let mut stack: Vec<State> = Vec::new();
     for s in model.init_states() {
         if seen.insert(key(&s)) {
@@ -198,6 +225,7 @@ pub(crate) fn reachable_goals(
     let mut met = vec![false; goals];
     let mut left = goals;
     let mut actions = Vec::new();
+    let mut next_states = Vec::new();
     while left > 0
         && let Some(s) = stack.pop()
     {
@@ -207,12 +235,9 @@ pub(crate) fn reachable_goals(
                 left -= 1;
             }
         }
-        actions.clear();
-        model.actions(&s, &mut actions);
-        for a in actions.drain(..) {
-            if let Some(next) = model.next_state(&s, a)
-                && seen.insert(key(&next))
-            {
+        successors(model, &s, &mut actions, &mut next_states, &seen, key);
+        for (next, fp, _) in next_states.drain(..) {
+            if seen.insert(fp) {
                 stack.push(next);
             }
         }
