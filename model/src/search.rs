@@ -103,27 +103,36 @@ pub(crate) fn breadth_first(
     let mut left = goals;
     let mut actions = Vec::new();
     let mut next_states = Vec::new();
-    while left > 0
-        && let Some((s, id)) = queue.pop_front()
-    {
-        for (goal, at) in met.iter_mut().enumerate() {
-            if at.is_none() && meets(goal, &s) {
-                *at = Some(id);
-                left -= 1;
+    // States are expanded a few at a time, all their successors' slots asked for before
+    // the first is inserted: the misses of one batch overlap. The states are taken and
+    // their successors inserted in queue order, so ids and paths are as one at a time.
+    let mut batch: Vec<(State, u32)> = Vec::with_capacity(BATCH);
+    let mut pending: Vec<(State, Fingerprint, usize, u32)> = Vec::new();
+    while left > 0 && !queue.is_empty() {
+        let take = queue.len().min(BATCH);
+        batch.extend(queue.drain(..take));
+        for (s, id) in batch.drain(..) {
+            for (goal, at) in met.iter_mut().enumerate() {
+                if at.is_none() && meets(goal, &s) {
+                    *at = Some(id);
+                    left -= 1;
+                }
             }
+            if left == 0 {
+                break;
+            }
+            successors(
+                model,
+                &s,
+                &mut actions,
+                &mut next_states,
+                &seen,
+                fingerprint,
+            );
+            pending.extend(next_states.drain(..).map(|(n, fp, i)| (n, fp, i, id)));
         }
-        actions.clear();
-        model.actions(&s, &mut actions);
-        successors(
-            model,
-            &s,
-            &mut actions,
-            &mut next_states,
-            &seen,
-            fingerprint,
-        );
-        for (next, fp, i) in next_states.drain(..) {
-            if let Some(next_id) = remember(&mut seen, fp, id, i) {
+        for (next, fp, i, from) in pending.drain(..) {
+            if let Some(next_id) = remember(&mut seen, fp, from, i) {
                 queue.push_back((next, next_id));
             }
         }
@@ -158,6 +167,9 @@ fn successors(
         }
     }
 }
+
+/// How many states [`breadth_first`] expands before it inserts their successors.
+const BATCH: usize = 16;
 
 /// The parent of an initial state.
 const NO_PARENT: u32 = u32::MAX;
@@ -243,4 +255,53 @@ pub(crate) fn reachable_goals(
         }
     }
     (met, seen.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use crate::machine::{CacheModel, Fs, History, Proc};
+    use crate::protocol::{Policy, Scenario};
+
+    /// Two reachable states with the same packed words are the same state.
+    #[test]
+    fn packing_is_injective() {
+        let mut checked = 0;
+        let mut file_systems = 0;
+        for (policy, text) in [
+            (Policy::Uv0819, "run+crash,run-script+timeout,clean+crash"),
+            (
+                Policy::Cachelock,
+                "run-daemon+crash,tool-run,clean+crash,prune",
+            ),
+            (Policy::Uv013, "run-no-cache+crash,prune,clean+timeout"),
+        ] {
+            let model = CacheModel::new(policy, &Scenario::parse(text).unwrap());
+            let mut procs: HashMap<u128, Proc> = HashMap::new();
+            let mut fss: HashMap<(u64, u8), (Fs, History)> = HashMap::new();
+            super::each_state(&model, |s| {
+                for p in &s.procs {
+                    let seen = procs.entry(p.packed()).or_insert_with(|| p.clone());
+                    assert_eq!(seen, p, "two processes pack alike");
+                }
+                let key = (s.fs.packed(), s.history.packed());
+                let seen = fss.entry(key).or_insert_with(|| (s.fs.clone(), s.history));
+                assert_eq!(
+                    seen,
+                    &(s.fs.clone(), s.history),
+                    "two file systems pack alike"
+                );
+                checked += 1;
+            });
+            assert!(
+                procs.len() > 50,
+                "{policy} on {text}: only {} process values",
+                procs.len()
+            );
+            file_systems += fss.len();
+        }
+        assert!(file_systems > 100, "only {file_systems} file systems");
+        assert!(checked > 10_000, "checked only {checked} states");
+    }
 }

@@ -223,7 +223,7 @@ pub struct State {
 // its representative's), so a process hashes as one packed 96-bit word and the file
 // system with the history as one 64-bit word, not field by field (a derived `Hash` feeds
 // the hasher some twenty values per process). Each packing is injective: equal words
-// mean equal values (`tests::packing_is_injective` checks it on every reachable state
+// mean equal values (`search::tests::packing_is_injective` checks it on every reachable state
 // of several scenarios), so a fingerprint still tells states apart as well as before.
 
 impl Proc {
@@ -285,7 +285,7 @@ impl Hash for Proc {
 
 impl Fs {
     /// The file system in 33 bits, one value per distinct file system.
-    fn packed(&self) -> u64 {
+    pub(crate) fn packed(&self) -> u64 {
         let lock_path = match self.lock_path {
             None => 0,
             Some(i) => 1 | (i as u64) << 1,
@@ -314,7 +314,7 @@ impl Hash for Fs {
 
 impl History {
     /// The history in 5 bits.
-    fn packed(&self) -> u8 {
+    pub(crate) fn packed(&self) -> u8 {
         self.deleted_under_lock_holder as u8
             | (self.deleted_beside_root_holder as u8) << 1
             | (self.broke_protected_env as u8) << 2
@@ -348,56 +348,5 @@ impl fmt::Display for Action {
             Action::Step(p, s) => write!(f, "p{p}: {s}"),
             Action::Event(p, e) => write!(f, "p{p}: {e}"),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::collections::HashMap;
-
-    use crate::machine::CacheModel;
-    use crate::protocol::{Policy, Scenario};
-
-    use super::*;
-
-    /// Two reachable states with the same packed words are the same state.
-    #[test]
-    fn packing_is_injective() {
-        let mut checked = 0;
-        let mut file_systems = 0;
-        for (policy, text) in [
-            (Policy::Uv0819, "run+crash,run-script+timeout,clean+crash"),
-            (
-                Policy::Cachelock,
-                "run-daemon+crash,tool-run,clean+crash,prune",
-            ),
-            (Policy::Uv013, "run-no-cache+crash,prune,clean+timeout"),
-        ] {
-            let model = CacheModel::new(policy, &Scenario::parse(text).unwrap());
-            let mut procs: HashMap<u128, Proc> = HashMap::new();
-            let mut fss: HashMap<(u64, u8), (Fs, History)> = HashMap::new();
-            crate::search::each_state(&model, |s| {
-                for p in &s.procs {
-                    let seen = procs.entry(p.packed()).or_insert_with(|| p.clone());
-                    assert_eq!(seen, p, "two processes pack alike");
-                }
-                let key = (s.fs.packed(), s.history.packed());
-                let seen = fss.entry(key).or_insert_with(|| (s.fs.clone(), s.history));
-                assert_eq!(
-                    seen,
-                    &(s.fs.clone(), s.history),
-                    "two file systems pack alike"
-                );
-                checked += 1;
-            });
-            assert!(
-                procs.len() > 50,
-                "{policy} on {text}: only {} process values",
-                procs.len()
-            );
-            file_systems += fss.len();
-        }
-        assert!(file_systems > 100, "only {file_systems} file systems");
-        assert!(checked > 10_000, "checked only {checked} states");
     }
 }
