@@ -88,13 +88,23 @@ pub fn check_pair_only(
 }
 
 fn check_model(model: CacheModel, symmetry: bool) -> PairResult {
-    let policy = model.policy;
-    let scenario = model.scenario.clone();
     let applicable = model.property_names();
     let start = Instant::now();
     let (shown, states) = search::reachable_goals(&model, symmetry, applicable.len(), |g, s| {
         shows(applicable[g], &model, s)
     });
+    result(&model, &applicable, &shown, states, start.elapsed())
+}
+
+/// The result of a search that found which of the `applicable` properties have a state
+/// showing their verdict (`shown`, in that order).
+fn result(
+    model: &CacheModel,
+    applicable: &[Property],
+    shown: &[bool],
+    states: usize,
+    elapsed: Duration,
+) -> PairResult {
     let verdicts = crate::properties::ALL
         .iter()
         .map(|p| {
@@ -111,13 +121,86 @@ fn check_model(model: CacheModel, symmetry: bool) -> PairResult {
         })
         .collect();
     PairResult {
-        policy,
-        scenario,
+        policy: model.policy,
+        scenario: model.scenario.clone(),
         states,
-        elapsed: start.elapsed(),
+        elapsed,
         verdicts,
     }
 }
+
+/// [`check_pair`] and [`shortest_traces`] of its failing `always` and `eventually`
+/// properties: the same results, from one breadth-first search instead of two searches
+/// where that gives the same state count.
+///
+/// Without interchangeable processes the depth-first search remembers a state's own
+/// fingerprint (its representative is itself). Unless every applicable property has a
+/// state showing its verdict, both searches then see every reachable state, so the
+/// breadth-first one finds the same verdicts and the same number of states. When every
+/// property has such a state, the depth-first search stops early, at a count that
+/// depends on its order, and with interchangeable processes it counts the classes it
+/// reached from the states it happened to explore (fewer than the classes of all
+/// reachable states in some scenarios): in those cases both searches run, as
+/// [`check_pair`] then [`shortest_traces`]. `tests/search.rs` compares the results with
+/// those two on every CI and mixed scenario.
+pub fn check_pair_and_traces(policy: Policy, scenario: &Scenario) -> (PairResult, Vec<Trace>) {
+    let model = CacheModel::new(policy, scenario);
+    let two_searches = || {
+        let r = check_pair(policy, scenario);
+        let traces = shortest_traces(policy, scenario, &failing(&r));
+        (r, traces)
+    };
+    let classes: Vec<u8> = model
+        .initial_state()
+        .procs
+        .iter()
+        .map(|p| p.class)
+        .collect();
+    let interchangeable = classes
+        .iter()
+        .enumerate()
+        .any(|(i, c)| *c != u8::MAX && classes[..i].contains(c));
+    if interchangeable {
+        return two_searches();
+    }
+    let applicable = model.property_names();
+    let start = Instant::now();
+    let explored = search::breadth_first(&model, applicable.len(), |g, s| {
+        shows(applicable[g], &model, s)
+    });
+    let shown: Vec<bool> = explored.paths.iter().map(Option::is_some).collect();
+    if shown.iter().all(|s| *s) {
+        return two_searches();
+    }
+    let r = result(
+        &model,
+        &applicable,
+        &shown,
+        explored.states,
+        start.elapsed(),
+    );
+    let mut paths = explored.paths;
+    let wanted: Vec<(Property, Option<Steps>)> = failing(&r)
+        .into_iter()
+        .map(|p| {
+            let g = applicable.iter().position(|q| *q == p).expect("applicable");
+            (p, paths[g].take())
+        })
+        .collect();
+    (r, traces(&model, wanted))
+}
+
+/// The properties whose verdict a trace shows: the failing `always` and `eventually`
+/// ones (a `sometimes` property fails for want of a witness, which no path shows).
+pub fn failing(r: &PairResult) -> Vec<Property> {
+    r.verdicts
+        .iter()
+        .filter(|(p, v)| *v == Verdict::Fails && p.expectation() != Kind3::Sometimes)
+        .map(|(p, _)| *p)
+        .collect()
+}
+
+type Steps = Vec<(State, Option<Action>)>;
 
 /// A shortest path showing a property's verdict: a counterexample for a failing
 /// `always`/`eventually` property, a witness for a `sometimes` one.
@@ -144,12 +227,16 @@ fn shows(p: Property, model: &CacheModel, s: &State) -> bool {
 pub fn shortest_traces(policy: Policy, scenario: &Scenario, wanted: &[Property]) -> Vec<Trace> {
     let model = CacheModel::new(policy, scenario);
     let paths = search::shortest_paths(&model, wanted.len(), |g, s| shows(wanted[g], &model, s));
-    let mut traces: Vec<Trace> = wanted
-        .iter()
-        .zip(paths)
-        .filter_map(|(&property, path)| {
+    traces(&model, wanted.iter().copied().zip(paths).collect())
+}
+
+/// The traces of the properties that have a path, told as stories, in property order.
+fn traces(model: &CacheModel, paths: Vec<(Property, Option<Steps>)>) -> Vec<Trace> {
+    let mut traces: Vec<Trace> = paths
+        .into_iter()
+        .filter_map(|(property, path)| {
             let path = path?;
-            let story = story::tell(&model, &path, property);
+            let story = story::tell(model, &path, property);
             Some(Trace {
                 property,
                 path,

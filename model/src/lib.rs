@@ -5,7 +5,7 @@
 //! - With the default `checker` feature: the stateright model of that protocol
 //!   ([`machine`]: the processes and the initial state; [`state`]: what a state is; the
 //!   private `queries`, `transitions` and `symmetry`: what can be asked of a state, how a
-//!   step changes it, which states are the same), its properties ([`properties`], with
+//!   step changes it, which states are the same, how the checker searches), its properties ([`properties`], with
 //!   their predicates in the private `predicates`), the declared verdicts and the CI
 //!   scenario set ([`expect`]), the checker that compares them ([`check`]), counterexample
 //!   stories ([`story`]) and the generated docs ([`report`]).
@@ -16,6 +16,8 @@ pub mod protocol;
 pub mod check;
 #[cfg(feature = "checker")]
 pub mod expect;
+#[cfg(feature = "checker")]
+mod fingerprints;
 #[cfg(feature = "checker")]
 pub mod machine;
 #[cfg(feature = "checker")]

@@ -5,25 +5,23 @@
 //!   the model's action order (the order stateright's single-threaded BFS visits in);
 //! - [`each_state`]: every reachable state, once.
 //!
-//! A state is remembered as a 64-bit fingerprint, with the fingerprint of the state it
-//! was first reached from and the index of the action that reached it. A path is
+//! A state is remembered as a 64-bit fingerprint, with the state it was first reached
+//! from and the index of the action that reached it. A path is
 //! rebuilt only for a goal that was met, by replaying those actions from the initial
 //! state. (A stateright visitor rebuilds the path of every state it visits: the
 //! counterexample searches cost 3-4 times the exploration that way.) Two states with
 //! one fingerprint count as one, as in stateright's own checkers.
 
-use std::collections::{HashMap, HashSet, VecDeque};
-use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher};
+use std::collections::VecDeque;
+use std::hash::{BuildHasher, Hash, Hasher};
 
-use nohash_hasher::NoHashHasher;
 use stateright::Model;
+
+use crate::fingerprints::FingerprintSet;
 
 use crate::machine::{Action, CacheModel, State};
 
 type Fingerprint = u64;
-
-/// Maps keyed by fingerprints, which are already hashes.
-type ByFingerprint<V> = HashMap<Fingerprint, V, BuildHasherDefault<NoHashHasher<u64>>>;
 
 /// A path as stateright gives it: each state with the action taken from it (`None` for
 /// the last).
@@ -48,9 +46,14 @@ fn representative_fingerprint(s: &State) -> Fingerprint {
     h.finish()
 }
 
-/// Where a state was first reached from: its parent's fingerprint and the index of the
-/// action, among the parent's actions, that led to it (`None` for an initial state).
-type Origin = Option<(Fingerprint, u32)>;
+/// What [`breadth_first`] found.
+pub(crate) struct Explored {
+    /// For each goal, a shortest path to a state that meets it (`None`: no state seen
+    /// does).
+    pub paths: Vec<Option<Steps>>,
+    /// Unique states seen: all the reachable ones unless every goal was met.
+    pub states: usize,
+}
 
 /// For each of `goals` goals (goal `g` is met by `s` when `meets(g, s)`), a shortest
 /// path from the initial state to a state that meets it, or `None` when no reachable
@@ -60,58 +63,127 @@ pub(crate) fn shortest_paths(
     goals: usize,
     meets: impl Fn(usize, &State) -> bool,
 ) -> Vec<Option<Steps>> {
-    let mut origin: ByFingerprint<Origin> = ByFingerprint::default();
-    let mut queue: VecDeque<(State, Fingerprint)> = VecDeque::new();
-    for s in model.init_states() {
-        let fp = fingerprint(&s);
-        if origin.insert(fp, None).is_none() {
-            queue.push_back((s, fp));
-        }
-    }
-    let mut met: Vec<Option<Fingerprint>> = vec![None; goals];
-    let mut left = goals;
-    let mut actions = Vec::new();
-    while left > 0
-        && let Some((s, fp)) = queue.pop_front()
-    {
-        for (goal, at) in met.iter_mut().enumerate() {
-            if at.is_none() && meets(goal, &s) {
-                *at = Some(fp);
-                left -= 1;
-            }
-        }
-        actions.clear();
-        model.actions(&s, &mut actions);
-        for (i, a) in actions.drain(..).enumerate() {
-            let Some(next) = model.next_state(&s, a) else {
-                continue;
-            };
-            let next_fp = fingerprint(&next);
-            if let std::collections::hash_map::Entry::Vacant(e) = origin.entry(next_fp) {
-                e.insert(Some((fp, i as u32)));
-                queue.push_back((next, next_fp));
-            }
-        }
-    }
-    met.into_iter()
-        .map(|at| at.map(|fp| rebuild(model, &origin, fp)))
-        .collect()
+    breadth_first(model, goals, meets).paths
 }
 
-/// The path to the state `fp`, replayed from the initial state.
-fn rebuild(model: &CacheModel, origin: &ByFingerprint<Origin>, fp: Fingerprint) -> Steps {
+/// The breadth-first search behind [`shortest_paths`], which also says how many states
+/// it saw.
+///
+/// Memory per state: its fingerprint in a set, and in two arrays indexed by the order in
+/// which states were first reached, the index of the state it was reached from and the
+/// index of the action (5 bytes): a path is followed back through those indices, never
+/// looked up by fingerprint.
+pub(crate) fn breadth_first(
+    model: &CacheModel,
+    goals: usize,
+    meets: impl Fn(usize, &State) -> bool,
+) -> Explored {
+    let mut seen = FingerprintSet::new();
+    // `parent[id]`: the state `id` was first reached from (`NO_PARENT` for an initial
+    // state); `action[id]`: the index of the action, among the parent's actions (among
+    // the initial states for an initial state), that reached it.
+    let mut parent: Vec<u32> = Vec::new();
+    let mut action: Vec<u8> = Vec::new();
+    let mut queue: VecDeque<(State, u32)> = VecDeque::new();
+    let mut remember = |seen: &mut FingerprintSet, fp: Fingerprint, from: u32, index: usize| {
+        if !seen.insert(fp) {
+            return None;
+        }
+        let id = u32::try_from(parent.len()).expect("fewer than 2^32 states");
+        parent.push(from);
+        action.push(u8::try_from(index).expect("fewer than 256 actions per state"));
+        Some(id)
+    };
+    for (i, s) in model.init_states().into_iter().enumerate() {
+        if let Some(id) = remember(&mut seen, fingerprint(&s), NO_PARENT, i) {
+            queue.push_back((s, id));
+        }
+    }
+    let mut met: Vec<Option<u32>> = vec![None; goals];
+    let mut left = goals;
+    let mut actions = Vec::new();
+    let mut next_states = Vec::new();
+    // States are expanded a few at a time, all their successors' slots asked for before
+    // the first is inserted: the misses of one batch overlap. The states are taken and
+    // their successors inserted in queue order, so ids and paths are as one at a time.
+    let mut batch: Vec<(State, u32)> = Vec::with_capacity(BATCH);
+    let mut pending: Vec<(State, Fingerprint, usize, u32)> = Vec::new();
+    while left > 0 && !queue.is_empty() {
+        let take = queue.len().min(BATCH);
+        batch.extend(queue.drain(..take));
+        for (s, id) in batch.drain(..) {
+            for (goal, at) in met.iter_mut().enumerate() {
+                if at.is_none() && meets(goal, &s) {
+                    *at = Some(id);
+                    left -= 1;
+                }
+            }
+            if left == 0 {
+                break;
+            }
+            successors(
+                model,
+                &s,
+                &mut actions,
+                &mut next_states,
+                &seen,
+                fingerprint,
+            );
+            pending.extend(next_states.drain(..).map(|(n, fp, i)| (n, fp, i, id)));
+        }
+        for (next, fp, i, from) in pending.drain(..) {
+            if let Some(next_id) = remember(&mut seen, fp, from, i) {
+                queue.push_back((next, next_id));
+            }
+        }
+    }
+    drop(queue);
+    Explored {
+        paths: met
+            .into_iter()
+            .map(|at| at.map(|id| rebuild(model, &parent, &action, id)))
+            .collect(),
+        states: seen.len(),
+    }
+}
+
+/// Fills `next_states` with the successors of `s`, each with its key and the index of
+/// its action, and asks for their slots in `seen` before any is inserted.
+fn successors(
+    model: &CacheModel,
+    s: &State,
+    actions: &mut Vec<Action>,
+    next_states: &mut Vec<(State, Fingerprint, usize)>,
+    seen: &FingerprintSet,
+    key: impl Fn(&State) -> Fingerprint,
+) {
+    actions.clear();
+    model.actions(s, actions);
+    for (i, a) in actions.drain(..).enumerate() {
+        if let Some(next) = model.next_state(s, a) {
+            let fp = key(&next);
+            seen.prefetch(fp);
+            next_states.push((next, fp, i));
+        }
+    }
+}
+
+/// How many states [`breadth_first`] expands before it inserts their successors.
+const BATCH: usize = 16;
+
+/// The parent of an initial state.
+const NO_PARENT: u32 = u32::MAX;
+
+/// The path to state `id`, replayed from the initial state.
+fn rebuild(model: &CacheModel, parent: &[u32], action: &[u8], id: u32) -> Steps {
     let mut indices = Vec::new();
-    let mut at = fp;
-    while let Some(Some((parent, i))) = origin.get(&at) {
-        indices.push(*i as usize);
-        at = *parent;
+    let mut at = id as usize;
+    while parent[at] != NO_PARENT {
+        indices.push(action[at] as usize);
+        at = parent[at] as usize;
     }
     indices.reverse();
-    let mut state = model
-        .init_states()
-        .into_iter()
-        .find(|s| fingerprint(s) == at)
-        .expect("a path starts at an initial state");
+    let mut state = model.init_states().swap_remove(action[at] as usize);
     let mut steps = Vec::with_capacity(indices.len() + 1);
     let mut actions = Vec::new();
     for i in indices {
@@ -155,8 +227,7 @@ pub(crate) fn reachable_goals(
             fingerprint(s)
         }
     };
-    let hasher = BuildHasherDefault::<NoHashHasher<u64>>::default();
-    let mut seen: HashSet<Fingerprint, _> = HashSet::with_hasher(hasher);
+    let mut seen = FingerprintSet::new();
     let mut stack: Vec<State> = Vec::new();
     for s in model.init_states() {
         if seen.insert(key(&s)) {
@@ -166,6 +237,7 @@ pub(crate) fn reachable_goals(
     let mut met = vec![false; goals];
     let mut left = goals;
     let mut actions = Vec::new();
+    let mut next_states = Vec::new();
     while left > 0
         && let Some(s) = stack.pop()
     {
@@ -175,15 +247,61 @@ pub(crate) fn reachable_goals(
                 left -= 1;
             }
         }
-        actions.clear();
-        model.actions(&s, &mut actions);
-        for a in actions.drain(..) {
-            if let Some(next) = model.next_state(&s, a)
-                && seen.insert(key(&next))
-            {
+        successors(model, &s, &mut actions, &mut next_states, &seen, key);
+        for (next, fp, _) in next_states.drain(..) {
+            if seen.insert(fp) {
                 stack.push(next);
             }
         }
     }
     (met, seen.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use crate::machine::{CacheModel, Fs, History, Proc};
+    use crate::protocol::{Policy, Scenario};
+
+    /// Two reachable states with the same packed words are the same state.
+    #[test]
+    fn packing_is_injective() {
+        let mut checked = 0;
+        let mut file_systems = 0;
+        for (policy, text) in [
+            (Policy::Uv0819, "run+crash,run-script+timeout,clean+crash"),
+            (
+                Policy::Cachelock,
+                "run-daemon+crash,tool-run,clean+crash,prune",
+            ),
+            (Policy::Uv013, "run-no-cache+crash,prune,clean+timeout"),
+        ] {
+            let model = CacheModel::new(policy, &Scenario::parse(text).unwrap());
+            let mut procs: HashMap<u128, Proc> = HashMap::new();
+            let mut fss: HashMap<(u64, u8), (Fs, History)> = HashMap::new();
+            super::each_state(&model, |s| {
+                for p in &s.procs {
+                    let seen = procs.entry(p.packed()).or_insert_with(|| p.clone());
+                    assert_eq!(seen, p, "two processes pack alike");
+                }
+                let key = (s.fs.packed(), s.history.packed());
+                let seen = fss.entry(key).or_insert_with(|| (s.fs.clone(), s.history));
+                assert_eq!(
+                    seen,
+                    &(s.fs.clone(), s.history),
+                    "two file systems pack alike"
+                );
+                checked += 1;
+            });
+            assert!(
+                procs.len() > 50,
+                "{policy} on {text}: only {} process values",
+                procs.len()
+            );
+            file_systems += fss.len();
+        }
+        assert!(file_systems > 100, "only {file_systems} file systems");
+        assert!(checked > 10_000, "checked only {checked} states");
+    }
 }

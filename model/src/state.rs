@@ -4,6 +4,7 @@
 //! `crate::queries`, how it changes in `crate::transitions`.
 
 use std::fmt;
+use std::hash::{Hash, Hasher};
 
 use crate::protocol::{EnvName, Event, Mode, Step};
 
@@ -143,7 +144,7 @@ impl EnvFd {
 }
 
 /// One process's state.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Proc {
     /// Symmetry class: processes with the same class are interchangeable. Constant.
     pub class: u8,
@@ -168,7 +169,7 @@ pub struct Proc {
 }
 
 /// The cache directory as the processes see it.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Fs {
     /// The root directory exists.
     pub root: bool,
@@ -193,7 +194,7 @@ pub struct Fs {
 /// Facts about the past that the properties need (set by transitions, never cleared).
 /// Each is noted only when a process of the checked policy is involved (as the one who
 /// acted or the one it acted against): see `crate::properties` for the attribution.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
 pub struct History {
     /// A process deleted an entry while another held the lock that protects it
     /// (`mutual-exclusion`).
@@ -216,6 +217,116 @@ pub struct State {
     pub procs: Vec<Proc>,
     pub fs: Fs,
     pub history: History,
+}
+
+// Hashing: every state the checker generates is hashed once or twice (its fingerprint,
+// its representative's), so a process hashes as one packed 96-bit word and the file
+// system with the history as one 64-bit word, not field by field (a derived `Hash` feeds
+// the hasher some twenty values per process). Each packing is injective: equal words
+// mean equal values (`search::tests::packing_is_injective` checks it on every reachable state
+// of several scenarios), so a fingerprint still tells states apart as well as before.
+
+impl Proc {
+    /// The process's state in 96 bits, one value per distinct state.
+    pub(crate) fn packed(&self) -> u128 {
+        let life: u128 = match self.life {
+            Life::Ready => 0,
+            Life::Waiting => 1,
+            Life::Killed => 2,
+            Life::Done(o) => 3 + o as u128,
+        };
+        let root_fd: u128 = match self.root_fd {
+            None => 0,
+            Some(f) => {
+                let lock = match f.lock {
+                    None => 0,
+                    Some(Mode::Shared) => 1,
+                    Some(Mode::Exclusive) => 2,
+                };
+                1 | (f.inode as u128) << 1
+                    | lock << 9
+                    | (f.parent as u128) << 11
+                    | (f.child as u128) << 12
+                    | (f.daemon as u128) << 13
+            }
+        };
+        let env_fd: u128 = match self.env_fd {
+            None => 0,
+            Some(f) => {
+                1 | (f.parent as u128) << 1 | (f.child as u128) << 2 | (f.daemon as u128) << 3
+            }
+        };
+        let temp: u128 = match self.temp {
+            Temp::None => 0,
+            Temp::Gone => 1,
+            Temp::Present(e) => 2 + e as u128,
+        };
+        self.class as u128
+            | (self.at as u128) << 8
+            | life << 16
+            | (self.awaited as u128) << 20
+            | (self.pending_cleans as u128) << 36
+            | (self.leaked_at_start as u128) << 52
+            | root_fd << 68
+            | env_fd << 82
+            | temp << 86
+            | (self.build as u128) << 89
+            | (self.child as u128) << 91
+            | (self.daemon as u128) << 93
+            | (self.forced as u128) << 95
+    }
+}
+
+impl Hash for Proc {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u128(self.packed());
+    }
+}
+
+impl Fs {
+    /// The file system in 33 bits, one value per distinct file system.
+    pub(crate) fn packed(&self) -> u64 {
+        let lock_path = match self.lock_path {
+            None => 0,
+            Some(i) => 1 | (i as u64) << 1,
+        };
+        let envs = self
+            .envs
+            .iter()
+            .flatten()
+            .enumerate()
+            .fold(0u64, |m, (i, e)| m | (*e as u64) << (2 * i));
+        self.root as u64
+            | (self.scaffold as u64) << 1
+            | (self.buckets as u64) << 2
+            | (self.trash as u64) << 3
+            | lock_path << 4
+            | (self.next_inode as u64) << 13
+            | envs << 21
+    }
+}
+
+impl Hash for Fs {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u64(self.packed());
+    }
+}
+
+impl History {
+    /// The history in 5 bits.
+    pub(crate) fn packed(&self) -> u8 {
+        self.deleted_under_lock_holder as u8
+            | (self.deleted_beside_root_holder as u8) << 1
+            | (self.broke_protected_env as u8) << 2
+            | (self.overtook_clean as u8) << 3
+            | (self.left_unused_env as u8) << 4
+    }
+}
+
+impl Hash for History {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u8(self.packed());
+    }
 }
 
 /// An action of the model: a process takes its next step, or an event happens to it.

@@ -11,12 +11,16 @@
 //!   single-threaded BFS, whose visitor sees every state with its path, finds a path for
 //!   the same properties, of the same length, and the same path (both visit in the
 //!   model's action order). The visitor rebuilds the path of every state, which is why
-//!   the project no longer uses it.
+//!   the project no longer uses it;
+//! - the one search that gives both (`check_pair_and_traces`, behind `check --scenario`):
+//!   on every CI and mixed scenario, for every policy, the verdicts and state count of
+//!   `check_pair` and the paths of `shortest_traces`.
 
 use std::sync::{Arc, Mutex};
 
 use cachelock_model::check::{
-    CI_SCENARIOS, Kind3, Verdict, check_pair, check_pair_with, shortest_traces,
+    CI_SCENARIOS, Kind3, Verdict, check_pair, check_pair_and_traces, check_pair_with,
+    shortest_traces,
 };
 use cachelock_model::expect::mixed_scenarios;
 use cachelock_model::machine::{Action, CacheModel, State};
@@ -162,4 +166,58 @@ fn the_reduction_merges_interchangeable_processes() {
         );
         assert_eq!(reduced.verdicts, full.verdicts, "{policy}: verdicts");
     }
+}
+
+#[test]
+fn one_search_gives_the_verdicts_and_the_paths_of_the_two() {
+    let mut scenarios: Vec<Scenario> = CI_SCENARIOS
+        .iter()
+        .map(|s| Scenario::parse(s).unwrap())
+        .collect();
+    scenarios.extend(mixed_scenarios());
+    let (mut pairs, mut paths, mut one_search) = (0, 0, 0);
+    for policy in Policy::ALL {
+        for sc in &scenarios {
+            let (one, one_traces) = check_pair_and_traces(policy, sc);
+            let two = check_pair(policy, sc);
+            assert_eq!(one.verdicts, two.verdicts, "{policy} on {sc}: verdicts");
+            assert_eq!(one.states, two.states, "{policy} on {sc}: unique states");
+            let failing: Vec<_> = two
+                .verdicts
+                .iter()
+                .filter(|(p, v)| *v == Verdict::Fails && p.expectation() != Kind3::Sometimes)
+                .map(|(p, _)| *p)
+                .collect();
+            let traces = shortest_traces(policy, sc, &failing);
+            let summary = |t: &[cachelock_model::check::Trace]| {
+                t.iter()
+                    .map(|t| (t.property, t.path.clone(), t.story.clone()))
+                    .collect::<Vec<_>>()
+            };
+            assert_eq!(
+                summary(&one_traces),
+                summary(&traces),
+                "{policy} on {sc}: traces"
+            );
+            pairs += 1;
+            paths += traces.len();
+            let classes: Vec<u8> = CacheModel::new(policy, sc)
+                .initial_state()
+                .procs
+                .iter()
+                .map(|p| p.class)
+                .collect();
+            let interchangeable = classes
+                .iter()
+                .enumerate()
+                .any(|(i, c)| *c != u8::MAX && classes[..i].contains(c));
+            one_search += usize::from(!interchangeable);
+        }
+    }
+    assert!(pairs > 500, "compared only {pairs} pairs");
+    assert!(paths > 200, "compared only {paths} paths");
+    assert!(
+        one_search > 100 && one_search < pairs,
+        "{one_search} of {pairs} pairs without interchangeable processes: both ways compared"
+    );
 }

@@ -9,7 +9,7 @@ use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 use std::time::Instant;
 
-use cachelock_model::check::{self, PairResult, ScenarioSet, Verdict};
+use cachelock_model::check::{self, PairResult, ScenarioSet};
 use cachelock_model::properties::Kind3;
 use cachelock_model::{Kind, Policy, Scenario, report};
 
@@ -318,7 +318,7 @@ fn check_ci_set(policies: &[Policy], args: &CheckArgs) -> ExitCode {
             .chain(&mixed_rows)
             .flat_map(|row| row.pairs.iter())
             .map(|r| {
-                let traces = check::shortest_traces(r.policy, &r.scenario, &failing(r));
+                let traces = check::shortest_traces(r.policy, &r.scenario, &check::failing(r));
                 check::pair_json(r, &traces)
             })
             .collect();
@@ -365,45 +365,71 @@ fn serde_json_array(values: &[impl std::fmt::Display]) -> String {
     format!("[{}]", items.join(",\n"))
 }
 
-fn failing(r: &PairResult) -> Vec<check::Property> {
-    r.verdicts
-        .iter()
-        .filter(|(p, v)| *v == Verdict::Fails && p.expectation() != Kind3::Sometimes)
-        .map(|(p, _)| *p)
-        .collect()
-}
-
+/// `check --scenario`: each policy's verdicts and stories, in the order of `policies`.
+/// The policies are checked on two threads (each check is single-threaded and
+/// independent); each policy's text is printed as soon as it and those before it are
+/// done.
 fn check_one_scenario(policies: &[Policy], sc: &Scenario, json: bool) -> ExitCode {
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let (done, results) = std::sync::mpsc::channel::<(usize, PairResult, Vec<check::Trace>)>();
     let mut values = Vec::new();
-    for policy in policies {
-        let r = check::check_pair(*policy, sc);
-        let traces = check::shortest_traces(*policy, sc, &failing(&r));
-        if json {
-            values.push(check::pair_json(&r, &traces));
-            continue;
+    std::thread::scope(|s| {
+        for _ in 0..2 {
+            let done = done.clone();
+            let next = &next;
+            s.spawn(move || {
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    let Some(policy) = policies.get(i) else {
+                        break;
+                    };
+                    let (r, traces) = check::check_pair_and_traces(*policy, sc);
+                    if done.send((i, r, traces)).is_err() {
+                        break;
+                    }
+                }
+            });
         }
-        println!(
-            "{} on {}: {} states in {:.2}s",
-            policy,
-            sc,
-            r.states,
-            r.elapsed.as_secs_f64()
-        );
-        for (p, v) in &r.verdicts {
-            println!("  {:22} {}", p.name(), v.name());
-        }
-        for t in &traces {
-            println!("\n{} fails:", t.property.name());
-            for line in &t.story {
-                println!("  {line}");
+        drop(done);
+        let mut waiting: Vec<Option<(PairResult, Vec<check::Trace>)>> = vec![None; policies.len()];
+        let mut printed = 0;
+        for (i, r, traces) in results {
+            waiting[i] = Some((r, traces));
+            while let Some(Some((r, traces))) = waiting.get_mut(printed).map(Option::take) {
+                if json {
+                    values.push(check::pair_json(&r, &traces));
+                } else {
+                    print_pair(&r, &traces);
+                }
+                printed += 1;
             }
         }
-        println!();
-    }
+    });
     if json {
         println!("{}", serde_json_array(&values));
     }
     ExitCode::SUCCESS
+}
+
+/// One policy's verdicts on one scenario and its failing properties' stories.
+fn print_pair(r: &PairResult, traces: &[check::Trace]) {
+    println!(
+        "{} on {}: {} states in {:.2}s",
+        r.policy,
+        r.scenario,
+        r.states,
+        r.elapsed.as_secs_f64()
+    );
+    for (p, v) in &r.verdicts {
+        println!("  {:22} {}", p.name(), v.name());
+    }
+    for t in traces {
+        println!("\n{} fails:", t.property.name());
+        for line in &t.story {
+            println!("  {line}");
+        }
+    }
+    println!();
 }
 
 /// Runs `cachelock explore`: serves stateright's Explorer until interrupted.
