@@ -31,7 +31,11 @@ struct Cli {
     command: Command,
 }
 
+// `defer`: a subcommand's arguments are built only when it is the one invoked, so that
+// `cachelock hold` (timed beside flock(1)) does not build the checker's. The argument
+// structs carry no doc comment: a deferred one would replace the variant's text below.
 #[derive(Debug, Subcommand)]
+#[command(defer = true)]
 enum Command {
     /// Run a command in an environment of the cache (like `uv run --with`).
     #[command(after_help = CACHE_AND_TIMEOUT_HELP)]
