@@ -302,19 +302,29 @@ fn main() -> ExitCode {
     }
 }
 
+/// Messages on stderr: warnings, and with `-v` each protocol step; `RUST_LOG` takes
+/// `target=level` directives (`cachelock=trace`). `Targets` rather than `EnvFilter`, whose
+/// span and field matching would link a regex engine: its tables cost the loader thousands
+/// of relocations at every start.
 fn init_tracing(verbose: bool) {
-    use tracing_subscriber::EnvFilter;
+    use tracing_subscriber::filter::{LevelFilter, Targets};
+    use tracing_subscriber::prelude::*;
     let filter = if verbose {
-        EnvFilter::new("cachelock=debug")
+        Targets::new().with_target("cachelock", LevelFilter::DEBUG)
     } else {
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"))
+        std::env::var("RUST_LOG")
+            .ok()
+            .and_then(|directives| directives.parse().ok())
+            .unwrap_or_else(|| Targets::new().with_default(LevelFilter::WARN))
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let messages = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_target(false)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .without_time()
+        .without_time();
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(messages)
         .init();
 }
 
