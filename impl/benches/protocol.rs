@@ -14,7 +14,8 @@
 //!   Each cache is written to disk (sync(2)) before its deletion is timed, and each round
 //!   starts with another contender.
 //!
-//! `cargo bench -p cachelock --bench protocol`: full mode (N = 100 000);
+//! `cargo bench -p cachelock --bench protocol`: full mode (N = 100 000); `-- hold` (or
+//! `handover`, `run-during-clean`, `clean`) runs only the rows named and writes no record;
 //! `CACHELOCK_WRITE_DOCS=1` also rewrites its section of `docs/performance.md`. Without
 //! `--bench` (as `cargo test` runs it) a smoke mode checks that every measurement works.
 
@@ -35,6 +36,9 @@ const UV_VERSION: &str = "0.13.9";
 
 /// How long a wait for another process's state may take before the benchmark fails.
 const DEADLINE: Duration = Duration::from_secs(120);
+
+/// The rows, by the names that select them on the command line.
+const ROWS: [&str; 4] = ["hold", "handover", "run-during-clean", "clean"];
 
 struct Sizes {
     pairs: usize,
@@ -69,11 +73,36 @@ fn main() {
         .prefix("cachelock-bench-")
         .tempdir()
         .expect("a temporary directory");
-    let mut figures = vec![hold_vs_flock(dir.path(), sizes.pairs)];
-    figures.push(handover(dir.path(), sizes.handovers));
-    figures.push(run_during_clean(dir.path(), sizes.files, sizes.rounds));
-    figures.extend(clean_vs_peers(dir.path(), sizes.files, sizes.rounds));
+    // `cargo bench -p cachelock --bench protocol -- hold handover` runs only those rows
+    // (and writes no record); the smoke mode always runs every row.
+    let only: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| full && !a.starts_with('-'))
+        .collect();
+    for name in &only {
+        assert!(
+            ROWS.contains(&name.as_str()),
+            "no row {name:?}; the rows: {ROWS:?}"
+        );
+    }
+    let wanted = |row: &str| only.is_empty() || only.iter().any(|o| o == row);
+    let mut figures = Vec::new();
+    if wanted("hold") {
+        figures.push(hold_vs_flock(dir.path(), sizes.pairs));
+    }
+    if wanted("handover") {
+        figures.push(handover(dir.path(), sizes.handovers));
+    }
+    if wanted("run-during-clean") {
+        figures.push(run_during_clean(dir.path(), sizes.files, sizes.rounds));
+    }
+    if wanted("clean") {
+        figures.extend(clean_vs_peers(dir.path(), sizes.files, sizes.rounds));
+    }
     let md = common::table("protocol costs (ratio = figure / baseline)", &figures);
+    if !only.is_empty() {
+        return;
+    }
     let body = format!(
         "## The protocol's costs\n\nMachine: {machine}.\n\
          Whole processes timed from outside; N = {} files; medians of {} pairs (hold), \

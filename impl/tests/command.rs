@@ -545,6 +545,50 @@ fn help_gives_the_cache_rule_the_default_timeout_and_uv_lock_timeout() {
     }
 }
 
+/// Subcommands' arguments are built only when invoked (`defer`): each one's help still
+/// opens with what the command enum says of it, not with its argument struct's text.
+#[test]
+fn each_subcommands_help_opens_with_its_own_description() {
+    for (sub, first) in [
+        ("hold", "Hold the cache lock while a command runs"),
+        ("check", "Check the protocol model"),
+        ("explore", "Explore one scenario of the model"),
+        ("trace", "Run a command under the gate"),
+        ("replay", "Replay the model's counterexamples"),
+    ] {
+        for help in ["-h", "--help"] {
+            let out = Command::new(env!("CARGO_BIN_EXE_cachelock"))
+                .args([sub, help])
+                .output()
+                .expect("help");
+            let text = String::from_utf8_lossy(&out.stdout);
+            assert!(
+                out.status.success() && text.starts_with(first),
+                "`{sub} {help}` does not open with {first:?}: {text}"
+            );
+        }
+    }
+}
+
+/// The command links its unwinder statically (see `main.rs`): the dynamic loader loads
+/// libc for it, and not libgcc_s.so.1, whose loading was a measurable part of `hold`'s
+/// start-up.
+#[test]
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn the_command_does_not_load_libgcc_s() {
+    // What ldd(1) does: the loader lists the objects it loads instead of running.
+    let out = Command::new(env!("CARGO_BIN_EXE_cachelock"))
+        .env("LD_TRACE_LOADED_OBJECTS", "1")
+        .output()
+        .expect("run the command under the loader's trace");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("libc.so"),
+        "no list of loaded objects: {text}"
+    );
+    assert!(!text.contains("libgcc_s"), "libgcc_s is loaded: {text}");
+}
+
 #[test]
 fn explore_on_a_busy_port_is_a_one_line_error() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");

@@ -31,7 +31,7 @@ fn scenario_help() -> String {
     )
 }
 
-/// Arguments of `cachelock check`.
+// Arguments of `cachelock check` (a plain comment: see `defer` on the command enum).
 #[derive(Debug, clap::Args)]
 #[command(after_long_help = scenario_help())]
 pub struct CheckArgs {
@@ -71,7 +71,7 @@ pub struct CheckArgs {
     pub verbose: bool,
 }
 
-/// Arguments of `cachelock explore`.
+// Arguments of `cachelock explore` (a plain comment: see `defer` on the command enum).
 #[derive(Debug, clap::Args)]
 #[command(after_long_help = scenario_help())]
 pub struct ExploreArgs {

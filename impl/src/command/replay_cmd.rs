@@ -58,7 +58,7 @@ release-root-lock: model releases the lock on .lock, real ...`), or the property
 PROPERTY: model fails, real holds`); 2 on bad input (an unknown policy or scenario, a \
 scenario it cannot play, a --uv that does not run), or when processes cannot be traced here.";
 
-/// Arguments of `cachelock replay`.
+// Arguments of `cachelock replay` (a plain comment: see `defer` on the command enum).
 #[derive(Debug, clap::Args)]
 #[command(after_help = REPLAY_HELP)]
 pub struct ReplayArgs {

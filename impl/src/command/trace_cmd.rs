@@ -38,7 +38,7 @@ first step the model does not allow (`check: not a behaviour of P (...): run#1 (
 STEP; the model allows STEP2 next`); 2 on bad input, or when the command cannot be traced \
 (ptrace forbidden here: the message says why).";
 
-/// Arguments of `cachelock trace`.
+// Arguments of `cachelock trace` (a plain comment: see `defer` on the command enum).
 #[derive(Debug, clap::Args)]
 #[command(after_help = TRACE_HELP)]
 pub struct TraceArgs {
