@@ -631,3 +631,22 @@ fn verbose_check_lists_each_scenario() {
         "{err}"
     );
 }
+
+/// A `RUST_LOG` the command cannot read is said, not silently dropped; the command
+/// still runs.
+#[test]
+fn an_unreadable_rust_log_is_a_warning() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = Command::new(env!("CARGO_BIN_EXE_cachelock"))
+        .args(["status", "--cache-dir"])
+        .arg(dir.path())
+        .env("RUST_LOG", "cachelock[span]=x")
+        .output()
+        .expect("status");
+    assert_eq!(out.status.code(), Some(0));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.starts_with("warning: RUST_LOG=\"cachelock[span]=x\" is not a list of"),
+        "{err}"
+    );
+}

@@ -312,10 +312,17 @@ fn init_tracing(verbose: bool) {
     let filter = if verbose {
         Targets::new().with_target("cachelock", LevelFilter::DEBUG)
     } else {
-        std::env::var("RUST_LOG")
-            .ok()
-            .and_then(|directives| directives.parse().ok())
-            .unwrap_or_else(|| Targets::new().with_default(LevelFilter::WARN))
+        let warn = || Targets::new().with_default(LevelFilter::WARN);
+        match std::env::var("RUST_LOG") {
+            Ok(directives) => directives.parse().unwrap_or_else(|e| {
+                eprintln!(
+                    "warning: RUST_LOG={directives:?} is not a list of `target=level` \
+                     directives ({e}); showing warnings only"
+                );
+                warn()
+            }),
+            Err(_) => warn(),
+        }
     };
     let messages = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
