@@ -652,7 +652,7 @@ mod parallel {
         top: &'a DirFd,
         queue: Mutex<Queue>,
         wake: Condvar,
-        /// Shared directories open ([`Node`]s alive).
+        /// Shared directories open, or about to be (a [`Node`] each).
         shared: AtomicUsize,
     }
 
@@ -756,19 +756,26 @@ mod parallel {
 
         fn run(&self, job: Job, removed: &mut Removed) -> Result<(), Error> {
             let parent = self.parent_dir(&job.parent);
-            if self.shared.load(Ordering::Relaxed) >= SHARED_DIRS {
+            let room = self
+                .shared
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |open| {
+                    (open < SHARED_DIRS).then_some(open + 1)
+                });
+            if room.is_err() {
                 // Enough open already: this subtree is walked here alone.
                 remove_tree_at(parent, &job.name, removed)?;
                 return self.finish(job.parent);
             }
             let dir = match unlink_or_open(parent, &job.name, removed)? {
-                Step::Done => return self.finish(job.parent),
+                Step::Done => {
+                    self.shared.fetch_sub(1, Ordering::Relaxed);
+                    return self.finish(job.parent);
+                }
                 Step::Dir(dir) => dir,
             };
             let entries = dir
                 .entries_with_kind()
                 .map_err(|e| Error::io("list", dir.path(), e))?;
-            self.shared.fetch_add(1, Ordering::Relaxed);
             let node = Arc::new(Node {
                 dir,
                 name: job.name,
