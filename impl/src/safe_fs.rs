@@ -360,7 +360,7 @@ impl DirFd {
 
     /// Removes the entries `names` of this directory and everything in them, as
     /// [`DirFd::remove_tree`] does one by one, with up to `threads` threads sharing the
-    /// subdirectories (see [`parallel`](self#parallel-removal)); one thread is the
+    /// subdirectories (see the module documentation, "Parallel removal"); one thread is the
     /// sequential walk. On an error the other threads stop at their next directory and
     /// the first error is returned; `removed` counts everything removed, error or not.
     pub fn remove_entries_parallel(
