@@ -492,11 +492,24 @@ fn own_trash_dir(root: &DirFd) -> Result<DirFd, Error> {
 }
 
 /// `delete-trash`: deletes `own` (if any), then every trash directory in the cache whose
-/// lock it can take without waiting: those a killed clean left. One being filled by a
+/// lock it can take without waiting: those a killed clean left. Each trash directory is
+/// removed by as many threads as there are cores ([`DirFd::remove_entries_parallel`]),
+/// which nothing else waits for: this runs after the clean released the cache. One being filled by a
 /// live clean is locked and stays (that clean deletes it). What is in the trash is never
 /// used by anyone (nothing opens a path under `.trash/`), so deleting it under no cache
 /// lock is safe; a link planted there is removed, never followed.
 pub fn delete_trash(root: &Path, own: Option<OwnTrash>) -> Result<DeleteReport, Error> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    delete_trash_with(root, own, threads)
+}
+
+/// [`delete_trash`] with `threads` threads removing the trash
+/// ([`DirFd::remove_entries_parallel`]); [`delete_trash`] uses as many as there are cores.
+pub fn delete_trash_with(
+    root: &Path,
+    own: Option<OwnTrash>,
+    threads: usize,
+) -> Result<DeleteReport, Error> {
     let mut report = DeleteReport::default();
     // Its lock goes with its descriptor; the directory is deleted below like any
     // other (a clean deleting at the same moment takes it first, and this one skips it).
@@ -548,14 +561,16 @@ pub fn delete_trash(root: &Path, own: Option<OwnTrash>) -> Result<DeleteReport, 
             continue;
         }
         let mut removed = Removed::default();
-        let entries = dir.entries().ctx("list the trash directory", dir.path())?;
-        for (i, entry) in entries.iter().enumerate() {
-            dir.remove_tree(entry, &mut removed)?;
-            if i == 0 {
+        let mut entries = dir.entries().ctx("list the trash directory", dir.path())?;
+        let rest = entries.split_off(entries.len().min(1));
+        let result = dir
+            .remove_entries_parallel(entries, threads, &mut removed)
+            .and_then(|()| {
                 crate::faults::pause("trash-deleting");
-            }
-        }
+                dir.remove_entries_parallel(rest, threads, &mut removed)
+            });
         report.add(removed);
+        result?;
         trash_root
             .remove_empty_dir(&name)
             .ctx("remove the trash directory", &trash_root.child_path(&name))?;

@@ -23,6 +23,19 @@
 //! - The walk is iterative (no recursion a deep tree could overflow) and holds one
 //!   descriptor per level; a tree too deep for the descriptor limit fails with an error,
 //!   nothing else.
+//!
+//! # Parallel removal
+//!
+//! [`DirFd::remove_entries_parallel`] removes trees with several threads, under the same
+//! rules: each thread walks descriptors exactly as above. The threads share a stack of
+//! jobs, each a subdirectory to remove given by its parent's open descriptor and its
+//! name; whoever takes a job opens it, pushes its subdirectories as new jobs and unlinks
+//! its other entries, and the thread that finishes a directory's last job removes the
+//! directory from its parent (or, if something was added meanwhile, makes it a job
+//! again, a bounded number of times). Descriptors stay bounded: a directory is shared
+//! only while fewer than [`SHARED_DIRS`] shared directories are open, and is otherwise
+//! walked by one thread, one descriptor per level; the stack is last in, first out, so
+//! the threads go deep before they go wide.
 
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
@@ -190,6 +203,22 @@ impl DirFd {
         Ok(names)
     }
 
+    /// The names in this directory, each with whether `readdir` says it is a directory.
+    /// That is a hint for scheduling only: the entry may change kind at any moment.
+    fn entries_with_kind(&self) -> io::Result<Vec<(OsString, bool)>> {
+        let mut dir = rustix::fs::Dir::read_from(&self.fd)?;
+        let mut names = Vec::new();
+        while let Some(entry) = dir.read() {
+            let entry = entry?;
+            let name = entry.file_name().to_bytes();
+            if name != b"." && name != b".." {
+                let is_dir = entry.file_type() == FileType::Directory;
+                names.push((OsStr::from_bytes(name).to_os_string(), is_dir));
+            }
+        }
+        Ok(names)
+    }
+
     /// `lstat` of the entry `name`: a link is described, not followed.
     pub fn stat_entry(&self, name: impl AsRef<OsStr>) -> io::Result<Stat> {
         let name = checked(name.as_ref())?;
@@ -329,6 +358,33 @@ impl DirFd {
         }
     }
 
+    /// Removes the entries `names` of this directory and everything in them, as
+    /// [`DirFd::remove_tree`] does one by one, with up to `threads` threads sharing the
+    /// subdirectories (see the module documentation, "Parallel removal"); one thread is the
+    /// sequential walk. On an error the other threads stop at their next directory and
+    /// the first error is returned; `removed` counts everything removed, error or not.
+    pub fn remove_entries_parallel(
+        &self,
+        names: Vec<OsString>,
+        threads: usize,
+        removed: &mut Removed,
+    ) -> Result<(), Error> {
+        let names = names
+            .into_iter()
+            .map(|n| match checked(&n) {
+                Ok(_) => Ok(n),
+                Err(e) => Err(Error::io("remove", self.path(), e)),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        if threads <= 1 {
+            for name in names {
+                remove_tree_at(self, &name, removed)?;
+            }
+            return Ok(());
+        }
+        parallel::remove(self, names, threads, removed)
+    }
+
     /// Removes everything inside this directory, which stays (see [`DirFd::remove_tree`]).
     pub fn remove_contents(&self, removed: &mut Removed) -> Result<(), Error> {
         let names = self
@@ -367,14 +423,29 @@ enum Step {
 
 /// Unlinks `name` in `parent` if it is not a directory, or opens it if it is.
 fn unlink_or_open(parent: &DirFd, name: &OsStr, removed: &mut Removed) -> Result<Step, Error> {
+    unlink_or_open_from(parent, name, true, removed)
+}
+
+/// [`unlink_or_open`]; without `open_first` (`readdir` said it is no directory) the
+/// unlink is tried first, and the entry is opened only if it turns out a directory.
+fn unlink_or_open_from(
+    parent: &DirFd,
+    name: &OsStr,
+    open_first: bool,
+    removed: &mut Removed,
+) -> Result<Step, Error> {
     let io = |action, e: io::Error| Error::io(action, parent.child_path(name), e);
+    let mut open = open_first;
     for _ in 0..RETRIES {
-        match parent.open_dir(name) {
-            Ok(dir) => return Ok(Step::Dir(dir)),
-            Err(e) if is_not_found(&e) => return Ok(Step::Done),
-            Err(e) if is_not_dir(&e) => {}
-            Err(e) => return Err(io("open the directory", e)),
+        if open {
+            match parent.open_dir(name) {
+                Ok(dir) => return Ok(Step::Dir(dir)),
+                Err(e) if is_not_found(&e) => return Ok(Step::Done),
+                Err(e) if is_not_dir(&e) => {}
+                Err(e) => return Err(io("open the directory", e)),
+            }
         }
+        open = true;
         // A file, a link (never followed), a FIFO…: unlinked. Its size is only counted.
         let size = match parent.stat_entry(name) {
             Ok(stat) => u64::try_from(stat.st_size).unwrap_or(0),
@@ -388,7 +459,8 @@ fn unlink_or_open(parent: &DirFd, name: &OsStr, removed: &mut Removed) -> Result
                 return Ok(Step::Done);
             }
             Err(Errno::NOENT) => return Ok(Step::Done),
-            // Replaced by a directory since the open: try again.
+            // A directory after all (replaced since the open, or one `readdir` did not
+            // call one): try again, opening it.
             Err(Errno::ISDIR) | Err(Errno::PERM) if is_dir_now(parent, name) => continue,
             Err(e) => return Err(io("remove", e.into())),
         }
@@ -529,6 +601,247 @@ impl Drop for OwnedTree {
     fn drop(&mut self) {
         if self.remove_on_drop {
             let _ = self.parent.remove_tree(&self.name, &mut Removed::default());
+        }
+    }
+}
+
+/// At most this many directories are open for sharing between the threads of a
+/// parallel removal (each thread's own walk adds one per level).
+pub const SHARED_DIRS: usize = 256;
+
+mod parallel {
+    use std::ffi::OsString;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+
+    use rustix::fs::AtFlags;
+    use rustix::io::Errno;
+
+    use super::{
+        DirFd, RETRIES, Removed, SHARED_DIRS, Step, changing, remove_tree_at, unlink_or_open,
+        unlink_or_open_from,
+    };
+    use crate::error::Error;
+
+    /// A shared directory, open, whose entries are being removed.
+    struct Node {
+        dir: DirFd,
+        name: OsString,
+        /// None: a direct entry of the top directory.
+        parent: Option<Arc<Node>>,
+        /// Its jobs not finished yet, plus one while its own job lists it.
+        pending: AtomicUsize,
+        tries: u32,
+    }
+
+    /// Remove `name` in `parent` (the top directory if none).
+    struct Job {
+        parent: Option<Arc<Node>>,
+        name: OsString,
+        tries: u32,
+    }
+
+    struct Queue {
+        jobs: Vec<Job>,
+        /// Threads running a job.
+        busy: usize,
+        failed: Option<Error>,
+    }
+
+    struct Pool<'a> {
+        top: &'a DirFd,
+        queue: Mutex<Queue>,
+        wake: Condvar,
+        /// Shared directories open, or about to be (a [`Node`] each).
+        shared: AtomicUsize,
+    }
+
+    pub(super) fn remove(
+        top: &DirFd,
+        names: Vec<OsString>,
+        threads: usize,
+        removed: &mut Removed,
+    ) -> Result<(), Error> {
+        let pool = Pool {
+            top,
+            queue: Mutex::new(Queue {
+                jobs: names
+                    .into_iter()
+                    .rev()
+                    .map(|name| Job {
+                        parent: None,
+                        name,
+                        tries: 0,
+                    })
+                    .collect(),
+                busy: 0,
+                failed: None,
+            }),
+            wake: Condvar::new(),
+            shared: AtomicUsize::new(0),
+        };
+        let counts = std::thread::scope(|scope| {
+            let helpers: Vec<_> = (1..threads).map(|_| scope.spawn(|| pool.work())).collect();
+            let mut counts = vec![pool.work()];
+            for helper in helpers {
+                match helper.join() {
+                    Ok(c) => counts.push(c),
+                    Err(panic) => std::panic::resume_unwind(panic),
+                }
+            }
+            counts
+        });
+        for c in counts {
+            removed.files += c.files;
+            removed.bytes += c.bytes;
+        }
+        let queue = pool.queue.into_inner().unwrap_or_else(|e| e.into_inner());
+        match queue.failed {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    impl Pool<'_> {
+        fn lock(&self) -> MutexGuard<'_, Queue> {
+            // A panicking worker panics the whole removal (the scope resumes it); the
+            // queue itself is never left half changed.
+            self.queue.lock().unwrap_or_else(|e| e.into_inner())
+        }
+
+        fn push(&self, job: Job) {
+            self.lock().jobs.push(job);
+            self.wake.notify_one();
+        }
+
+        /// Runs jobs until there are none and no thread can make more, or one failed.
+        fn work(&self) -> Removed {
+            let mut removed = Removed::default();
+            loop {
+                let job = {
+                    let mut queue = self.lock();
+                    loop {
+                        if queue.failed.is_some() {
+                            return removed;
+                        }
+                        if let Some(job) = queue.jobs.pop() {
+                            queue.busy += 1;
+                            break job;
+                        }
+                        if queue.busy == 0 {
+                            self.wake.notify_all();
+                            return removed;
+                        }
+                        queue = self.wake.wait(queue).unwrap_or_else(|e| e.into_inner());
+                    }
+                };
+                let result = self.run(job, &mut removed);
+                let mut queue = self.lock();
+                queue.busy -= 1;
+                if let Err(e) = result {
+                    match &queue.failed {
+                        None => queue.failed = Some(e),
+                        Some(_) => tracing::warn!("removal failed after an earlier failure: {e}"),
+                    }
+                }
+                if queue.busy == 0 || queue.failed.is_some() {
+                    self.wake.notify_all();
+                }
+            }
+        }
+
+        fn parent_dir<'n>(&'n self, parent: &'n Option<Arc<Node>>) -> &'n DirFd {
+            parent.as_ref().map_or(self.top, |p| &p.dir)
+        }
+
+        fn run(&self, job: Job, removed: &mut Removed) -> Result<(), Error> {
+            let parent = self.parent_dir(&job.parent);
+            let room = self
+                .shared
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |open| {
+                    (open < SHARED_DIRS).then_some(open + 1)
+                });
+            if room.is_err() {
+                // Enough open already: this subtree is walked here alone.
+                remove_tree_at(parent, &job.name, removed)?;
+                return self.finish(job.parent);
+            }
+            let dir = match unlink_or_open(parent, &job.name, removed)? {
+                Step::Done => {
+                    self.shared.fetch_sub(1, Ordering::Relaxed);
+                    return self.finish(job.parent);
+                }
+                Step::Dir(dir) => dir,
+            };
+            let entries = dir
+                .entries_with_kind()
+                .map_err(|e| Error::io("list", dir.path(), e))?;
+            let node = Arc::new(Node {
+                dir,
+                name: job.name,
+                parent: job.parent,
+                pending: AtomicUsize::new(1),
+                tries: job.tries,
+            });
+            let share = |name: OsString| {
+                node.pending.fetch_add(1, Ordering::AcqRel);
+                self.push(Job {
+                    parent: Some(node.clone()),
+                    name,
+                    tries: 0,
+                });
+            };
+            let mut others = Vec::with_capacity(entries.len());
+            for (name, is_dir) in entries {
+                if is_dir {
+                    share(name);
+                } else {
+                    others.push(name);
+                }
+            }
+            for name in others {
+                if let Step::Dir(dir) = unlink_or_open_from(&node.dir, &name, false, removed)? {
+                    // A directory now: shared like the others (opened again by its job).
+                    drop(dir);
+                    share(name);
+                }
+            }
+            self.finish(Some(node))
+        }
+
+        /// One job of `node` is done; the last removes the directory, then counts as a
+        /// job done of its parent, and so on up.
+        fn finish(&self, mut node: Option<Arc<Node>>) -> Result<(), Error> {
+            while let Some(done) = node {
+                if done.pending.fetch_sub(1, Ordering::AcqRel) != 1 {
+                    return Ok(());
+                }
+                let parent = self.parent_dir(&done.parent);
+                let path = || parent.child_path(&done.name);
+                match rustix::fs::unlinkat(parent, &done.name, AtFlags::REMOVEDIR) {
+                    Ok(()) | Err(Errno::NOENT) => {}
+                    // Something was added meanwhile, or the name now holds another entry:
+                    // the name becomes a job again (its parent still counts it).
+                    Err(Errno::NOTEMPTY) | Err(Errno::EXIST) | Err(Errno::NOTDIR) => {
+                        if done.tries + 1 >= RETRIES {
+                            return Err(Error::io("remove the directory", path(), changing()));
+                        }
+                        self.shared.fetch_sub(1, Ordering::Relaxed);
+                        self.push(Job {
+                            parent: done.parent.clone(),
+                            name: done.name.clone(),
+                            tries: done.tries + 1,
+                        });
+                        return Ok(());
+                    }
+                    Err(e) => {
+                        return Err(Error::io("remove the directory", path(), e.into()));
+                    }
+                }
+                self.shared.fetch_sub(1, Ordering::Relaxed);
+                node = done.parent.clone();
+            }
+            Ok(())
         }
     }
 }

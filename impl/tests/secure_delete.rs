@@ -3,8 +3,8 @@
 //! A writer of the cache (the attacker of the README's trust model) swaps directories
 //! inside the cache for symbolic links to an outside "canary" directory and back,
 //! continuously, while every deletion path runs: clean (uv's and cachelock's),
-//! prune, the environment trash, a run's temporary-cache removal, and prune's removal of
-//! leaked temporary caches; in process through the library, and through the real
+//! prune, the environment trash, a run's temporary-cache removal, prune's removal of
+//! leaked temporary caches, and the removal of a clean's trash by several threads; in process through the library, and through the real
 //! `cachelock` binary for clean and prune. The canary tree (names, kinds, sizes,
 //! contents, mtimes, link targets) must be exactly as before after every round.
 //!
@@ -279,6 +279,9 @@ enum Path_ {
     TempCache,
     /// prune's removal of leaked temporary caches.
     LeakedTemp,
+    /// The removal of a clean's trash by several threads
+    /// (`DirFd::remove_entries_parallel`, 4 threads), of a whole cache.
+    Parallel,
     /// `cachelock clean` (the binary).
     BinClean,
     /// `cachelock prune` (the binary; also removes leaked temporary caches in TMPDIR).
@@ -331,6 +334,19 @@ fn run_path(
                         delete_entries(&cache_root, scaffold, env_locks)
                     })
                     .map(|r| r.removed_files)
+                    .map_err(|e| e.to_string())
+            }
+            Path_::Parallel => {
+                reset(&cache_root);
+                populate(&cache_root);
+                let root = DirFd::open_root(&cache_root).expect("open the cache");
+                let names = root.entries().expect("list the cache");
+                swapper
+                    .race(&cache_root, || {
+                        let mut removed = Removed::default();
+                        root.remove_entries_parallel(names, 4, &mut removed)
+                            .map(|()| removed.files)
+                    })
                     .map_err(|e| e.to_string())
             }
             Path_::TempCache => {
@@ -419,6 +435,7 @@ fn race_all(files_lib: u64, rounds_bin: u64) {
         (Path_::EnvTrash, 0, files_lib),
         (Path_::TempCache, 0, files_lib),
         (Path_::LeakedTemp, 0, files_lib),
+        (Path_::Parallel, 0, files_lib),
         (Path_::BinClean, rounds_bin, 0),
         (Path_::BinPrune, rounds_bin, 0),
     ];
@@ -635,7 +652,15 @@ fn swap_at_open(opened: &Path) {
 fn a_directory_swapped_the_moment_it_is_opened_is_still_the_one_removed() {
     // One test at a time sets the hook; the other tests' paths never match it.
     for level in [0, 1, 2] {
-        for (scaffold, env_locks) in [(true, false), (true, true), (false, true)] {
+        // `parallel`: the removal of a whole cache by that many threads, as a trash is.
+        let cases = [
+            (true, false, None),
+            (true, true, None),
+            (false, true, None),
+            (true, false, Some(2)),
+            (true, false, Some(4)),
+        ];
+        for (scaffold, env_locks, parallel) in cases {
             let (_d, root, outside, before) = cache_with_outside();
             let files_inside = snapshot(&root)
                 .iter()
@@ -647,10 +672,24 @@ fn a_directory_swapped_the_moment_it_is_opened_is_still_the_one_removed() {
             let swaps_before = HOOK_SWAPS.load(Ordering::SeqCst);
             *HOOKED.lock().expect("lock") = Some((root.clone(), outside.clone(), level));
             *cachelock::safe_fs::AFTER_OPEN_DIR.write().expect("lock") = Some(swap_at_open);
-            let result = delete_entries(&root, scaffold, env_locks);
+            let result = match parallel {
+                None => delete_entries(&root, scaffold, env_locks),
+                Some(threads) => {
+                    let dir = DirFd::open_root(&root).expect("open root");
+                    let names = dir.entries().expect("list root");
+                    let mut removed = Removed::default();
+                    dir.remove_entries_parallel(names, threads, &mut removed)
+                        .map(|()| cache::DeleteReport {
+                            removed_files: removed.files,
+                            ..Default::default()
+                        })
+                }
+            };
             *cachelock::safe_fs::AFTER_OPEN_DIR.write().expect("lock") = None;
             *HOOKED.lock().expect("lock") = None;
-            let what = format!("level {level}, scaffold {scaffold}, env locks {env_locks}");
+            let what = format!(
+                "level {level}, scaffold {scaffold}, env locks {env_locks}, threads {parallel:?}"
+            );
             let report = result.unwrap_or_else(|e| panic!("{what}: {e}"));
             let swaps = HOOK_SWAPS.load(Ordering::SeqCst) - swaps_before;
             assert!(swaps >= 2, "{what}: only {swaps} swaps");
