@@ -172,6 +172,21 @@ fn uv_0_13_is_a_behaviour_of_uv_0_13_it_locks_before_the_scaffold_and_keeps_lock
     );
 }
 
+/// `uv run python …` runs the interpreter it found under that file's own name
+/// (`python3`, `python3.11`): that process is still the run's child.
+#[test]
+fn a_run_of_python_is_a_behaviour_whatever_the_interpreters_file_is_called() {
+    let d = Dirs::new();
+    let (code, text) = trace(
+        &d,
+        Some("uv-0.13"),
+        &uv("0.13.9"),
+        &["run", "--no-project", "python", "-c", "pass"],
+    );
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("is a behaviour of uv-0.13\n"), "{text}");
+}
+
 #[test]
 fn without_a_policy_the_policies_admitting_the_trace_are_named() {
     let d = Dirs::new();

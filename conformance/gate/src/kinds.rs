@@ -255,7 +255,9 @@ fn cachelock(args: &[String]) -> Option<Invocation> {
 /// True if a process running `child` runs `command` (a run's command, program first):
 /// its arguments end with the command's arguments, and the argument before them names
 /// the command's program (by file name: uv may resolve `python3` to a path, and a
-/// script is run by its interpreter, `python /env/bin/tool`, or by itself).
+/// script is run by its interpreter, `python /env/bin/tool`, or by itself). A Python
+/// interpreter's names stand for each other: uv runs `python` as the environment's
+/// interpreter, whose file may be `python3` or `python3.11`.
 pub fn runs_command(child: &[String], command: &[String]) -> bool {
     let Some((program, args)) = command.split_first() else {
         return false;
@@ -267,7 +269,20 @@ pub fn runs_command(child: &[String], command: &[String]) -> bool {
     tail == args
         && head
             .last()
-            .is_some_and(|p| file_name(p) == file_name(program))
+            .is_some_and(|p| same_program(file_name(p), file_name(program)))
+}
+
+/// Two programs' file names name the same program: equal, or both a Python
+/// interpreter's (`python`, `python3`, `python3.11`).
+fn same_program(a: &str, b: &str) -> bool {
+    let python = |name: &str| {
+        name.strip_prefix("python").is_some_and(|version| {
+            version.split('.').all(|part| part.chars().all(|c| c.is_ascii_digit()))
+                && version.split('.').count() <= 2
+                && !version.starts_with('.')
+        })
+    };
+    a == b || (python(a) && python(b))
 }
 
 #[cfg(test)]
@@ -354,5 +369,15 @@ mod tests {
         ));
         assert!(!runs_command(&v("/env/bin/python -c x"), &tool.command));
         assert!(!runs_command(&v("x"), &[]));
+        // `uv run python` runs the interpreter it found, under that file's name.
+        let plain = inv("uv run --no-project python -c pass").unwrap();
+        assert!(runs_command(
+            &v("/root/.pyenv/versions/3.11.7/bin/python3 -c pass"),
+            &plain.command
+        ));
+        assert!(runs_command(&v("/usr/bin/python3.11 -c pass"), &plain.command));
+        assert!(!runs_command(&v("/usr/bin/pythonic -c pass"), &plain.command));
+        assert!(!runs_command(&v("/usr/bin/python3.x -c pass"), &plain.command));
+        assert!(!runs_command(&v("/usr/bin/python. -c pass"), &plain.command));
     }
 }
