@@ -277,7 +277,9 @@ pub fn runs_command(child: &[String], command: &[String]) -> bool {
 fn same_program(a: &str, b: &str) -> bool {
     let python = |name: &str| {
         name.strip_prefix("python").is_some_and(|version| {
-            version.split('.').all(|part| part.chars().all(|c| c.is_ascii_digit()))
+            version
+                .split('.')
+                .all(|part| part.chars().all(|c| c.is_ascii_digit()))
                 && version.split('.').count() <= 2
                 && !version.starts_with('.')
         })
@@ -375,9 +377,21 @@ mod tests {
             &v("/root/.pyenv/versions/3.11.7/bin/python3 -c pass"),
             &plain.command
         ));
-        assert!(runs_command(&v("/usr/bin/python3.11 -c pass"), &plain.command));
-        assert!(!runs_command(&v("/usr/bin/pythonic -c pass"), &plain.command));
-        assert!(!runs_command(&v("/usr/bin/python3.x -c pass"), &plain.command));
-        assert!(!runs_command(&v("/usr/bin/python. -c pass"), &plain.command));
+        assert!(runs_command(
+            &v("/usr/bin/python3.11 -c pass"),
+            &plain.command
+        ));
+        assert!(!runs_command(
+            &v("/usr/bin/pythonic -c pass"),
+            &plain.command
+        ));
+        assert!(!runs_command(
+            &v("/usr/bin/python3.x -c pass"),
+            &plain.command
+        ));
+        assert!(!runs_command(
+            &v("/usr/bin/python. -c pass"),
+            &plain.command
+        ));
     }
 }
