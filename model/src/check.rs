@@ -150,17 +150,7 @@ pub fn check_pair_and_traces(policy: Policy, scenario: &Scenario) -> (PairResult
         let traces = shortest_traces(policy, scenario, &failing(&r));
         (r, traces)
     };
-    let classes: Vec<u8> = model
-        .initial_state()
-        .procs
-        .iter()
-        .map(|p| p.class)
-        .collect();
-    let interchangeable = classes
-        .iter()
-        .enumerate()
-        .any(|(i, c)| *c != u8::MAX && classes[..i].contains(c));
-    if interchangeable {
+    if model.has_interchangeable_processes() {
         return two_searches();
     }
     let applicable = model.property_names();

@@ -151,6 +151,16 @@ impl CacheModel {
         self
     }
 
+    /// True when two of the scenario's processes are interchangeable (one class under
+    /// the symmetry reduction).
+    pub fn has_interchangeable_processes(&self) -> bool {
+        let classes: Vec<u8> = self.initial_state().procs.iter().map(|p| p.class).collect();
+        classes
+            .iter()
+            .enumerate()
+            .any(|(i, c)| *c != u8::MAX && classes[..i].contains(c))
+    }
+
     /// The initial state: an existing cache with its scaffold and `.lock`, no
     /// environments, every process about to start.
     pub fn initial_state(&self) -> State {
