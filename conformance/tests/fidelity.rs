@@ -79,6 +79,21 @@ fn real_uv_agrees_with_the_model() {
                     "docs/fidelity.md is stale: regenerate it with \
                      `CACHELOCK_WRITE_DOCS=1 cargo test -p cachelock-conformance --test fidelity`\n",
                 );
+                // The lines that differ (at most 5), so that a run whose table differs
+                // from the recorded one says how.
+                let (old_lines, new_lines): (Vec<&str>, Vec<&str>) =
+                    (head.lines().collect(), doc.lines().collect());
+                let differing = (0..old_lines.len().max(new_lines.len()))
+                    .filter(|i| old_lines.get(*i) != new_lines.get(*i))
+                    .take(5);
+                for i in differing {
+                    report.push_str(&format!(
+                        "  line {}:\n    recorded: {}\n    this run: {}\n",
+                        i + 1,
+                        old_lines.get(i).unwrap_or(&"(none)"),
+                        new_lines.get(i).unwrap_or(&"(none)")
+                    ));
+                }
             }
         }
     }
