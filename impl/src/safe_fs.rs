@@ -512,26 +512,43 @@ fn remove_tree_at(top: &DirFd, name: &OsStr, removed: &mut Removed) -> Result<()
         }
         let Some(done) = stack.pop() else { break };
         let parent = stack.last().map_or(top, |f| &f.dir);
-        let path = || parent.child_path(&done.name);
-        match rustix::fs::unlinkat(parent, &done.name, AtFlags::REMOVEDIR) {
-            Ok(()) | Err(Errno::NOENT) => {}
-            // Something was added meanwhile, or the name now holds another entry (a
-            // link, another directory): that entry is removed in turn, a bounded
-            // number of times.
-            Err(Errno::NOTEMPTY) | Err(Errno::EXIST) | Err(Errno::NOTDIR) => {
-                if done.tries + 1 >= RETRIES {
-                    return Err(Error::io("remove the directory", path(), changing()));
-                }
-                drop(done.dir);
-                if let Step::Dir(dir) = unlink_or_open(parent, &done.name, removed)? {
-                    let again = frame(dir, &done.name, done.tries + 1)?;
-                    stack.push(again);
-                }
+        if remove_emptied_dir(parent, &done.name, done.tries)? == Emptied::Again {
+            // That entry is removed in turn.
+            drop(done.dir);
+            if let Step::Dir(dir) = unlink_or_open(parent, &done.name, removed)? {
+                let again = frame(dir, &done.name, done.tries + 1)?;
+                stack.push(again);
             }
-            Err(e) => return Err(Error::io("remove the directory", path(), e.into())),
         }
     }
     Ok(())
+}
+
+/// What became of a directory a walk had emptied.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Emptied {
+    /// It is gone.
+    Gone,
+    /// Something was added meanwhile, or the name now holds another entry (a link,
+    /// another directory): the walk takes the name again.
+    Again,
+}
+
+/// Removes the directory `name` of `parent`, which a walk has emptied on its
+/// `tries + 1`-th try; a name that keeps changing is an error after [`RETRIES`] tries.
+fn remove_emptied_dir(parent: &DirFd, name: &OsStr, tries: u32) -> Result<Emptied, Error> {
+    let path = || parent.child_path(name);
+    match rustix::fs::unlinkat(parent, name, AtFlags::REMOVEDIR) {
+        Ok(()) | Err(Errno::NOENT) => Ok(Emptied::Gone),
+        Err(Errno::NOTEMPTY) | Err(Errno::EXIST) | Err(Errno::NOTDIR) => {
+            if tries + 1 >= RETRIES {
+                Err(Error::io("remove the directory", path(), changing()))
+            } else {
+                Ok(Emptied::Again)
+            }
+        }
+        Err(e) => Err(Error::io("remove the directory", path(), e.into())),
+    }
 }
 
 /// A directory of this process's own (a temporary cache, a build, a run's overlay),
@@ -614,12 +631,9 @@ mod parallel {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
-    use rustix::fs::AtFlags;
-    use rustix::io::Errno;
-
     use super::{
-        DirFd, RETRIES, Removed, SHARED_DIRS, Step, changing, remove_tree_at, unlink_or_open,
-        unlink_or_open_from,
+        DirFd, Emptied, Removed, SHARED_DIRS, Step, remove_emptied_dir, remove_tree_at,
+        unlink_or_open, unlink_or_open_from,
     };
     use crate::error::Error;
 
@@ -817,26 +831,15 @@ mod parallel {
                     return Ok(());
                 }
                 let parent = self.parent_dir(&done.parent);
-                let path = || parent.child_path(&done.name);
-                match rustix::fs::unlinkat(parent, &done.name, AtFlags::REMOVEDIR) {
-                    Ok(()) | Err(Errno::NOENT) => {}
-                    // Something was added meanwhile, or the name now holds another entry:
-                    // the name becomes a job again (its parent still counts it).
-                    Err(Errno::NOTEMPTY) | Err(Errno::EXIST) | Err(Errno::NOTDIR) => {
-                        if done.tries + 1 >= RETRIES {
-                            return Err(Error::io("remove the directory", path(), changing()));
-                        }
-                        self.shared.fetch_sub(1, Ordering::Relaxed);
-                        self.push(Job {
-                            parent: done.parent.clone(),
-                            name: done.name.clone(),
-                            tries: done.tries + 1,
-                        });
-                        return Ok(());
-                    }
-                    Err(e) => {
-                        return Err(Error::io("remove the directory", path(), e.into()));
-                    }
+                if remove_emptied_dir(parent, &done.name, done.tries)? == Emptied::Again {
+                    // The name becomes a job again (its parent still counts it).
+                    self.shared.fetch_sub(1, Ordering::Relaxed);
+                    self.push(Job {
+                        parent: done.parent.clone(),
+                        name: done.name.clone(),
+                        tries: done.tries + 1,
+                    });
+                    return Ok(());
                 }
                 self.shared.fetch_sub(1, Ordering::Relaxed);
                 node = done.parent.clone();
