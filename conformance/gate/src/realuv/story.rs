@@ -1507,31 +1507,32 @@ impl Player<'_> {
     /// timeout to end the wait, would wait forever: its tree is killed.
     fn run_out(&mut self) -> Result<Vec<(String, Kind, Option<i32>)>, String> {
         for h in 0..self.actors.len() {
-            // A child let go would start the nested clean the story never started.
-            if let Some(n) = self.actors[h].nested
-                && !self.actors[n].began
-                && self.actors[h].ended.is_none()
-                && let Some(g) = self.actors[h].g.as_mut()
-            {
-                let code = g.kill_tree()?;
-                self.actors[h].ended = Some(code);
-                self.log.push(format!(
-                    "{} killed with its tree: the story did not start {}",
-                    self.actors[h].label, self.actors[n].label
-                ));
-            }
-            if let Some(n) = self.actors[h].nested
-                && self.alive(n)
+            let Some(n) = self.actors[h].nested else {
+                continue;
+            };
+            let why = if !self.actors[n].began {
+                // A child let go would start the nested clean the story never started.
+                Some(format!("the story did not start {}", self.actors[n].label))
+            } else if self.alive(n)
                 && self.actors[n].blocked.is_some()
                 && !(self.model.procs[n].spec.timeout && self.runner.has_lock_timeout())
+            {
+                Some(format!(
+                    "{} waits for a lock its host holds",
+                    self.actors[n].label
+                ))
+            } else {
+                None
+            };
+            if let Some(why) = why
                 && self.actors[h].ended.is_none()
                 && let Some(g) = self.actors[h].g.as_mut()
             {
                 let code = g.kill_tree()?;
                 self.actors[h].ended = Some(code);
                 self.log.push(format!(
-                    "{} killed with its tree: {} waits for a lock its host holds",
-                    self.actors[h].label, self.actors[n].label
+                    "{} killed with its tree: {why}",
+                    self.actors[h].label
                 ));
             }
         }
